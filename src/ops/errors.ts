@@ -1,0 +1,58 @@
+/**
+ * Stable error codes for everything an operator can see in logs, status and gRPC errors.
+ * Each code is documented in docs/errors.md; never rename one, only add.
+ */
+export const ErrorCode = {
+  // Secret material read from files.
+  FileMissing: 'SDS_ERR_FILE_MISSING',
+  FileUnreadable: 'SDS_ERR_FILE_UNREADABLE',
+  NotAFile: 'SDS_ERR_NOT_A_FILE',
+  FileEmpty: 'SDS_ERR_FILE_EMPTY',
+  PemInvalid: 'SDS_ERR_PEM_INVALID',
+  KeyInvalid: 'SDS_ERR_KEY_INVALID',
+  KeyMismatch: 'SDS_ERR_KEY_MISMATCH',
+  ChainOrder: 'SDS_ERR_CHAIN_ORDER',
+  CertExpired: 'SDS_ERR_CERT_EXPIRED',
+  CertNotYetValid: 'SDS_ERR_CERT_NOT_YET_VALID',
+  SpiffeIdMismatch: 'SDS_ERR_SPIFFE_ID_MISMATCH',
+  BundleEmpty: 'SDS_ERR_BUNDLE_EMPTY',
+  // Configuration and command line.
+  ConfigInvalid: 'SDS_ERR_CONFIG_INVALID',
+  // Socket.
+  SocketInUse: 'SDS_ERR_SOCKET_IN_USE',
+  SocketPathNotSocket: 'SDS_ERR_SOCKET_PATH_NOT_SOCKET',
+  SocketSetup: 'SDS_ERR_SOCKET_SETUP',
+  // Protocol, as seen by clients.
+  UnknownSecret: 'SDS_ERR_UNKNOWN_SECRET',
+  SecretNotReady: 'SDS_ERR_SECRET_NOT_READY',
+  WrongTypeUrl: 'SDS_ERR_WRONG_TYPE_URL',
+  BadRequest: 'SDS_ERR_BAD_REQUEST',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** A problem described for an operator: a stable code, a message naming the file/secret/field. */
+export interface Problem {
+  code: ErrorCode;
+  message: string;
+}
+
+export class SdsError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'SdsError';
+    this.code = code;
+  }
+  toProblem(): Problem {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export type Result<T> = { ok: true; value: T; warnings: Problem[] } | { ok: false; problem: Problem };
+
+export const ok = <T>(value: T, warnings: Problem[] = []): Result<T> => ({ ok: true, value, warnings });
+export const fail = <T = never>(code: ErrorCode, message: string): Result<T> => ({
+  ok: false,
+  problem: { code, message },
+});
