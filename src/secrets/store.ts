@@ -1,0 +1,280 @@
+import { createHash } from 'node:crypto';
+import type { SecretValue, TrustBundleValue, TrustDomainBundle } from './secret.js';
+import { trustDomainId } from '../x509/spiffe.js';
+
+/**
+ * The versioned secret store: the one place that knows which secrets exist, under which names,
+ * and at which version. It knows nothing about gRPC; streams reach it through `SecretCatalog`.
+ */
+
+export type SecretKind = SecretValue['kind'];
+
+/** One published version of a secret. Immutable: a new version is a new object. */
+export interface SecretEntry {
+  /** Canonical name (the name the secret was declared or published under). */
+  readonly name: string;
+  /** Content hash: equal content gives an equal version, even across server restarts. */
+  readonly version: string;
+  readonly value: SecretValue;
+  readonly updatedAt: Date;
+}
+
+export type Resolution =
+  | { kind: 'ready'; entry: SecretEntry }
+  /** Configured (or possibly configured, while sources are still loading) but not available yet. */
+  | { kind: 'pending' }
+  | { kind: 'unknown' };
+
+/** Called with the requested name whose resolution may have changed. */
+export type NameListener = (name: string) => void;
+
+/** The narrow view of the store that the protocol layer needs. */
+export interface SecretCatalog {
+  resolve(name: string): Resolution;
+  /** Canonical names of every secret a wildcard subscriber may see (ready or not). */
+  names(): string[];
+  /** Watch one requested name (canonical or alias). Returns the unsubscribe function. */
+  watch(name: string, listener: NameListener): () => void;
+  /** Watch every name (wildcard subscribers). */
+  watchAll(listener: NameListener): () => void;
+}
+
+export interface AliasNames {
+  /** Alias of the default certificate (SPIRE `default_svid_name`, Istio `default`). */
+  defaultCertificate: string;
+  /** Alias of the default trust bundle (SPIRE `default_bundle_name`, Istio `ROOTCA`). */
+  rootBundle: string;
+  /** Name of the set of all trust bundles (SPIRE `default_all_bundles_name`). */
+  allBundles: string;
+}
+
+export const DEFAULT_ALIASES: AliasNames = { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'ALL' };
+
+export interface SecretStoreOptions {
+  aliases?: Partial<AliasNames>;
+  /** Canonical name the default-certificate alias points at; otherwise the first declared certificate. */
+  defaultCertificate?: string;
+  /** Canonical name the root-bundle alias points at; otherwise the bundle of the default certificate's trust domain, else the first declared bundle. */
+  rootBundle?: string;
+  now?: () => Date;
+}
+
+interface Declared {
+  kind: SecretKind;
+  /** Extra names configured by the operator. */
+  names: string[];
+}
+
+export class SecretStore implements SecretCatalog {
+  readonly aliasNames: AliasNames;
+  private readonly declared = new Map<string, Declared>();
+  private readonly entries = new Map<string, SecretEntry>();
+  private readonly watchers = new Map<string, Set<NameListener>>();
+  private readonly wildcardWatchers = new Set<NameListener>();
+  private aliasTable = new Map<string, string>();
+  private allBundlesEntry: SecretEntry | undefined;
+  private settled = false;
+  private readonly now: () => Date;
+
+  constructor(private readonly options: SecretStoreOptions = {}) {
+    this.aliasNames = { ...DEFAULT_ALIASES, ...options.aliases };
+    this.now = options.now ?? (() => new Date());
+  }
+
+  /** Declares a configured secret: requests for it wait until it is published. */
+  declare(name: string, kind: SecretKind, extraNames: string[] = []): void {
+    this.declared.set(name, { kind, names: [...extraNames] });
+    this.refreshAliases();
+  }
+
+  /**
+   * Publishes a new value. Returns the new entry, or undefined when the content is unchanged
+   * (so several file events of one rotation cause one push).
+   */
+  publish(name: string, value: SecretValue): SecretEntry | undefined {
+    const version = versionOf(value);
+    const previous = this.entries.get(name);
+    if (previous?.version === version) return undefined;
+    if (!this.declared.has(name)) this.declared.set(name, { kind: value.kind, names: [] });
+    const entry: SecretEntry = { name, version, value, updatedAt: this.now() };
+    this.entries.set(name, entry);
+    if (value.kind === 'trust-bundle') this.allBundlesEntry = undefined;
+    const affected = new Set([name, ...this.refreshAliases()]);
+    for (const [alias, target] of this.aliasTable) if (target === name) affected.add(alias);
+    if (value.kind === 'trust-bundle') affected.add(this.aliasNames.allBundles);
+    this.notify(affected);
+    return entry;
+  }
+
+  /** Removes a secret entirely (no longer configured). Subscribers are told it is gone. */
+  remove(name: string): void {
+    const had = this.entries.get(name);
+    this.declared.delete(name);
+    this.entries.delete(name);
+    if (had?.value.kind === 'trust-bundle') this.allBundlesEntry = undefined;
+    const affected = new Set([name, ...this.refreshAliases()]);
+    if (had?.value.kind === 'trust-bundle') affected.add(this.aliasNames.allBundles);
+    this.notify(affected);
+  }
+
+  /**
+   * Marks that every source has made its first attempt: from now on a name nobody declared or
+   * learned is unknown rather than pending.
+   */
+  markSettled(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.notify(new Set(this.watchers.keys()));
+  }
+
+  get isSettled(): boolean {
+    return this.settled;
+  }
+
+  resolve(name: string): Resolution {
+    if (name === this.aliasNames.allBundles) return this.resolveAllBundles();
+    const canonical = this.canonicalOf(name);
+    if (canonical !== undefined) {
+      const entry = this.entries.get(canonical);
+      return entry ? { kind: 'ready', entry } : { kind: 'pending' };
+    }
+    return this.settled ? { kind: 'unknown' } : { kind: 'pending' };
+  }
+
+  /** The canonical name a requested name maps to, if any. */
+  canonicalOf(name: string): string | undefined {
+    if (this.declared.has(name)) return name;
+    return this.aliasTable.get(name);
+  }
+
+  names(): string[] {
+    return [...this.declared.keys()];
+  }
+
+  /** Every alias currently pointing at a canonical name (for status output). */
+  aliasesOf(canonical: string): string[] {
+    return [...this.aliasTable].filter(([, target]) => target === canonical).map(([alias]) => alias);
+  }
+
+  get(name: string): SecretEntry | undefined {
+    return this.entries.get(name);
+  }
+
+  watch(name: string, listener: NameListener): () => void {
+    let set = this.watchers.get(name);
+    if (!set) this.watchers.set(name, (set = new Set()));
+    set.add(listener);
+    return () => {
+      const current = this.watchers.get(name);
+      if (!current) return;
+      current.delete(listener);
+      if (current.size === 0) this.watchers.delete(name);
+    };
+  }
+
+  watchAll(listener: NameListener): () => void {
+    this.wildcardWatchers.add(listener);
+    return () => this.wildcardWatchers.delete(listener);
+  }
+
+  /** Number of per-name watchers (a leak check for tests and status). */
+  get watcherCount(): number {
+    let n = this.wildcardWatchers.size;
+    for (const set of this.watchers.values()) n += set.size;
+    return n;
+  }
+
+  private notify(names: Set<string>): void {
+    for (const name of names) {
+      const set = this.watchers.get(name);
+      // Copy: a listener may unsubscribe (stream ends) while we iterate.
+      if (set) for (const listener of [...set]) listener(name);
+      for (const listener of [...this.wildcardWatchers]) listener(name);
+    }
+  }
+
+  private resolveAllBundles(): Resolution {
+    const bundles: TrustDomainBundle[] = [];
+    for (const [name, declared] of this.declared) {
+      if (declared.kind !== 'trust-bundle') continue;
+      const entry = this.entries.get(name);
+      if (entry?.value.kind === 'trust-bundle') bundles.push(...entry.value.bundles);
+    }
+    if (bundles.length === 0) return this.settled && !this.hasDeclaredBundles() ? { kind: 'unknown' } : { kind: 'pending' };
+    if (!this.allBundlesEntry) {
+      const value: TrustBundleValue = { kind: 'trust-bundle', bundles };
+      this.allBundlesEntry = { name: this.aliasNames.allBundles, version: versionOf(value), value, updatedAt: this.now() };
+    }
+    return { kind: 'ready', entry: this.allBundlesEntry };
+  }
+
+  private hasDeclaredBundles(): boolean {
+    for (const d of this.declared.values()) if (d.kind === 'trust-bundle') return true;
+    return false;
+  }
+
+  /**
+   * Recomputes every alias from declarations and published content. Returns the aliases whose
+   * target changed, so their watchers can be told.
+   */
+  private refreshAliases(): string[] {
+    const next = new Map<string, string>();
+    const add = (alias: string, target: string): void => {
+      // A declared canonical name always wins over an alias; the first alias claim wins over later ones.
+      if (!this.declared.has(alias) && !next.has(alias)) next.set(alias, target);
+    };
+    for (const [name, declared] of this.declared) for (const extra of declared.names) add(extra, name);
+
+    // Learned names: the SPIFFE ID of a certificate, the trust-domain ID of a bundle.
+    for (const [name, entry] of this.entries) {
+      const value = entry.value;
+      if (value.kind === 'tls-certificate' && value.leaf.spiffeId) add(value.leaf.spiffeId, name);
+      if (value.kind === 'trust-bundle' && value.bundles.length === 1 && value.bundles[0]?.trustDomain) {
+        add(trustDomainId(value.bundles[0].trustDomain), name);
+      }
+    }
+
+    const defaultCert = this.options.defaultCertificate ?? this.firstDeclared('tls-certificate');
+    if (defaultCert !== undefined) add(this.aliasNames.defaultCertificate, defaultCert);
+    const rootBundle = this.options.rootBundle ?? this.bundleForDefault(defaultCert) ?? this.firstDeclared('trust-bundle');
+    if (rootBundle !== undefined) add(this.aliasNames.rootBundle, rootBundle);
+
+    const changed: string[] = [];
+    for (const [alias, target] of next) if (this.aliasTable.get(alias) !== target) changed.push(alias);
+    for (const alias of this.aliasTable.keys()) if (!next.has(alias)) changed.push(alias);
+    this.aliasTable = next;
+    return changed;
+  }
+
+  private firstDeclared(kind: SecretKind): string | undefined {
+    for (const [name, declared] of this.declared) if (declared.kind === kind) return name;
+    return undefined;
+  }
+
+  private bundleForDefault(defaultCert: string | undefined): string | undefined {
+    if (defaultCert === undefined) return undefined;
+    const cert = this.entries.get(defaultCert)?.value;
+    const spiffeId = cert?.kind === 'tls-certificate' ? cert.leaf.spiffeId : undefined;
+    if (!spiffeId) return undefined;
+    const td = new URL(spiffeId).host;
+    for (const [name, entry] of this.entries) {
+      const v = entry.value;
+      if (v.kind === 'trust-bundle' && v.bundles.length === 1 && v.bundles[0]?.trustDomain === td) return name;
+    }
+    return undefined;
+  }
+}
+
+/** A short content hash: the version Envoy sees in version_info and Delta resource versions. */
+export function versionOf(value: SecretValue): string {
+  const hash = createHash('sha256').update(value.kind);
+  if (value.kind === 'tls-certificate') {
+    hash.update('\0').update(value.certificateChainPem).update('\0').update(value.privateKeyPem);
+  } else {
+    for (const bundle of value.bundles) {
+      hash.update('\0').update(bundle.trustDomain ?? '');
+      for (const root of bundle.rootsPem) hash.update('\0').update(root);
+    }
+  }
+  return hash.digest('hex').slice(0, 16);
+}

@@ -1,0 +1,48 @@
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
+import { ErrorCode } from '../ops/errors.js';
+import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
+import type { NonceSource } from './nonce.js';
+import { combinedVersion, describeUnknown } from './versions.js';
+
+export type FetchResult = { ok: true; response: Buffer; names: string[] } | { ok: false; failure: StreamFailure };
+
+/**
+ * Unary FetchSecrets: the current state of the requested names (all secrets when none are named).
+ * Nothing to wait on here, so a configured-but-not-ready secret is UNAVAILABLE (retry later).
+ */
+export function fetchSecrets(
+  request: SotwRequest,
+  deps: { catalog: SecretCatalog; encoder: ResourceEncoder; nonces: NonceSource; format: BundleFormat },
+): FetchResult {
+  if (request.typeUrl !== '' && request.typeUrl !== deps.encoder.typeUrl) {
+    return fail(GrpcStatus.INVALID_ARGUMENT, `${ErrorCode.WrongTypeUrl}: this service serves ${deps.encoder.typeUrl}, the request asked for ${request.typeUrl}`);
+  }
+  const wildcard = request.resourceNames.length === 0;
+  const names = wildcard ? deps.catalog.names() : [...new Set(request.resourceNames)];
+  const ready: Array<{ name: string; entry: SecretEntry }> = [];
+  const unknown: string[] = [];
+  const pending: string[] = [];
+  for (const name of names) {
+    const r = deps.catalog.resolve(name);
+    if (r.kind === 'ready') ready.push({ name, entry: r.entry });
+    else if (r.kind === 'unknown') unknown.push(name);
+    else pending.push(name);
+  }
+  if (unknown.length > 0) return fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
+  if (!wildcard && pending.length > 0) {
+    return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: secret ${pending.map((n) => JSON.stringify(n)).join(', ')} is configured but not available yet`);
+  }
+  if (ready.length === 0) return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: no secret is available yet`);
+  const versions = new Map(ready.map(({ name, entry }) => [name, entry.version]));
+  const response = deps.encoder.encodeSotwResponse({
+    versionInfo: combinedVersion(versions),
+    resources: ready.map(({ name, entry }) => deps.encoder.encodeResource(entry, name, deps.format)),
+    nonce: deps.nonces.next(),
+  });
+  return { ok: true, response, names: [...versions.keys()] };
+}
+
+function fail(code: number, message: string): FetchResult {
+  return { ok: false, failure: { code, message } };
+}
