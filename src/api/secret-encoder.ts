@@ -78,7 +78,8 @@ export class SecretEncoder implements ResourceEncoder {
     return {
       customValidatorConfig: {
         name: SPIFFE_VALIDATOR_NAME,
-        typedConfig: { typeUrl: SPIFFE_VALIDATOR_TYPE_URL, value: config },
+        // protobufjs' bundled google.protobuf.Any keeps its snake_case field names.
+        typedConfig: { type_url: SPIFFE_VALIDATOR_TYPE_URL, value: config },
       },
     };
   }
