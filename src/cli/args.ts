@@ -1,0 +1,168 @@
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ErrorCode, SdsError } from '../ops/errors.js';
+import {
+  BUNDLE_FORMATS,
+  ConfigChecker,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  defaultConfig,
+  parseAddress,
+  parseConfigFile,
+  parseMode,
+  type ServerConfig,
+} from './config.js';
+import { X509Certificate } from 'node:crypto';
+import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
+import { splitPem } from '../x509/pem.js';
+import { describeCertificate } from '../x509/certificate-info.js';
+
+export const USAGE = `Usage: sds-server [options]
+
+Envoy Secret Discovery Service (v3 and v2) on a Unix domain socket.
+
+Where secrets come from (pick one; with none, an embedded throwaway CA issues a demo identity):
+  --cert FILE --key FILE [--ca FILE]  serve one identity and its trust bundle from watched files
+  --config FILE                       YAML configuration for many secrets (see docs/configuration.md)
+
+Socket:
+  --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else <tmpdir>/sds-server/sds.sock)
+  --socket-mode MODE     octal mode of the socket file (default 0660)
+  --socket-group GROUP   group (name or gid) owning the socket file
+
+Identity and names:
+  --spiffe-id ID         name of the --cert identity / the embedded identity (default: from the certificate)
+  --trust-domain TD      trust domain of the --ca bundle / the embedded CA (default: from the certificate)
+  --bundle-format FMT    auto | spiffe | trusted-ca (default auto: SPIFFE validator for Envoy >= 1.18)
+
+Operations:
+  --admin ADDR           serve /healthz, /ready and /status on host:port (e.g. 127.0.0.1:15001)
+  --log-format FMT       json | text (default json)
+  --log-level LEVEL      debug | info | warn | error (default info)
+  --poll-interval MS     re-read watched files every MS milliseconds as a safety net (default 10000, 0 = off)
+  -h, --help             show this help
+  --version              print the version
+`;
+
+export type Command = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: ServerConfig; configFile?: string };
+
+/** Parses the command line (and the --config file it names) into a validated configuration. */
+export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        ca: { type: 'string', multiple: true },
+        socket: { type: 'string' },
+        'socket-mode': { type: 'string' },
+        'socket-group': { type: 'string' },
+        'spiffe-id': { type: 'string' },
+        'trust-domain': { type: 'string' },
+        'bundle-format': { type: 'string' },
+        admin: { type: 'string' },
+        'log-format': { type: 'string' },
+        'log-level': { type: 'string' },
+        'poll-interval': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    throw new SdsError(ErrorCode.ConfigInvalid, `${(err as Error).message}\n\n${USAGE}`);
+  }
+  const v = parsed.values;
+  if (v.help) return { kind: 'help' };
+  if (v.version) return { kind: 'version' };
+
+  const check = new ConfigChecker('command line');
+  let config: ServerConfig;
+  if (v.config !== undefined) {
+    let text: string;
+    try {
+      text = fs.readFileSync(v.config, 'utf8');
+    } catch (err) {
+      throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${v.config}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    config = parseConfigFile(text, v.config);
+  } else {
+    config = defaultConfig();
+  }
+
+  if (v.cert !== undefined || v.key !== undefined || v.ca !== undefined) {
+    if (v.config !== undefined) check.problem('--cert/--key/--ca', 'cannot be combined with --config (list the files in the config instead)');
+    if (v.cert === undefined || v.key === undefined) check.problem('--cert/--key', 'both are required to serve an identity');
+    else quickMode(config, { cert: v.cert, key: v.key, ca: v.ca ?? [], spiffeId: v['spiffe-id'], trustDomain: v['trust-domain'] }, check);
+  } else {
+    if (v['trust-domain'] !== undefined) {
+      if (!isTrustDomainName(v['trust-domain'])) check.problem('--trust-domain', `${JSON.stringify(v['trust-domain'])} is not a valid trust domain name`);
+      else config.embedded = { trustDomain: v['trust-domain'], spiffeId: `spiffe://${v['trust-domain']}/sds-server` };
+    }
+    if (v['spiffe-id'] !== undefined) {
+      const id = parseSpiffeId(v['spiffe-id']);
+      if (!id || id.path === '') check.problem('--spiffe-id', `${JSON.stringify(v['spiffe-id'])} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+      else config.embedded = { trustDomain: id.trustDomain, spiffeId: v['spiffe-id'] };
+    }
+  }
+
+  const socketPath = v.socket || config.socket.path || env.APPMESH_SDS_SOCKET_PATH || undefined;
+  if (socketPath) config.socket.path = socketPath;
+  if (v['socket-mode'] !== undefined) config.socket.mode = parseMode(v['socket-mode'], '--socket-mode', check) ?? config.socket.mode;
+  if (v['socket-group'] !== undefined) config.socket.group = v['socket-group'];
+  if (v['bundle-format'] !== undefined) config.bundleFormat = check.oneOf(v['bundle-format'], '--bundle-format', BUNDLE_FORMATS) ?? config.bundleFormat;
+  if (v['log-format'] !== undefined) config.log.format = check.oneOf(v['log-format'], '--log-format', LOG_FORMATS) ?? config.log.format;
+  if (v['log-level'] !== undefined) config.log.level = check.oneOf(v['log-level'], '--log-level', LOG_LEVELS) ?? config.log.level;
+  if (v.admin !== undefined) config.admin = parseAddress(v.admin, '--admin', check) ?? config.admin;
+  if (v['poll-interval'] !== undefined) {
+    const ms = Number(v['poll-interval']);
+    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${JSON.stringify(v['poll-interval'])}`);
+    else config.watch.pollIntervalMs = ms;
+  }
+  if (check.problems.length > 0) {
+    throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - ${check.problems.join('\n  - ')}`);
+  }
+  return { kind: 'run', config, ...(v.config !== undefined ? { configFile: v.config } : {}) };
+}
+
+/**
+ * `--cert --key [--ca]`: one identity and its bundle. The identity is named by --spiffe-id, else by
+ * the certificate's own SPIFFE ID when readable now, else `default` (the SPIFFE ID is still learned
+ * as an alias once the file is readable). The bundle takes the trust domain the same way.
+ */
+function quickMode(
+  config: ServerConfig,
+  q: { cert: string; key: string; ca: string[]; spiffeId: string | undefined; trustDomain: string | undefined },
+  check: ConfigChecker,
+): void {
+  let spiffeId = q.spiffeId;
+  if (spiffeId !== undefined && !parseSpiffeId(spiffeId)?.path) {
+    check.problem('--spiffe-id', `${JSON.stringify(spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+    return;
+  }
+  spiffeId ??= spiffeIdInFile(q.cert);
+  let trustDomain = q.trustDomain;
+  if (trustDomain !== undefined && !isTrustDomainName(trustDomain)) {
+    check.problem('--trust-domain', `${JSON.stringify(trustDomain)} is not a valid trust domain name`);
+    return;
+  }
+  trustDomain ??= spiffeId ? parseSpiffeId(spiffeId)?.trustDomain : undefined;
+  config.certificates.push({ name: spiffeId ?? config.aliases.defaultCertificate, cert: q.cert, key: q.key, names: [] });
+  if (q.ca.length > 0) {
+    const name = trustDomain ? `spiffe://${trustDomain}` : config.aliases.rootBundle;
+    config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : {}) });
+  }
+}
+
+function spiffeIdInFile(certFile: string): string | undefined {
+  try {
+    const [leaf] = splitPem(fs.readFileSync(certFile, 'utf8')).filter((b) => b.label === 'CERTIFICATE');
+    return leaf ? describeCertificate(new X509Certificate(leaf.der)).spiffeId : undefined;
+  } catch {
+    return undefined; // not readable yet: the SPIFFE ID is learned as an alias once it is
+  }
+}

@@ -1,0 +1,301 @@
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ErrorCode, SdsError } from '../ops/errors.js';
+import type { LogFormat, LogLevel } from '../ops/logger.js';
+import type { BundleFormatSetting } from '../xds/bundle-format.js';
+import type { AliasNames } from '../secrets/store.js';
+import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
+
+/**
+ * The server configuration, as read from YAML (`--config`) and command-line flags.
+ * Validation collects every problem at once and names the file and field of each.
+ */
+export interface CertificateConfig {
+  name: string;
+  cert: string;
+  key: string;
+  names: string[];
+}
+
+export interface BundleConfig {
+  name: string;
+  ca: string[];
+  trustDomain?: string;
+  names: string[];
+}
+
+export interface ServerConfig {
+  socket: { path?: string; mode: number; group?: string };
+  bundleFormat: BundleFormatSetting;
+  aliases: AliasNames;
+  defaultCertificate?: string;
+  rootBundle?: string;
+  watch: { debounceMs: number; pollIntervalMs: number };
+  log: { format: LogFormat; level: LogLevel };
+  admin?: { host: string; port: number };
+  certificates: CertificateConfig[];
+  bundles: BundleConfig[];
+  /** Embedded throwaway identity when no certificates are configured. */
+  embedded: { trustDomain: string; spiffeId: string };
+}
+
+export const DEFAULTS = {
+  socketMode: 0o660,
+  debounceMs: 50,
+  pollIntervalMs: 10_000,
+  trustDomain: 'example.org',
+} as const;
+
+export function defaultConfig(): ServerConfig {
+  return {
+    socket: { mode: DEFAULTS.socketMode },
+    bundleFormat: 'auto',
+    aliases: { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'ALL' },
+    watch: { debounceMs: DEFAULTS.debounceMs, pollIntervalMs: DEFAULTS.pollIntervalMs },
+    log: { format: 'json', level: 'info' },
+    certificates: [],
+    bundles: [],
+    embedded: { trustDomain: DEFAULTS.trustDomain, spiffeId: `spiffe://${DEFAULTS.trustDomain}/sds-server` },
+  };
+}
+
+type Json = unknown;
+
+/** Reads a field checker's view of a YAML mapping, recording problems as `file: field: message`. */
+class Checker {
+  readonly problems: string[] = [];
+  constructor(private readonly file: string) {}
+
+  problem(field: string, message: string): void {
+    this.problems.push(`${this.file}: ${field}: ${message}`);
+  }
+
+  object(value: Json, field: string): Record<string, Json> | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      this.problem(field, `expected a mapping, got ${describe(value)}`);
+      return undefined;
+    }
+    return value as Record<string, Json>;
+  }
+
+  string(value: Json, field: string, opts: { required?: boolean } = {}): string | undefined {
+    if (value === undefined || value === null) {
+      if (opts.required) this.problem(field, 'is required');
+      return undefined;
+    }
+    if (typeof value !== 'string' || value === '') {
+      this.problem(field, `expected a non-empty string, got ${describe(value)}`);
+      return undefined;
+    }
+    return value;
+  }
+
+  stringList(value: Json, field: string): string[] {
+    if (value === undefined || value === null) return [];
+    const list = typeof value === 'string' ? [value] : value;
+    if (!Array.isArray(list)) {
+      this.problem(field, `expected a string or a list of strings, got ${describe(value)}`);
+      return [];
+    }
+    return list.flatMap((item, i) => this.string(item, `${field}[${i}]`) ?? []);
+  }
+
+  integer(value: Json, field: string, min: number): number | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+      this.problem(field, `expected an integer >= ${min}, got ${describe(value)}`);
+      return undefined;
+    }
+    return value;
+  }
+
+  oneOf<T extends string>(value: Json, field: string, allowed: readonly T[]): T | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+      this.problem(field, `expected one of ${allowed.join(', ')}, got ${describe(value)}`);
+      return undefined;
+    }
+    return value as T;
+  }
+
+  unknownKeys(obj: Record<string, Json>, field: string, known: readonly string[]): void {
+    for (const key of Object.keys(obj)) {
+      if (!known.includes(key)) this.problem(field ? `${field}.${key}` : key, `unknown field (expected one of ${known.join(', ')})`);
+    }
+  }
+}
+
+export const BUNDLE_FORMATS = ['auto', 'spiffe', 'trusted-ca'] as const;
+export const LOG_FORMATS = ['json', 'text'] as const;
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+/** Parses a file mode given as an octal string ("0660") or a YAML number written in octal (0o660). */
+export function parseMode(value: Json, field: string, check: Checker): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 0o777) return value;
+  if (typeof value === 'string' && /^0?o?[0-7]{3,4}$/.test(value)) {
+    const mode = parseInt(value.replace(/^0?o?/, ''), 8);
+    if (mode <= 0o777) return mode;
+  }
+  check.problem(field, `expected an octal file mode such as "0660", got ${describe(value)}`);
+  return undefined;
+}
+
+/** Parses `host:port` for the admin listener. */
+export function parseAddress(value: string, field: string, check: Checker): { host: string; port: number } | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    check.problem(field, `expected host:port such as 127.0.0.1:15001, got ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  return { host: match[1] ?? match[2] ?? '127.0.0.1', port };
+}
+
+/** Parses and validates YAML text; `file` names the source in messages and anchors relative paths. */
+export function parseConfigFile(text: string, file: string): ServerConfig {
+  const check = new Checker(file);
+  let doc: Json;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new SdsError(ErrorCode.ConfigInvalid, `${file}: not valid YAML: ${(err as Error).message}`);
+  }
+  const config = defaultConfig();
+  const base = path.dirname(path.resolve(file));
+  const resolvePath = (p: string): string => path.resolve(base, p);
+  const root = check.object(doc ?? {}, '(top level)');
+  if (!root) throw configError(check);
+  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'embedded']);
+
+  const socket = check.object(root.socket, 'socket');
+  if (socket) {
+    check.unknownKeys(socket, 'socket', ['path', 'mode', 'group']);
+    const p = check.string(socket.path, 'socket.path');
+    if (p) config.socket.path = resolvePath(p);
+    config.socket.mode = parseMode(socket.mode, 'socket.mode', check) ?? config.socket.mode;
+    const group = typeof socket.group === 'number' ? String(socket.group) : check.string(socket.group, 'socket.group');
+    if (group) config.socket.group = group;
+  }
+  config.bundleFormat = check.oneOf(root.bundleFormat, 'bundleFormat', BUNDLE_FORMATS) ?? config.bundleFormat;
+
+  const aliases = check.object(root.aliases, 'aliases');
+  if (aliases) {
+    check.unknownKeys(aliases, 'aliases', ['defaultCertificate', 'rootBundle', 'allBundles']);
+    for (const key of ['defaultCertificate', 'rootBundle', 'allBundles'] as const) {
+      config.aliases[key] = check.string(aliases[key], `aliases.${key}`) ?? config.aliases[key];
+    }
+  }
+  const defaultCertificate = check.string(root.default, 'default');
+  if (defaultCertificate) config.defaultCertificate = defaultCertificate;
+  const rootBundle = check.string(root.rootBundle, 'rootBundle');
+  if (rootBundle) config.rootBundle = rootBundle;
+
+  const watch = check.object(root.watch, 'watch');
+  if (watch) {
+    check.unknownKeys(watch, 'watch', ['debounceMs', 'pollIntervalMs']);
+    config.watch.debounceMs = check.integer(watch.debounceMs, 'watch.debounceMs', 0) ?? config.watch.debounceMs;
+    config.watch.pollIntervalMs = check.integer(watch.pollIntervalMs, 'watch.pollIntervalMs', 0) ?? config.watch.pollIntervalMs;
+  }
+  const log = check.object(root.log, 'log');
+  if (log) {
+    check.unknownKeys(log, 'log', ['format', 'level']);
+    config.log.format = check.oneOf(log.format, 'log.format', LOG_FORMATS) ?? config.log.format;
+    config.log.level = check.oneOf(log.level, 'log.level', LOG_LEVELS) ?? config.log.level;
+  }
+  const admin = check.object(root.admin, 'admin');
+  if (admin) {
+    check.unknownKeys(admin, 'admin', ['address']);
+    const address = check.string(admin.address, 'admin.address', { required: true });
+    if (address) {
+      const parsed = parseAddress(address, 'admin.address', check);
+      if (parsed) config.admin = parsed;
+    }
+  }
+  const embedded = check.object(root.embedded, 'embedded');
+  if (embedded) {
+    check.unknownKeys(embedded, 'embedded', ['trustDomain', 'spiffeId']);
+    const td = check.string(embedded.trustDomain, 'embedded.trustDomain');
+    if (td) config.embedded = { trustDomain: td, spiffeId: `spiffe://${td}/sds-server` };
+    const id = check.string(embedded.spiffeId, 'embedded.spiffeId');
+    if (id) config.embedded.spiffeId = id;
+  }
+
+  const names = new Map<string, string>();
+  const claim = (name: string, field: string): void => {
+    const previous = names.get(name);
+    if (previous) check.problem(field, `name ${JSON.stringify(name)} is already used by ${previous}`);
+    else names.set(name, field);
+  };
+
+  const certs = root.certificates;
+  if (certs !== undefined && !Array.isArray(certs)) check.problem('certificates', `expected a list, got ${describe(certs)}`);
+  (Array.isArray(certs) ? certs : []).forEach((item: Json, i) => {
+    const field = `certificates[${i}]`;
+    const c = check.object(item, field);
+    if (!c) return;
+    check.unknownKeys(c, field, ['name', 'cert', 'key', 'names']);
+    const name = check.string(c.name, `${field}.name`, { required: true });
+    const cert = check.string(c.cert, `${field}.cert`, { required: true });
+    const key = check.string(c.key, `${field}.key`, { required: true });
+    const extra = check.stringList(c.names, `${field}.names`);
+    if (name?.startsWith('spiffe://') && !parseSpiffeId(name)) check.problem(`${field}.name`, `${JSON.stringify(name)} is not a valid SPIFFE ID`);
+    if (!name || !cert || !key) return;
+    claim(name, `${field}.name`);
+    extra.forEach((n, j) => claim(n, `${field}.names[${j}]`));
+    config.certificates.push({ name, cert: resolvePath(cert), key: resolvePath(key), names: extra });
+  });
+
+  const bundles = root.bundles;
+  if (bundles !== undefined && !Array.isArray(bundles)) check.problem('bundles', `expected a list, got ${describe(bundles)}`);
+  (Array.isArray(bundles) ? bundles : []).forEach((item: Json, i) => {
+    const field = `bundles[${i}]`;
+    const b = check.object(item, field);
+    if (!b) return;
+    check.unknownKeys(b, field, ['name', 'ca', 'trustDomain', 'names']);
+    const name = check.string(b.name, `${field}.name`, { required: true });
+    const ca = check.stringList(b.ca, `${field}.ca`);
+    if (b.ca === undefined) check.problem(`${field}.ca`, 'is required (a CA file or a list of CA files)');
+    else if (ca.length === 0) check.problem(`${field}.ca`, 'must name at least one CA file');
+    let trustDomain = check.string(b.trustDomain, `${field}.trustDomain`);
+    if (trustDomain && !isTrustDomainName(trustDomain)) {
+      check.problem(`${field}.trustDomain`, `${JSON.stringify(trustDomain)} is not a valid trust domain name (like example.org)`);
+    }
+    // A bundle named by its trust-domain ID (spiffe://example.org) needs no separate trustDomain.
+    const fromName = name ? parseSpiffeId(name) : undefined;
+    if (fromName && fromName.path === '') trustDomain ??= fromName.trustDomain;
+    else if (fromName) check.problem(`${field}.name`, `${JSON.stringify(name)} has a path; a bundle is named by a trust-domain ID such as spiffe://${fromName.trustDomain}`);
+    const extra = check.stringList(b.names, `${field}.names`);
+    if (!name || ca.length === 0) return;
+    claim(name, `${field}.name`);
+    extra.forEach((n, j) => claim(n, `${field}.names[${j}]`));
+    config.bundles.push({ name, ca: ca.map(resolvePath), names: extra, ...(trustDomain ? { trustDomain } : {}) });
+  });
+
+  for (const alias of Object.values(config.aliases)) {
+    const owner = names.get(alias);
+    if (owner) check.problem(owner, `name ${JSON.stringify(alias)} is reserved as an alias (see aliases)`);
+  }
+  if (config.defaultCertificate && !config.certificates.some((c) => c.name === config.defaultCertificate)) {
+    check.problem('default', `${JSON.stringify(config.defaultCertificate)} is not the name of a configured certificate`);
+  }
+  if (config.rootBundle && !config.bundles.some((b) => b.name === config.rootBundle)) {
+    check.problem('rootBundle', `${JSON.stringify(config.rootBundle)} is not the name of a configured bundle`);
+  }
+  if (check.problems.length > 0) throw configError(check);
+  return config;
+}
+
+function configError(check: Checker): SdsError {
+  return new SdsError(ErrorCode.ConfigInvalid, `invalid configuration:\n  - ${check.problems.join('\n  - ')}`);
+}
+
+function describe(value: Json): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return `${typeof value} ${JSON.stringify(value)}`;
+}
+
+export { Checker as ConfigChecker };

@@ -1,0 +1,98 @@
+import type { SecretStore } from '../secrets/store.js';
+import type { SecretSourceStatus } from '../sources/source.js';
+import type { StreamRegistry } from '../server/sds-service.js';
+import type { StreamStats } from './stream-stats.js';
+
+/**
+ * The operator's view of the server, served at /status: per secret its names, version, the
+ * certificate serial and expiry, source state and last error, and NACKs seen. No key material.
+ */
+export interface StatusReport {
+  ready: boolean;
+  socket: string;
+  streams: { open: number; byApi: Record<string, number> };
+  secrets: Array<{
+    name: string;
+    kind: string;
+    aliases: string[];
+    state: SecretSourceStatus['state'];
+    files: string[];
+    version?: string;
+    certificate?: { serialNumber: string; spiffeId?: string; dnsNames: string[]; notBefore: string; notAfter: string; expiresInSeconds: number };
+    bundle?: Array<{ trustDomain?: string; roots: Array<{ serialNumber: string; subject: string; notAfter: string }> }>;
+    lastError?: { code: string; message: string };
+    warnings: Array<{ code: string; message: string }>;
+    lastChangeAt?: string;
+    protocol?: { responses: number; acks: number; nacks: number; lastNack?: { at: string; reason: string; node?: string } };
+  }>;
+}
+
+export function buildStatus(deps: {
+  socketPath: string;
+  store: SecretStore;
+  sources: SecretSourceStatus[];
+  streams: StreamRegistry;
+  stats: StreamStats;
+  now?: Date;
+}): StatusReport {
+  const now = deps.now ?? new Date();
+  const byApi: Record<string, number> = {};
+  for (const s of deps.streams.open.values()) byApi[`${s.api}-${s.kind}`] = (byApi[`${s.api}-${s.kind}`] ?? 0) + 1;
+  const secrets = deps.sources.map((source) => {
+    const entry = deps.store.get(source.name);
+    const aliases = deps.store.aliasesOf(source.name);
+    const protocolNames = [source.name, ...aliases];
+    const protocol = protocolNames
+      .map((n) => deps.stats.bySecret.get(n))
+      .filter((s) => s !== undefined)
+      .reduce<{ responses: number; acks: number; nacks: number; lastNack?: { at: string; reason: string; node?: string } } | undefined>(
+        (acc, s) => ({
+          responses: (acc?.responses ?? 0) + s.responses,
+          acks: (acc?.acks ?? 0) + s.acks,
+          nacks: (acc?.nacks ?? 0) + s.nacks,
+          ...((s.lastNack ?? acc?.lastNack) ? { lastNack: (s.lastNack ?? acc?.lastNack)! } : {}),
+        }),
+        undefined,
+      );
+    const value = entry?.value;
+    return {
+      name: source.name,
+      kind: source.kind,
+      aliases,
+      state: source.state,
+      files: source.files,
+      ...(entry ? { version: entry.version } : {}),
+      ...(value?.kind === 'tls-certificate'
+        ? {
+            certificate: {
+              serialNumber: value.leaf.serialNumber,
+              ...(value.leaf.spiffeId ? { spiffeId: value.leaf.spiffeId } : {}),
+              dnsNames: value.leaf.dnsNames,
+              notBefore: value.leaf.notBefore.toISOString(),
+              notAfter: value.leaf.notAfter.toISOString(),
+              expiresInSeconds: Math.round((value.leaf.notAfter.getTime() - now.getTime()) / 1000),
+            },
+          }
+        : {}),
+      ...(value?.kind === 'trust-bundle'
+        ? {
+            bundle: value.bundles.map((b) => ({
+              ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}),
+              roots: b.roots.map((r) => ({ serialNumber: r.serialNumber, subject: r.subject, notAfter: r.notAfter.toISOString() })),
+            })),
+          }
+        : {}),
+      ...(source.lastError ? { lastError: { code: source.lastError.code, message: source.lastError.message } } : {}),
+      warnings: source.warnings.map((w) => ({ code: w.code, message: w.message })),
+      ...(source.lastChangeAt ? { lastChangeAt: source.lastChangeAt.toISOString() } : {}),
+      ...(protocol ? { protocol } : {}),
+    };
+  });
+  return {
+    // Ready when every configured secret has a servable version (errors after that keep the last good one).
+    ready: secrets.every((s) => s.version !== undefined),
+    socket: deps.socketPath,
+    streams: { open: deps.streams.open.size, byApi },
+    secrets,
+  };
+}
