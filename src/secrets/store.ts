@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { SecretValue, TrustBundleValue, TrustDomainBundle } from './secret.js';
-import { trustDomainId } from '../x509/spiffe.js';
+import { parseSpiffeId, trustDomainId } from '../x509/spiffe.js';
 
 /**
  * The versioned secret store: the one place that knows which secrets exist, under which names,
@@ -194,12 +194,22 @@ export class SecretStore implements SecretCatalog {
   }
 
   private resolveAllBundles(): Resolution {
-    const bundles: TrustDomainBundle[] = [];
+    // One entry per trust domain: Envoy's SPIFFE validator refuses a trust domain listed twice.
+    const byDomain = new Map<string, TrustDomainBundle>();
+    const anonymous: TrustDomainBundle[] = [];
     for (const [name, declared] of this.declared) {
       if (declared.kind !== 'trust-bundle') continue;
       const entry = this.entries.get(name);
-      if (entry?.value.kind === 'trust-bundle') bundles.push(...entry.value.bundles);
+      if (entry?.value.kind !== 'trust-bundle') continue;
+      for (const bundle of entry.value.bundles) {
+        const td = bundle.trustDomain;
+        const existing = td === undefined ? undefined : byDomain.get(td);
+        if (td === undefined) anonymous.push(bundle);
+        else if (!existing) byDomain.set(td, bundle);
+        else byDomain.set(td, mergeBundles(existing, bundle));
+      }
     }
+    const bundles = [...byDomain.values(), ...anonymous];
     if (bundles.length === 0) return this.settled && !this.hasDeclaredBundles() ? { kind: 'unknown' } : { kind: 'pending' };
     if (!this.allBundlesEntry) {
       const value: TrustBundleValue = { kind: 'trust-bundle', bundles };
@@ -256,7 +266,7 @@ export class SecretStore implements SecretCatalog {
     const cert = this.entries.get(defaultCert)?.value;
     const spiffeId = cert?.kind === 'tls-certificate' ? cert.leaf.spiffeId : undefined;
     if (!spiffeId) return undefined;
-    const td = new URL(spiffeId).host;
+    const td = parseSpiffeId(spiffeId)?.trustDomain;
     for (const [name, entry] of this.entries) {
       const v = entry.value;
       if (v.kind === 'trust-bundle' && v.bundles.length === 1 && v.bundles[0]?.trustDomain === td) return name;
@@ -277,4 +287,15 @@ export function versionOf(value: SecretValue): string {
     }
   }
   return hash.digest('hex').slice(0, 16);
+}
+
+function mergeBundles(a: TrustDomainBundle, b: TrustDomainBundle): TrustDomainBundle {
+  const merged: TrustDomainBundle = { ...a, rootsPem: [...a.rootsPem], roots: [...a.roots] };
+  b.rootsPem.forEach((pem, i) => {
+    const info = b.roots[i];
+    if (merged.rootsPem.includes(pem) || !info) return;
+    merged.rootsPem.push(pem);
+    merged.roots.push(info);
+  });
+  return merged;
 }
