@@ -1,0 +1,341 @@
+/**
+ * Serves secrets from PEM files on disk and keeps them current as the files rotate.
+ *
+ * Every directory holding a secret file is watched; any event there schedules a debounced re-read
+ * of the secrets living in it, and a periodic re-read catches anything the watcher missed. A read
+ * that does not validate (half-written file, key not rotated yet, expired certificate...) is never
+ * published: the last good version keeps being served and the problem shows in logs and status.
+ * The store drops unchanged content, so the several events of one rotation give one push.
+ */
+import path from 'node:path';
+import { ErrorCode, SdsError, type Problem, type Result } from '../ops/errors.js';
+import type { Logger } from '../ops/logger.js';
+import type { SecretValue, TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js';
+import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
+import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
+import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
+import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
+import { readSecretFile } from './read-secret-file.js';
+import type { SecretSource, SecretSourceStatus } from './source.js';
+import { SerialTask } from './serial-task.js';
+
+export interface FileTlsSecretSpec {
+  name: string;
+  /** Leaf first, then intermediates. */
+  certFile: string;
+  keyFile: string;
+  /** Extra names the secret is also served under. */
+  names?: string[];
+  /** Refuse a certificate whose SPIFFE ID differs. */
+  expectedSpiffeId?: string;
+}
+
+export interface FileBundleSpec {
+  name: string;
+  caFiles: string[];
+  /** Trust domain name without scheme, e.g. `example.org`. */
+  trustDomain?: string;
+  names?: string[];
+}
+
+/** The part of the store a source writes to. */
+export interface SecretPublisher {
+  declare(name: string, kind: SecretKind, extraNames?: string[]): void;
+  /** Returns the new entry, or undefined when the content is unchanged. */
+  publish(name: string, value: SecretValue): SecretEntry | undefined;
+}
+
+export type { SecretSourceStatus } from './source.js';
+
+export interface FileSourceOptions {
+  tls: FileTlsSecretSpec[];
+  bundles: FileBundleSpec[];
+  publisher: SecretPublisher;
+  log: Logger;
+  /** Quiet time after the last file event before re-reading (default 50 ms). */
+  debounceMs?: number;
+  /** Re-read everything this often as a safety net for missed events (default 10 s, 0 = off). */
+  pollIntervalMs?: number;
+  now?: () => Date;
+}
+
+type Spec = { kind: 'tls-certificate'; spec: FileTlsSecretSpec } | { kind: 'trust-bundle'; spec: FileBundleSpec };
+
+/** Mutable per-secret state. */
+interface Tracked {
+  source: Spec;
+  name: string;
+  files: string[];
+  status: SecretSourceStatus;
+  /** Serialises reads of this secret. */
+  task: SerialTask;
+  debounce?: NodeJS.Timeout;
+  /** code + message of the last refusal logged at warn level, to not repeat it on every poll. */
+  lastLoggedProblem?: string;
+}
+
+const DEFAULT_DEBOUNCE_MS = 50;
+const DEFAULT_POLL_INTERVAL_MS = 10_000;
+
+export class FileSource implements SecretSource {
+  private readonly tracked: Tracked[];
+  private readonly publisher: SecretPublisher;
+  private readonly log: Logger;
+  private readonly debounceMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly now: () => Date;
+  private readonly watches: DirWatchSet;
+  private readonly watchSync = new SerialTask(() => this.syncWatches());
+  /** Directory -> secrets with a file in (or below) it. */
+  private secretsByDir = new Map<string, Tracked[]>();
+  private pollTimer: NodeJS.Timeout | undefined;
+  private started = false;
+  /** Set once the first read of every secret is done. */
+  private loaded = false;
+  private closed = false;
+
+  constructor(opts: FileSourceOptions) {
+    this.publisher = opts.publisher;
+    this.log = opts.log;
+    this.debounceMs = opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
+    this.pollIntervalMs = opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    this.now = opts.now ?? (() => new Date());
+    const specs: Spec[] = [
+      ...opts.tls.map((spec) => ({ kind: 'tls-certificate' as const, spec })),
+      ...opts.bundles.map((spec) => ({ kind: 'trust-bundle' as const, spec })),
+    ];
+    this.tracked = specs.map((source) => this.track(source));
+    assertUniqueNames(this.tracked);
+    this.watches = new DirWatchSet((dir) => this.onDirEvent(dir), this.log);
+  }
+
+  /**
+   * Declares every secret, starts the watchers, then makes the first read of every secret.
+   * Resolves after that read even when files are missing or bad (their status says why).
+   */
+  async start(): Promise<void> {
+    if (this.started) throw new Error('FileSource.start() called twice');
+    this.started = true;
+    for (const t of this.tracked) this.publisher.declare(t.name, t.source.kind, t.source.spec.names ?? []);
+    // Watch first, read second: a change made in between is then seen by the watcher.
+    await this.watchSync.run();
+    await Promise.all(this.tracked.map((t) => t.task.run()));
+    this.loaded = true;
+    this.schedulePoll();
+  }
+
+  /** Stops watchers and timers; resolves once no read is in flight. Nothing is published afterwards. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.pollTimer);
+    for (const t of this.tracked) clearTimeout(t.debounce);
+    await this.watches.close();
+    await Promise.all([this.watchSync.idle(), ...this.tracked.map((t) => t.task.idle())]);
+  }
+
+  status(): SecretSourceStatus[] {
+    return this.tracked.map((t) => ({
+      ...t.status,
+      files: [...t.status.files],
+      warnings: [...t.status.warnings],
+      ...(t.status.lastError ? { lastError: { ...t.status.lastError } } : {}),
+    }));
+  }
+
+  /** Re-reads every secret now (SIGHUP, and the periodic poll). */
+  async reloadAll(): Promise<void> {
+    if (this.closed) return;
+    await Promise.all(this.tracked.map((t) => t.task.run()));
+    await this.watchSync.run();
+  }
+
+  /** Directories currently watched (diagnostics and tests). */
+  watchedDirs(): string[] {
+    return this.watches.dirs();
+  }
+
+  private track(source: Spec): Tracked {
+    const files =
+      source.kind === 'tls-certificate'
+        ? [source.spec.certFile, source.spec.keyFile].map((f) => path.resolve(f))
+        : source.spec.caFiles.map((f) => path.resolve(f));
+    const tracked: Tracked = {
+      source,
+      name: source.spec.name,
+      files,
+      status: { name: source.spec.name, kind: source.kind, files, state: 'pending', warnings: [] },
+      task: new SerialTask(() => this.load(tracked)),
+    };
+    return tracked;
+  }
+
+  // ---- events and timers: nothing below may throw into chokidar or a timer ----
+
+  private onDirEvent(dir: string): void {
+    if (this.closed) return;
+    for (const t of this.secretsByDir.get(dir) ?? []) this.scheduleReload(t);
+  }
+
+  /** Trailing debounce: one read once a burst of events (one rotation) has gone quiet. */
+  private scheduleReload(t: Tracked): void {
+    if (this.closed) return;
+    clearTimeout(t.debounce);
+    t.debounce = setTimeout(() => {
+      t.debounce = undefined;
+      // After the read: a directory that was missing may exist now and need its own watcher.
+      void t.task.run().then(() => this.watchSync.run());
+    }, this.debounceMs);
+  }
+
+  private schedulePoll(): void {
+    if (this.pollIntervalMs <= 0 || this.closed) return;
+    this.pollTimer = setTimeout(() => {
+      void this.reloadAll().finally(() => this.schedulePoll());
+    }, this.pollIntervalMs);
+    // The poll alone should not keep a process alive that is otherwise done.
+    this.pollTimer.unref();
+  }
+
+  /**
+   * Points the watchers at the directory of every file, or at its nearest existing ancestor while
+   * the directory is missing, and re-reads the secrets under a newly watched directory: a file
+   * written there before that watcher was ready gave no event.
+   */
+  private async syncWatches(): Promise<void> {
+    if (this.closed) return;
+    try {
+      const targets: WatchTargets = new Map();
+      const byDir = new Map<string, Tracked[]>();
+      for (const t of this.tracked) {
+        for (const file of t.files) {
+          const { dir, name } = await watchPointOf(file);
+          addTo(targets, dir, name);
+          const list = byDir.get(dir) ?? [];
+          if (!list.includes(t)) list.push(t);
+          byDir.set(dir, list);
+        }
+      }
+      this.secretsByDir = byDir;
+      const added = await this.watches.sync(targets);
+      // The first sync comes before the first read, which needs no catch-up.
+      if (!this.loaded) return;
+      for (const dir of added) for (const t of byDir.get(dir) ?? []) this.scheduleReload(t);
+    } catch (err) {
+      this.log.error('updating file watchers failed; relying on the periodic re-read', { error: err });
+    }
+  }
+
+  // ---- reading, validating, publishing ----
+
+  private async load(t: Tracked): Promise<void> {
+    if (this.closed) return;
+    try {
+      const result = await this.read(t.source);
+      if (this.closed) return;
+      if (result.ok) this.accept(t, result.value, result.warnings);
+      else this.refuse(t, result.problem);
+    } catch (err) {
+      // Validators return problems rather than throw; this is a bug or a throwing store listener.
+      this.log.error('loading secret failed unexpectedly', { name: t.name, files: t.files, error: err });
+    }
+  }
+
+  private read(source: Spec): Promise<Result<SecretValue>> {
+    const now = this.now();
+    return source.kind === 'tls-certificate' ? readTlsSecret(source.spec, now) : readBundle(source.spec, now);
+  }
+
+  private accept(t: Tracked, value: SecretValue, warnings: Problem[]): void {
+    const entry = this.publisher.publish(t.name, value);
+    const status = t.status;
+    const recovered = status.state !== 'ok';
+    status.state = 'ok';
+    status.version = entry?.version ?? versionOf(value);
+    status.lastError = undefined;
+    status.warnings = warnings;
+    t.lastLoggedProblem = undefined;
+    if (entry || status.lastChangeAt === undefined) status.lastChangeAt = entry?.updatedAt ?? this.now();
+    if (!entry && !recovered) return; // an ordinary re-read of unchanged files
+    const fields = { name: t.name, version: status.version, files: t.files, ...describeValue(value) };
+    if (entry) this.log.info('secret updated', fields);
+    else this.log.info('secret files valid again; serving unchanged content', fields);
+    for (const w of warnings) this.log.warn('secret warning', { name: t.name, code: w.code, message: w.message, files: t.files });
+  }
+
+  private refuse(t: Tracked, problem: Problem): void {
+    const status = t.status;
+    // Waiting for files that were never there is expected at startup (e.g. an agent not done yet).
+    status.state = status.version === undefined && problem.code === ErrorCode.FileMissing ? 'pending' : 'error';
+    status.lastError = problem;
+    const key = `${problem.code} ${problem.message}`;
+    const fields = {
+      name: t.name,
+      code: problem.code,
+      message: problem.message,
+      files: t.files,
+      serving: status.version ?? null,
+    };
+    const msg = status.version === undefined ? 'secret not loaded' : 'secret update refused; keeping last good version';
+    // The same refusal is logged once at warn level, not on every poll.
+    if (key === t.lastLoggedProblem) this.log.debug(msg, fields);
+    else this.log.warn(msg, fields);
+    t.lastLoggedProblem = key;
+  }
+}
+
+async function readTlsSecret(spec: FileTlsSecretSpec, now: Date): Promise<Result<TlsCertificateValue>> {
+  const certFile = path.resolve(spec.certFile);
+  const keyFile = path.resolve(spec.keyFile);
+  // Read both together: a rotation replaces both, and only a matching pair may be served.
+  const [cert, key] = await Promise.all([readSecretFile(certFile), readSecretFile(keyFile)]);
+  if (!cert.ok) return cert;
+  if (!key.ok) return key;
+  return validateTlsCertificate({
+    certificateChainPem: cert.value,
+    privateKeyPem: key.value,
+    certFile,
+    keyFile,
+    now,
+    ...(spec.expectedSpiffeId !== undefined ? { expectedSpiffeId: spec.expectedSpiffeId } : {}),
+  });
+}
+
+async function readBundle(spec: FileBundleSpec, now: Date): Promise<Result<TrustBundleValue>> {
+  const files: { file: string; text: string }[] = [];
+  for (const file of spec.caFiles.map((f) => path.resolve(f))) {
+    const read = await readSecretFile(file);
+    if (!read.ok) return read;
+    files.push({ file, text: read.value });
+  }
+  return validateTrustBundle({ files, now, ...(spec.trustDomain !== undefined ? { trustDomain: spec.trustDomain } : {}) });
+}
+
+/** Log fields describing what is served: serials and dates, never key material. */
+function describeValue(value: SecretValue): Record<string, unknown> {
+  if (value.kind === 'tls-certificate') {
+    const leaf = value.leaf;
+    return { serial: leaf.serialNumber, notAfter: leaf.notAfter.toISOString(), spiffeId: leaf.spiffeId ?? null };
+  }
+  const roots = value.bundles.flatMap((b) => b.roots);
+  return {
+    trustDomain: value.bundles[0]?.trustDomain ?? null,
+    roots: roots.length,
+    serials: roots.map((r) => r.serialNumber),
+    notAfter: roots.map((r) => r.notAfter.toISOString()),
+  };
+}
+
+function addTo(targets: WatchTargets, dir: string, name: string): void {
+  const names = targets.get(dir) ?? new Set<string>();
+  names.add(name);
+  targets.set(dir, names);
+}
+
+function assertUniqueNames(tracked: Tracked[]): void {
+  const seen = new Set<string>();
+  for (const t of tracked) {
+    if (seen.has(t.name)) throw new SdsError(ErrorCode.ConfigInvalid, `secret "${t.name}" is configured more than once`);
+    seen.add(t.name);
+  }
+}
