@@ -1,0 +1,99 @@
+import { createLogger, type Logger } from '../ops/logger.js';
+import { SecretStore } from '../secrets/store.js';
+import { SdsServer } from '../server/sds-server.js';
+import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';
+import { FileSource } from '../sources/file-source.js';
+import { EmbeddedDemoCa } from '../sources/embedded-demo-ca.js';
+import type { SecretSource } from '../sources/source.js';
+import { StreamStats } from '../ops/stream-stats.js';
+import { buildStatus, type StatusReport } from '../ops/status.js';
+import { AdminServer } from '../ops/admin-server.js';
+import type { ServerConfig } from './config.js';
+
+export interface RunningApp {
+  socketPath: string;
+  adminAddress?: string;
+  store: SecretStore;
+  status(): StatusReport;
+  reload(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires a configuration into a running server: store, sources, gRPC socket, admin endpoint.
+ * The socket is bound before sources load, so Envoys that start first connect and wait.
+ */
+export async function startApp(config: ServerConfig, log: Logger = createLogger(config.log)): Promise<RunningApp> {
+  const socketPath = resolveSocketPath(config.socket.path);
+  const store = new SecretStore({
+    aliases: config.aliases,
+    ...(config.defaultCertificate ? { defaultCertificate: config.defaultCertificate } : {}),
+    ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
+  });
+  const stats = new StreamStats();
+  const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
+  const server = new SdsServer({
+    socketPath,
+    socketMode: config.socket.mode,
+    ...(group !== undefined ? { socketGroup: group } : {}),
+    catalog: store,
+    log,
+    bundleFormat: config.bundleFormat,
+    hooks: stats,
+  });
+
+  const source: SecretSource =
+    config.certificates.length > 0 || config.bundles.length > 0
+      ? new FileSource({
+          tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
+          bundles: config.bundles.map((b) => ({ name: b.name, caFiles: b.ca, names: b.names, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}) })),
+          publisher: store,
+          log,
+          debounceMs: config.watch.debounceMs,
+          pollIntervalMs: config.watch.pollIntervalMs,
+        })
+      : new EmbeddedDemoCa({ ...config.embedded, store, log });
+  if (source instanceof EmbeddedDemoCa) {
+    log.warn('no certificates configured: serving a throwaway identity from an in-memory demo CA (not for production)', {
+      spiffeId: config.embedded.spiffeId,
+      trustDomain: config.embedded.trustDomain,
+    });
+  }
+
+  await server.start();
+  let admin: AdminServer | undefined;
+  let adminAddress: string | undefined;
+  const status = (): StatusReport => buildStatus({ socketPath, store, sources: source.status(), streams: server.streams, stats });
+  try {
+    await source.start();
+    store.markSettled();
+    if (config.admin) {
+      admin = new AdminServer({ ...config.admin, status, log });
+      const address = await admin.start();
+      adminAddress = `${address.address}:${address.port}`;
+    }
+  } catch (err) {
+    await source.close();
+    await server.stop(0);
+    throw err;
+  }
+  const report = status();
+  log.info(report.ready ? 'all secrets ready' : 'serving; some secrets are not available yet', {
+    secrets: report.secrets.map((s) => ({ name: s.name, aliases: s.aliases, state: s.state, ...(s.lastError ? { error: s.lastError.message } : {}) })),
+  });
+
+  return {
+    socketPath,
+    ...(adminAddress ? { adminAddress } : {}),
+    store,
+    status,
+    reload: async () => {
+      await source.reloadAll?.();
+    },
+    stop: async () => {
+      await admin?.stop();
+      await source.close();
+      await server.stop();
+    },
+  };
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../ops/logger.js';
+import { SdsError } from '../ops/errors.js';
+import { parseCommandLine, USAGE } from './args.js';
+import { startApp } from './app.js';
+
+/** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */
+async function main(): Promise<number> {
+  let command;
+  try {
+    command = parseCommandLine(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`sds-server: ${err instanceof SdsError ? `${err.code}: ${err.message}` : String(err)}\n`);
+    return 2;
+  }
+  if (command.kind === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (command.kind === 'version') {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+
+  const log = createLogger(command.config.log);
+  let app;
+  try {
+    app = await startApp(command.config, log);
+  } catch (err) {
+    log.error('could not start', err instanceof SdsError ? { code: err.code, error: err.message } : { error: String(err) });
+    return 1;
+  }
+
+  // Nothing a client or a file does may take the process down; log what escaped and keep serving.
+  process.on('uncaughtException', (err) => log.error('unexpected error (still serving)', { error: err.message, stack: err.stack }));
+  process.on('unhandledRejection', (reason) => log.error('unexpected rejection (still serving)', { error: String(reason) }));
+
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: re-reading secret files');
+    app.reload().catch((err: Error) => log.error('reload failed', { error: err.message }));
+  });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('shutting down', { signal });
+      app.stop().then(
+        () => resolve(0),
+        (err: Error) => {
+          log.error('error during shutdown', { error: err.message });
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+main().then((code) => process.exit(code));
