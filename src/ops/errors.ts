@@ -16,6 +16,10 @@ export const ErrorCode = {
   CertNotYetValid: 'SDS_ERR_CERT_NOT_YET_VALID',
   SpiffeIdMismatch: 'SDS_ERR_SPIFFE_ID_MISMATCH',
   BundleEmpty: 'SDS_ERR_BUNDLE_EMPTY',
+  // Certificate authorities.
+  CaUnavailable: 'SDS_ERR_CA_UNAVAILABLE',
+  ChainUntrusted: 'SDS_ERR_CHAIN_UNTRUSTED',
+  SanMissing: 'SDS_ERR_SAN_MISSING',
   // Configuration and command line.
   ConfigInvalid: 'SDS_ERR_CONFIG_INVALID',
   // Socket.

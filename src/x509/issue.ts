@@ -2,7 +2,7 @@
  * Key and certificate generation for the embedded throwaway CA and for tests.
  * Uses @peculiar/x509 over Node's WebCrypto; output is PEM that OpenSSL/BoringSSL (Envoy) accepts.
  */
-import { randomBytes, webcrypto } from 'node:crypto';
+import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { toPem } from './pem.js';
 
@@ -91,6 +91,16 @@ export async function createIntermediateCa(
 
 export async function issueLeaf(ca: CertificateAuthority, opts: LeafOptions = {}): Promise<IssuedLeaf> {
   const keys = await generateKeys(opts.keyType);
+  const signed = await signLeaf(ca, keys.publicKey, opts);
+  return { ...signed, keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+/** Issues a leaf for a public key the CA does not own (a CSR's key): the embedded CA's signing path. */
+export async function signLeaf(
+  ca: CertificateAuthority,
+  publicKey: CryptoKey,
+  opts: Omit<LeafOptions, 'keyType'> = {},
+): Promise<Omit<IssuedLeaf, 'keyPem'>> {
   const serialNumber = randomSerial();
   const dnsNames = opts.dnsNames ?? [];
   const sans: x509.JsonGeneralNames = [
@@ -109,7 +119,7 @@ export async function issueLeaf(ca: CertificateAuthority, opts: LeafOptions = {}
     // CN is capped at 64 characters, so a SPIFFE ID is not a safe default for it.
     subject: subjectName(opts.commonName ?? dnsNames[0] ?? 'sds-server leaf'),
     issuer: ca.cert.subjectName,
-    publicKey: keys.publicKey,
+    publicKey,
     signingKey: ca.keys.privateKey,
     signingAlgorithm: signingAlgorithm(ca.keys.privateKey),
     ...validity(opts, HOUR),
@@ -117,15 +127,27 @@ export async function issueLeaf(ca: CertificateAuthority, opts: LeafOptions = {}
   });
   const certPem = toPem('CERTIFICATE', cert.rawData);
   const selfSigned = await ca.cert.isSelfSigned();
-  return {
-    certPem,
-    keyPem: await exportKeyPem(keys.privateKey),
-    serialNumber,
-    chainPem: selfSigned ? certPem : certPem + ca.certPem,
-  };
+  return { certPem, serialNumber, chainPem: selfSigned ? certPem : certPem + ca.certPem };
 }
 
-async function generateKeys(keyType: KeyType = 'ec-p256'): Promise<CryptoKeyPair> {
+/**
+ * Loads an operator-provided (or persisted) CA from PEM certificate and PKCS#8 key.
+ * Throws with a message naming what is wrong; never includes key bytes.
+ */
+export async function loadAuthority(certPem: string, keyPem: string): Promise<CertificateAuthority> {
+  const cert = new x509.X509Certificate(certPem);
+  const alg = cert.publicKey.algorithm as webcrypto.KeyAlgorithm & { namedCurve?: string };
+  const importAlg =
+    alg.name === 'ECDSA'
+      ? { name: 'ECDSA', namedCurve: alg.namedCurve ?? 'P-256' }
+      : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  const pkcs8 = createPrivateKey(keyPem).export({ format: 'der', type: 'pkcs8' });
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', pkcs8, importAlg, true, ['sign']);
+  const publicKey = await cert.publicKey.export(importAlg, ['verify']);
+  return toAuthority(cert, { privateKey, publicKey }, cert.serialNumber.toUpperCase());
+}
+
+export async function generateKeys(keyType: KeyType = 'ec-p256'): Promise<CryptoKeyPair> {
   const usages: webcrypto.KeyUsage[] = ['sign', 'verify'];
   switch (keyType) {
     case 'ec-p256':

@@ -1,0 +1,350 @@
+import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
+import { ErrorCode, type Problem } from '../ops/errors.js';
+import type { Logger } from '../ops/logger.js';
+import type { TlsCertificateValue } from '../secrets/secret.js';
+import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
+import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
+import type { CaBackend } from '../ca/ca-backend.js';
+import { generateKeys, type KeyType } from '../x509/issue.js';
+import { createCsr } from '../x509/csr.js';
+import { splitPem } from '../x509/pem.js';
+import { trustDomainId } from '../x509/spiffe.js';
+import type { SecretPublisher } from './file-source.js';
+import type { SecretSource, SecretSourceStatus } from './source.js';
+
+/**
+ * Identities issued by a CA backend, renewed before they expire: the lifecycle written once above
+ * every backend. Keys are generated in memory and never leave it. The trust bundle served is the
+ * CA's current roots plus every root a served leaf still chains to, so a CA rollover never leaves
+ * a peer without the root it needs: old roots drop out once no served leaf depends on them.
+ */
+export interface IssuedIdentitySpec {
+  spiffeId: string;
+  dnsNames: string[];
+  keyType: KeyType;
+  lifetimeSeconds: number;
+  /** Extra names the certificate is served under. */
+  names: string[];
+}
+
+export interface CaSourceOptions {
+  backend: CaBackend;
+  trustDomain: string;
+  identities: IssuedIdentitySpec[];
+  /** Extra names of the bundle (its canonical name is the trust-domain ID). */
+  bundleNames?: string[];
+  publisher: SecretPublisher;
+  log: Logger;
+  /** Renew at this fraction of the lifetime (default 0.5). */
+  renewFraction?: number;
+  /** +- this fraction of the lifetime, so a fleet does not renew at once (default 0.05). */
+  jitterFraction?: number;
+  /** Per CA call (default 10 s): a slow CA is a failed attempt, retried with backoff. */
+  timeoutMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+  /** How often the CA's roots are re-read to notice a rollover (default 60 s, 0 = off). */
+  bundleRefreshMs?: number;
+  /** Wait after a new root is published before serving leaves that need it (default 2 s). */
+  bundlePropagationMs?: number;
+  random?: () => number;
+}
+
+interface IdentityState {
+  spec: IssuedIdentitySpec;
+  status: SecretSourceStatus;
+  /** The root (PEM) the served leaf chains to. */
+  root?: string;
+  notAfter?: Date;
+  nextRenewalAt?: Date;
+  failures: number;
+  timer?: NodeJS.Timeout;
+  inFlight?: Promise<void>;
+}
+
+export interface IdentityStatus extends SecretSourceStatus {
+  nextRenewalAt?: Date;
+  notAfter?: Date;
+  consecutiveFailures: number;
+}
+
+export class CaSource implements SecretSource {
+  private readonly identities: IdentityState[];
+  private readonly bundleStatus: SecretSourceStatus;
+  private readonly bundleName: string;
+  /** Roots the CA currently reports. */
+  private caRoots: string[] = [];
+  /** Roots currently in the served bundle. */
+  private servedRoots: string[] = [];
+  private bundleTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly abort = new AbortController();
+
+  constructor(private readonly opts: CaSourceOptions) {
+    this.bundleName = trustDomainId(opts.trustDomain);
+    this.bundleStatus = { name: this.bundleName, kind: 'trust-bundle', files: [`${opts.backend.kind} CA`], state: 'pending', warnings: [] };
+    this.identities = opts.identities.map((spec) => ({
+      spec,
+      failures: 0,
+      status: { name: spec.spiffeId, kind: 'tls-certificate', files: [`${opts.backend.kind} CA (key in memory)`], state: 'pending', warnings: [] },
+    }));
+  }
+
+  async start(): Promise<void> {
+    this.opts.publisher.declare(this.bundleName, 'trust-bundle', this.opts.bundleNames ?? []);
+    for (const id of this.identities) this.opts.publisher.declare(id.spec.spiffeId, 'tls-certificate', id.spec.names);
+    await this.refreshBundle().catch(() => undefined);
+    await Promise.all(this.identities.map((id) => this.renew(id)));
+    const refresh = this.opts.bundleRefreshMs ?? 60_000;
+    if (refresh > 0) {
+      const tick = (): void => {
+        this.bundleTimer = setTimeout(() => {
+          this.refreshBundle()
+            .catch(() => undefined)
+            .finally(() => !this.closed && tick());
+        }, refresh);
+        this.bundleTimer.unref();
+      };
+      tick();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.abort.abort();
+    if (this.bundleTimer) clearTimeout(this.bundleTimer);
+    for (const id of this.identities) if (id.timer) clearTimeout(id.timer);
+    await Promise.all(this.identities.map((id) => id.inFlight?.catch(() => undefined)));
+  }
+
+  status(): IdentityStatus[] {
+    return [
+      { ...this.bundleStatus, consecutiveFailures: 0 },
+      ...this.identities.map((id) => ({
+        ...id.status,
+        consecutiveFailures: id.failures,
+        ...(id.nextRenewalAt ? { nextRenewalAt: id.nextRenewalAt } : {}),
+        ...(id.notAfter ? { notAfter: id.notAfter } : {}),
+      })),
+    ];
+  }
+
+  /** Renews every identity now (e.g. after a CA rollover was started). */
+  async renewAll(): Promise<void> {
+    await Promise.all(this.identities.map((id) => this.renew(id)));
+  }
+
+  /** Re-reads the CA's roots; a new root is added to the served bundle at once. */
+  async refreshBundle(): Promise<void> {
+    try {
+      const roots = await this.withTimeout((signal) => this.opts.backend.trustBundle(signal));
+      const certs = roots.flatMap((r) => splitPem(r).filter((b) => b.label === 'CERTIFICATE').map((b) => b.pem));
+      if (certs.length === 0) throw new Error('the CA returned an empty trust bundle');
+      const changed = certs.join('') !== this.caRoots.join('');
+      this.caRoots = certs;
+      if (changed) this.opts.log.info('CA roots read', { backend: this.opts.backend.kind, roots: certs.length });
+      this.publishBundle();
+    } catch (err) {
+      this.problem(this.bundleStatus, { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: cannot read trust bundle: ${(err as Error).message}` });
+      throw err;
+    }
+  }
+
+  private renew(id: IdentityState): Promise<void> {
+    if (id.inFlight) return id.inFlight;
+    if (id.timer) clearTimeout(id.timer);
+    id.inFlight = this.issue(id).finally(() => {
+      id.inFlight = undefined;
+    });
+    return id.inFlight;
+  }
+
+  private async issue(id: IdentityState): Promise<void> {
+    if (this.closed) return;
+    const { spec } = id;
+    const started = Date.now();
+    try {
+      const keys = await generateKeys(spec.keyType);
+      const csrPem = await createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
+      const signed = await this.withTimeout((signal) =>
+        this.opts.backend.sign({ csrPem, spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds }, signal),
+      );
+      await this.refreshBundle();
+      const keyPem = pkcs8Pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+      const value = this.checkIssued(spec, signed.chainPem, keyPem);
+      const root = this.rootOf(value.certificateChainPem);
+      if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
+      await this.ensureServed(root);
+      if (this.closed) return;
+      id.root = root;
+      id.notAfter = value.leaf.notAfter;
+      id.failures = 0;
+      const entry = this.opts.publisher.publish(spec.spiffeId, value);
+      id.status = {
+        ...id.status,
+        state: 'ok',
+        lastChangeAt: new Date(),
+        warnings: [],
+        ...(entry ? { version: entry.version } : {}),
+      };
+      delete id.status.lastError;
+      this.publishBundle(); // drops a root no served leaf needs any more
+      this.scheduleRenewal(id, Date.now());
+      this.opts.log.info('identity issued', {
+        secret: spec.spiffeId,
+        backend: this.opts.backend.kind,
+        serial: value.leaf.serialNumber,
+        notAfter: value.leaf.notAfter.toISOString(),
+        nextRenewalAt: id.nextRenewalAt?.toISOString(),
+        issueMs: Date.now() - started,
+      });
+    } catch (err) {
+      if (this.closed) return;
+      id.failures += 1;
+      const problem: Problem =
+        err instanceof IssueError ? { code: err.code, message: err.message } : { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: ${(err as Error).message}` };
+      this.problem(id.status, problem);
+      const delay = this.backoffMs(id.failures);
+      id.nextRenewalAt = new Date(Date.now() + delay);
+      this.opts.log.warn('could not issue identity; keeping the current one and retrying', {
+        secret: spec.spiffeId,
+        code: problem.code,
+        error: problem.message,
+        attempt: id.failures,
+        retryInMs: delay,
+        servingUntil: id.notAfter?.toISOString() ?? null,
+      });
+      this.setTimer(id, delay);
+    }
+  }
+
+  /** Validates what the CA returned: key match, chain order, dates, SPIFFE ID and DNS SANs. */
+  private checkIssued(spec: IssuedIdentitySpec, chainPem: string, keyPem: string): TlsCertificateValue {
+    const result = validateTlsCertificate({
+      certificateChainPem: chainPem,
+      privateKeyPem: keyPem,
+      certFile: `${this.opts.backend.kind} CA response`,
+      keyFile: 'in-memory key',
+      expectedSpiffeId: spec.spiffeId,
+    });
+    if (!result.ok) throw new IssueError(result.problem.code, result.problem.message);
+    if (result.value.leaf.spiffeId !== spec.spiffeId) {
+      throw new IssueError(ErrorCode.SpiffeIdMismatch, `the ${this.opts.backend.kind} CA returned a certificate without the URI SAN ${spec.spiffeId}`);
+    }
+    const missing = spec.dnsNames.filter((d) => !result.value.leaf.dnsNames.includes(d));
+    if (missing.length > 0) throw new IssueError(ErrorCode.SanMissing, `the ${this.opts.backend.kind} CA returned a certificate for ${spec.spiffeId} without the DNS SAN(s) ${missing.join(', ')}`);
+    // Roots sent in the chain are not needed by peers (they hold the bundle): keep leaf + intermediates.
+    const chain = splitPem(result.value.certificateChainPem).filter((b) => !isSelfSigned(b.pem));
+    return { ...result.value, certificateChainPem: chain.map((b) => b.pem).join('') };
+  }
+
+  /** The known root (CA-reported or already served) that the chain's last certificate is issued by. */
+  private rootOf(chainPem: string): string | undefined {
+    const blocks = splitPem(chainPem);
+    const last = blocks[blocks.length - 1];
+    if (!last) return undefined;
+    const top = new X509Certificate(last.der);
+    return [...this.caRoots, ...this.servedRoots].find((root) => {
+      const r = new X509Certificate(root);
+      return top.checkIssued(r) && top.verify(r.publicKey);
+    });
+  }
+
+  /** Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy. */
+  private async ensureServed(root: string): Promise<void> {
+    if (this.servedRoots.includes(root)) return;
+    this.publishBundle([root]);
+    const wait = this.opts.bundlePropagationMs ?? 2000;
+    this.opts.log.info('new CA root added to the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+
+  /** Served bundle = CA roots + roots that served leaves chain to (+ `extra`). */
+  private publishBundle(extra: string[] = []): void {
+    const needed = [...this.caRoots, ...extra, ...this.identities.flatMap((id) => (id.root ? [id.root] : []))];
+    const roots = [...new Set(needed)];
+    if (roots.length === 0) return;
+    const result = validateTrustBundle({ files: [{ file: `${this.opts.backend.kind} CA`, text: roots.join('') }], trustDomain: this.opts.trustDomain });
+    if (!result.ok) {
+      this.problem(this.bundleStatus, result.problem);
+      return;
+    }
+    const dropped = this.servedRoots.filter((r) => !roots.includes(r));
+    this.servedRoots = roots;
+    const entry = this.opts.publisher.publish(this.bundleName, result.value);
+    if (entry) {
+      this.bundleStatus.state = 'ok';
+      this.bundleStatus.version = entry.version;
+      this.bundleStatus.lastChangeAt = new Date();
+      delete this.bundleStatus.lastError;
+      this.opts.log.info('trust bundle updated', { secret: this.bundleName, roots: roots.length, droppedRoots: dropped.length });
+    }
+  }
+
+  /**
+   * Renewal time = issuance + fraction of the remaining lifetime, +- jitter. Measured from when we
+   * received the certificate, not from notBefore, which CAs back-date for clock skew.
+   */
+  private scheduleRenewal(id: IdentityState, issuedAt: number): void {
+    if (!id.notAfter) return;
+    const lifetime = Math.max(0, id.notAfter.getTime() - issuedAt);
+    const fraction = this.opts.renewFraction ?? 0.5;
+    const jitter = (this.opts.jitterFraction ?? 0.05) * lifetime * ((this.opts.random ?? Math.random)() * 2 - 1);
+    // Never a hot loop, even for a certificate that arrives nearly expired.
+    const delay = Math.max(MIN_RENEW_DELAY_MS, fraction * lifetime + jitter);
+    id.nextRenewalAt = new Date(issuedAt + delay);
+    this.setTimer(id, delay);
+  }
+
+  private setTimer(id: IdentityState, delayMs: number): void {
+    if (this.closed) return;
+    if (id.timer) clearTimeout(id.timer);
+    // Node timers overflow past ~24.8 days; re-arm in steps.
+    const step = Math.min(delayMs, 2 ** 31 - 1);
+    id.timer = setTimeout(() => {
+      if (step < delayMs) this.setTimer(id, delayMs - step);
+      else void this.renew(id);
+    }, step);
+    id.timer.unref();
+  }
+
+  private backoffMs(failures: number): number {
+    const { initialMs, maxMs } = this.opts.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+    const base = Math.min(maxMs, initialMs * 2 ** (failures - 1));
+    return Math.round(base * (0.8 + 0.4 * (this.opts.random ?? Math.random)()));
+  }
+
+  private async withTimeout<T>(call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const timeoutMs = this.opts.timeoutMs ?? 10_000;
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
+    const aborted = new Promise<never>((_, reject) => {
+      signal.addEventListener('abort', () => reject(new Error(signal.reason instanceof Error && signal.reason.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'cancelled')), { once: true });
+    });
+    aborted.catch(() => undefined);
+    return Promise.race([call(signal), aborted]);
+  }
+
+  private problem(status: SecretSourceStatus, problem: Problem): void {
+    status.lastError = problem;
+    status.state = status.version ? 'error' : 'pending';
+  }
+}
+
+const MIN_RENEW_DELAY_MS = 1000;
+
+class IssueError extends Error {
+  constructor(
+    readonly code: Problem['code'],
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function isSelfSigned(pem: string): boolean {
+  const cert = new X509Certificate(pem);
+  return cert.checkIssued(cert) && cert.verify(cert.publicKey);
+}
+
+function pkcs8Pem(der: ArrayBuffer): string {
+  return createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }).toString();
+}
