@@ -162,10 +162,13 @@ describe('command-line parsing', () => {
   });
 
   it('takes the embedded identity from --trust-domain / --spiffe-id and the socket from the environment', () => {
-    const cmd = parseCommandLine(['--spiffe-id', 'spiffe://corp.test/web'], { APPMESH_SDS_SOCKET_PATH: '/run/sds.sock' });
+    const cmd = parseCommandLine(['--spiffe-id', 'spiffe://corp.test/web', '--cert-lifetime', '90s'], { APPMESH_SDS_SOCKET_PATH: '/run/sds.sock', XDG_DATA_HOME: '/data' });
     expect(cmd.kind).toBe('run');
     if (cmd.kind !== 'run') return;
-    expect(cmd.config.embedded).toEqual({ trustDomain: 'corp.test', spiffeId: 'spiffe://corp.test/web' });
+    expect(cmd.config.ca.backend).toBe('embedded');
+    expect(cmd.config.ca.trustDomain).toBe('corp.test');
+    expect(cmd.config.ca.embedded.dataDir).toBe('/data/sds-server/ca/corp.test');
+    expect(cmd.config.identities).toEqual([{ spiffeId: 'spiffe://corp.test/web', dnsNames: [], keyType: 'ec-p256', lifetimeSeconds: 90, names: [] }]);
     expect(cmd.config.socket.path).toBe('/run/sds.sock');
     expect(cmd.config.certificates).toEqual([]);
   });

@@ -3,7 +3,8 @@ import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
 import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';
 import { FileSource } from '../sources/file-source.js';
-import { EmbeddedDemoCa } from '../sources/embedded-demo-ca.js';
+import { CaSource } from '../sources/ca-source.js';
+import { createCaBackend } from '../ca/create-backend.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, type StatusReport } from '../ops/status.js';
@@ -42,30 +43,45 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     hooks: stats,
   });
 
-  const source: SecretSource =
-    config.certificates.length > 0 || config.bundles.length > 0
-      ? new FileSource({
-          tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
-          bundles: config.bundles.map((b) => ({ name: b.name, caFiles: b.ca, names: b.names, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}) })),
-          publisher: store,
-          log,
-          debounceMs: config.watch.debounceMs,
-          pollIntervalMs: config.watch.pollIntervalMs,
-        })
-      : new EmbeddedDemoCa({ ...config.embedded, store, log });
-  if (source instanceof EmbeddedDemoCa) {
-    log.warn('no certificates configured: serving a throwaway identity from an in-memory demo CA (not for production)', {
-      spiffeId: config.embedded.spiffeId,
-      trustDomain: config.embedded.trustDomain,
-    });
+  const sources: SecretSource[] = [];
+  if (config.certificates.length > 0 || config.bundles.length > 0) {
+    sources.push(
+      new FileSource({
+        tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
+        bundles: config.bundles.map((b) => ({ name: b.name, caFiles: b.ca, names: b.names, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}) })),
+        publisher: store,
+        log,
+        debounceMs: config.watch.debounceMs,
+        pollIntervalMs: config.watch.pollIntervalMs,
+      }),
+    );
   }
-
+  // Bind first: Envoys that start before the secrets are ready connect and wait.
   await server.start();
+  let ca: CaSource | undefined;
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport => buildStatus({ socketPath, store, sources: source.status(), streams: server.streams, stats });
+  const status = (): StatusReport => buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats });
   try {
-    await source.start();
+    if (config.identities.length > 0) {
+      const c = config.ca;
+      ca = new CaSource({
+        backend: await createCaBackend(c, log),
+        trustDomain: c.trustDomain,
+        identities: config.identities,
+        bundleNames: c.bundleNames,
+        publisher: store,
+        log,
+        renewFraction: c.renewFraction,
+        jitterFraction: c.jitterFraction,
+        timeoutMs: c.timeoutMs,
+        backoff: c.backoff,
+        bundleRefreshMs: c.bundleRefreshMs,
+        bundlePropagationMs: c.bundlePropagationMs,
+      });
+      sources.push(ca);
+    }
+    await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
     if (config.admin) {
       admin = new AdminServer({ ...config.admin, status, log });
@@ -73,7 +89,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       adminAddress = `${address.address}:${address.port}`;
     }
   } catch (err) {
-    await source.close();
+    for (const s of sources) await s.close();
     await server.stop(0);
     throw err;
   }
@@ -88,11 +104,11 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     store,
     status,
     reload: async () => {
-      await source.reloadAll?.();
+      for (const s of sources) await s.reloadAll?.();
     },
     stop: async () => {
       await admin?.stop();
-      await source.close();
+      for (const s of sources) await s.close();
       await server.stop();
     },
   };

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import {
@@ -7,6 +9,8 @@ import {
   LOG_FORMATS,
   LOG_LEVELS,
   defaultConfig,
+  defaultIdentity,
+  parseDurationSeconds,
   parseAddress,
   parseConfigFile,
   parseMode,
@@ -21,7 +25,7 @@ export const USAGE = `Usage: sds-server [options]
 
 Envoy Secret Discovery Service (v3 and v2) on a Unix domain socket.
 
-Where secrets come from (pick one; with none, an embedded throwaway CA issues a demo identity):
+Where secrets come from (with none, the embedded CA issues spiffe://example.org/sds-server):
   --cert FILE --key FILE [--ca FILE]  serve one identity and its trust bundle from watched files
   --config FILE                       YAML configuration for many secrets (see docs/configuration.md)
 
@@ -31,8 +35,11 @@ Socket:
   --socket-group GROUP   group (name or gid) owning the socket file
 
 Identity and names:
-  --spiffe-id ID         name of the --cert identity / the embedded identity (default: from the certificate)
-  --trust-domain TD      trust domain of the --ca bundle / the embedded CA (default: from the certificate)
+  --spiffe-id ID         name of the --cert identity, or the identity the embedded CA issues
+                         (default: from the certificate / spiffe://<trust domain>/sds-server)
+  --trust-domain TD      trust domain of the --ca bundle / the embedded CA (default: from the certificate / example.org)
+  --data-dir DIR         where the embedded CA keeps its root (default: $XDG_DATA_HOME or ~/.local/share, /sds-server)
+  --cert-lifetime DUR    lifetime of issued certificates, e.g. 90s, 15m, 1h (default 1h; renewed at half)
   --bundle-format FMT    auto | spiffe | trusted-ca (default auto: SPIFFE validator for Envoy >= 1.18)
 
 Operations:
@@ -65,6 +72,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'spiffe-id': { type: 'string' },
         'trust-domain': { type: 'string' },
         'bundle-format': { type: 'string' },
+        'data-dir': { type: 'string' },
+        'cert-lifetime': { type: 'string' },
         admin: { type: 'string' },
         'log-format': { type: 'string' },
         'log-level': { type: 'string' },
@@ -99,15 +108,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     if (v.cert === undefined || v.key === undefined) check.problem('--cert/--key', 'both are required to serve an identity');
     else quickMode(config, { cert: v.cert, key: v.key, ca: v.ca ?? [], spiffeId: v['spiffe-id'], trustDomain: v['trust-domain'] }, check);
   } else {
-    if (v['trust-domain'] !== undefined) {
-      if (!isTrustDomainName(v['trust-domain'])) check.problem('--trust-domain', `${JSON.stringify(v['trust-domain'])} is not a valid trust domain name`);
-      else config.embedded = { trustDomain: v['trust-domain'], spiffeId: `spiffe://${v['trust-domain']}/sds-server` };
-    }
-    if (v['spiffe-id'] !== undefined) {
-      const id = parseSpiffeId(v['spiffe-id']);
-      if (!id || id.path === '') check.problem('--spiffe-id', `${JSON.stringify(v['spiffe-id'])} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
-      else config.embedded = { trustDomain: id.trustDomain, spiffeId: v['spiffe-id'] };
-    }
+    embeddedDefaults(config, { trustDomain: v['trust-domain'], spiffeId: v['spiffe-id'], dataDir: v['data-dir'], lifetime: v['cert-lifetime'] }, env, check);
   }
 
   const socketPath = v.socket || config.socket.path || env.APPMESH_SDS_SOCKET_PATH || undefined;
@@ -156,6 +157,48 @@ function quickMode(
     const name = trustDomain ? `spiffe://${trustDomain}` : config.aliases.rootBundle;
     config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : {}) });
   }
+}
+
+/**
+ * The embedded CA: with nothing configured it issues one identity (`npm start` on a fresh machine);
+ * --trust-domain / --spiffe-id / --data-dir / --cert-lifetime adjust it.
+ */
+function embeddedDefaults(
+  config: ServerConfig,
+  f: { trustDomain: string | undefined; spiffeId: string | undefined; dataDir: string | undefined; lifetime: string | undefined },
+  env: NodeJS.ProcessEnv,
+  check: ConfigChecker,
+): void {
+  const hasFiles = config.certificates.length > 0 || config.bundles.length > 0;
+  const id = f.spiffeId !== undefined ? parseSpiffeId(f.spiffeId) : undefined;
+  if (f.spiffeId !== undefined && (!id || id.path === '')) check.problem('--spiffe-id', `${JSON.stringify(f.spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+  if (f.trustDomain !== undefined && !isTrustDomainName(f.trustDomain)) check.problem('--trust-domain', `${JSON.stringify(f.trustDomain)} is not a valid trust domain name`);
+  let lifetimeSeconds: number | undefined;
+  if (f.lifetime !== undefined) {
+    lifetimeSeconds = parseDurationSeconds(f.lifetime);
+    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${JSON.stringify(f.lifetime)}`);
+  }
+  const trustDomain = id?.trustDomain ?? f.trustDomain;
+  if (trustDomain) config.ca.trustDomain = trustDomain;
+  if (config.identities.length === 0 && !hasFiles) {
+    config.identities.push({
+      ...defaultIdentity(config.ca.trustDomain, lifetimeSeconds),
+      ...(id && f.spiffeId ? { spiffeId: f.spiffeId } : {}),
+    });
+  } else if (lifetimeSeconds !== undefined) {
+    for (const identity of config.identities) identity.lifetimeSeconds = lifetimeSeconds;
+  }
+  if (config.identities.length > 0 && config.ca.backend === 'embedded' && !config.ca.embedded.dataDir && !config.ca.embedded.caCert) {
+    config.ca.embedded.dataDir = f.dataDir ?? defaultDataDir(env, config.ca.trustDomain);
+  } else if (f.dataDir !== undefined) {
+    config.ca.embedded.dataDir = f.dataDir;
+  }
+}
+
+/** `$XDG_DATA_HOME/sds-server/ca/<trust domain>`, else `~/.local/share/...`: writable without root. */
+export function defaultDataDir(env: NodeJS.ProcessEnv, trustDomain: string): string {
+  const base = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(base, 'sds-server', 'ca', trustDomain);
 }
 
 function spiffeIdInFile(certFile: string): string | undefined {

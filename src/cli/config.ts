@@ -35,8 +35,37 @@ export interface ServerConfig {
   admin?: { host: string; port: number };
   certificates: CertificateConfig[];
   bundles: BundleConfig[];
-  /** Embedded throwaway identity when no certificates are configured. */
-  embedded: { trustDomain: string; spiffeId: string };
+  /** The CA that issues `identities` (the embedded CA by default). */
+  ca: CaConfig;
+  /** Identities issued by the CA. When nothing at all is configured, one default identity is issued. */
+  identities: IdentityConfig[];
+}
+
+export const CA_BACKENDS = ['embedded', 'aws-pca'] as const;
+export type CaBackendName = (typeof CA_BACKENDS)[number];
+export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
+
+export interface CaConfig {
+  backend: CaBackendName;
+  trustDomain: string;
+  /** Extra names of the CA's trust bundle. */
+  bundleNames: string[];
+  embedded: { dataDir?: string; caCert?: string; caKey?: string };
+  awsPca?: { certificateAuthorityArn: string; region?: string; endpoint?: string; signingAlgorithm?: string; templateArn?: string };
+  renewFraction: number;
+  jitterFraction: number;
+  timeoutMs: number;
+  backoff: { initialMs: number; maxMs: number };
+  bundleRefreshMs: number;
+  bundlePropagationMs: number;
+}
+
+export interface IdentityConfig {
+  spiffeId: string;
+  dnsNames: string[];
+  keyType: (typeof KEY_TYPES)[number];
+  lifetimeSeconds: number;
+  names: string[];
 }
 
 export const DEFAULTS = {
@@ -44,6 +73,7 @@ export const DEFAULTS = {
   debounceMs: 50,
   pollIntervalMs: 10_000,
   trustDomain: 'example.org',
+  lifetimeSeconds: 3600,
 } as const;
 
 export function defaultConfig(): ServerConfig {
@@ -55,8 +85,36 @@ export function defaultConfig(): ServerConfig {
     log: { format: 'json', level: 'info' },
     certificates: [],
     bundles: [],
-    embedded: { trustDomain: DEFAULTS.trustDomain, spiffeId: `spiffe://${DEFAULTS.trustDomain}/sds-server` },
+    ca: {
+      backend: 'embedded',
+      trustDomain: DEFAULTS.trustDomain,
+      bundleNames: [],
+      embedded: {},
+      renewFraction: 0.5,
+      jitterFraction: 0.05,
+      timeoutMs: 10_000,
+      backoff: { initialMs: 1000, maxMs: 60_000 },
+      bundleRefreshMs: 60_000,
+      bundlePropagationMs: 2000,
+    },
+    identities: [],
   };
+}
+
+/** The identity issued when nothing is configured: `npm start` on a fresh machine. */
+export function defaultIdentity(trustDomain: string, lifetimeSeconds: number = DEFAULTS.lifetimeSeconds): IdentityConfig {
+  return { spiffeId: `spiffe://${trustDomain}/sds-server`, dnsNames: [], keyType: 'ec-p256', lifetimeSeconds, names: [] };
+}
+
+/** Parses `90`, `90s`, `15m`, `1h`, `2d` into seconds. */
+export function parseDurationSeconds(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value;
+  if (typeof value !== 'string') return undefined;
+  const match = /^(\d+)\s*(s|m|h|d)?$/.exec(value.trim());
+  if (!match) return undefined;
+  const n = Number(match[1]);
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[match[2] as 's' | 'm' | 'h' | 'd' | undefined ?? 's'];
+  return n > 0 ? n * unit : undefined;
 }
 
 type Json = unknown;
@@ -167,7 +225,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const resolvePath = (p: string): string => path.resolve(base, p);
   const root = check.object(doc ?? {}, '(top level)');
   if (!root) throw configError(check);
-  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'embedded']);
+  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
 
   const socket = check.object(root.socket, 'socket');
   if (socket) {
@@ -213,14 +271,8 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
       if (parsed) config.admin = parsed;
     }
   }
-  const embedded = check.object(root.embedded, 'embedded');
-  if (embedded) {
-    check.unknownKeys(embedded, 'embedded', ['trustDomain', 'spiffeId']);
-    const td = check.string(embedded.trustDomain, 'embedded.trustDomain');
-    if (td) config.embedded = { trustDomain: td, spiffeId: `spiffe://${td}/sds-server` };
-    const id = check.string(embedded.spiffeId, 'embedded.spiffeId');
-    if (id) config.embedded.spiffeId = id;
-  }
+  parseCa(root.ca, config, check, resolvePath);
+  parseIdentities(root.identities, config, check);
 
   const names = new Map<string, string>();
   const claim = (name: string, field: string): void => {
@@ -273,6 +325,15 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     config.bundles.push({ name, ca: ca.map(resolvePath), names: extra, ...(trustDomain ? { trustDomain } : {}) });
   });
 
+  config.identities.forEach((id, i) => {
+    claim(id.spiffeId, `identities[${i}].spiffeId`);
+    id.names.forEach((n, j) => claim(n, `identities[${i}].names[${j}]`));
+  });
+  if (config.identities.length > 0) {
+    claim(`spiffe://${config.ca.trustDomain}`, 'ca.trustDomain (its bundle)');
+    config.ca.bundleNames.forEach((n, j) => claim(n, `ca.bundleNames[${j}]`));
+  }
+
   for (const alias of Object.values(config.aliases)) {
     const owner = names.get(alias);
     if (owner) check.problem(owner, `name ${JSON.stringify(alias)} is reserved as an alias (see aliases)`);
@@ -285,6 +346,92 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   }
   if (check.problems.length > 0) throw configError(check);
   return config;
+}
+
+function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath: (p: string) => string): void {
+  const ca = check.object(value, 'ca');
+  if (!ca) return;
+  check.unknownKeys(ca, 'ca', ['backend', 'trustDomain', 'bundleNames', 'embedded', 'awsPca', 'renewFraction', 'jitterFraction', 'timeoutMs', 'backoff', 'bundleRefreshMs', 'bundlePropagationMs']);
+  const c = config.ca;
+  c.backend = check.oneOf(ca.backend, 'ca.backend', CA_BACKENDS) ?? c.backend;
+  const td = check.string(ca.trustDomain, 'ca.trustDomain');
+  if (td && !isTrustDomainName(td)) check.problem('ca.trustDomain', `${JSON.stringify(td)} is not a valid trust domain name (like example.org)`);
+  else if (td) c.trustDomain = td;
+  c.bundleNames = check.stringList(ca.bundleNames, 'ca.bundleNames');
+  const fraction = (v: Json, field: string, max: number): number | undefined => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !(v > 0) || v >= max) {
+      check.problem(field, `expected a number between 0 and ${max}, got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  };
+  c.renewFraction = fraction(ca.renewFraction, 'ca.renewFraction', 1) ?? c.renewFraction;
+  c.jitterFraction = fraction(ca.jitterFraction, 'ca.jitterFraction', 0.5) ?? c.jitterFraction;
+  c.timeoutMs = check.integer(ca.timeoutMs, 'ca.timeoutMs', 1) ?? c.timeoutMs;
+  c.bundleRefreshMs = check.integer(ca.bundleRefreshMs, 'ca.bundleRefreshMs', 0) ?? c.bundleRefreshMs;
+  c.bundlePropagationMs = check.integer(ca.bundlePropagationMs, 'ca.bundlePropagationMs', 0) ?? c.bundlePropagationMs;
+  const backoff = check.object(ca.backoff, 'ca.backoff');
+  if (backoff) {
+    check.unknownKeys(backoff, 'ca.backoff', ['initialMs', 'maxMs']);
+    c.backoff.initialMs = check.integer(backoff.initialMs, 'ca.backoff.initialMs', 1) ?? c.backoff.initialMs;
+    c.backoff.maxMs = check.integer(backoff.maxMs, 'ca.backoff.maxMs', 1) ?? c.backoff.maxMs;
+  }
+  const embedded = check.object(ca.embedded, 'ca.embedded');
+  if (embedded) {
+    check.unknownKeys(embedded, 'ca.embedded', ['dataDir', 'caCert', 'caKey']);
+    const dataDir = check.string(embedded.dataDir, 'ca.embedded.dataDir');
+    const caCert = check.string(embedded.caCert, 'ca.embedded.caCert');
+    const caKey = check.string(embedded.caKey, 'ca.embedded.caKey');
+    if ((caCert === undefined) !== (caKey === undefined)) check.problem('ca.embedded', 'give both caCert and caKey, or neither');
+    c.embedded = {
+      ...(dataDir ? { dataDir: resolvePath(dataDir) } : {}),
+      ...(caCert ? { caCert: resolvePath(caCert) } : {}),
+      ...(caKey ? { caKey: resolvePath(caKey) } : {}),
+    };
+  }
+  const aws = check.object(ca.awsPca, 'ca.awsPca');
+  if (aws) {
+    check.unknownKeys(aws, 'ca.awsPca', ['certificateAuthorityArn', 'region', 'endpoint', 'signingAlgorithm', 'templateArn']);
+    const arn = check.string(aws.certificateAuthorityArn, 'ca.awsPca.certificateAuthorityArn', { required: true });
+    if (arn && !/^arn:aws[a-z-]*:acm-pca:/.test(arn)) check.problem('ca.awsPca.certificateAuthorityArn', `expected an ACM PCA ARN (arn:aws:acm-pca:region:account:certificate-authority/id), got ${JSON.stringify(arn)}`);
+    const optional = (key: 'region' | 'endpoint' | 'signingAlgorithm' | 'templateArn') => {
+      const v = check.string(aws[key], `ca.awsPca.${key}`);
+      return v ? { [key]: v } : {};
+    };
+    if (arn) c.awsPca = { certificateAuthorityArn: arn, ...optional('region'), ...optional('endpoint'), ...optional('signingAlgorithm'), ...optional('templateArn') };
+  }
+  if (c.backend === 'aws-pca' && !c.awsPca) check.problem('ca.awsPca', 'is required when ca.backend is aws-pca');
+}
+
+function parseIdentities(value: Json, config: ServerConfig, check: Checker): void {
+  if (value === undefined || value === null) return;
+  if (!Array.isArray(value)) {
+    check.problem('identities', `expected a list, got ${describe(value)}`);
+    return;
+  }
+  value.forEach((item: Json, i) => {
+    const field = `identities[${i}]`;
+    const o = check.object(item, field);
+    if (!o) return;
+    check.unknownKeys(o, field, ['spiffeId', 'dnsNames', 'keyType', 'lifetime', 'names']);
+    const spiffeId = check.string(o.spiffeId, `${field}.spiffeId`, { required: true });
+    const parsed = spiffeId ? parseSpiffeId(spiffeId) : undefined;
+    if (spiffeId && (!parsed || parsed.path === '')) check.problem(`${field}.spiffeId`, `${JSON.stringify(spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+    else if (parsed && parsed.trustDomain !== config.ca.trustDomain) {
+      check.problem(`${field}.spiffeId`, `${JSON.stringify(spiffeId)} is not in the CA's trust domain ${config.ca.trustDomain} (set ca.trustDomain)`);
+    }
+    const keyType = check.oneOf(o.keyType, `${field}.keyType`, KEY_TYPES) ?? 'ec-p256';
+    let lifetimeSeconds: number = DEFAULTS.lifetimeSeconds;
+    if (o.lifetime !== undefined) {
+      const seconds = parseDurationSeconds(o.lifetime);
+      if (seconds === undefined) check.problem(`${field}.lifetime`, `expected a duration such as 3600, "90s", "15m" or "1h", got ${describe(o.lifetime)}`);
+      else lifetimeSeconds = seconds;
+    }
+    const dnsNames = check.stringList(o.dnsNames, `${field}.dnsNames`);
+    const names = check.stringList(o.names, `${field}.names`);
+    if (spiffeId && parsed?.path) config.identities.push({ spiffeId, dnsNames, keyType, lifetimeSeconds, names });
+  });
 }
 
 function configError(check: Checker): SdsError {

@@ -23,6 +23,7 @@ export interface StatusReport {
     lastError?: { code: string; message: string };
     warnings: Array<{ code: string; message: string }>;
     lastChangeAt?: string;
+    nextRenewalAt?: string;
     protocol?: { responses: number; acks: number; nacks: number; lastNack?: { at: string; reason: string; node?: string } };
   }>;
 }
@@ -85,6 +86,7 @@ export function buildStatus(deps: {
       ...(source.lastError ? { lastError: { code: source.lastError.code, message: source.lastError.message } } : {}),
       warnings: source.warnings.map((w) => ({ code: w.code, message: w.message })),
       ...(source.lastChangeAt ? { lastChangeAt: source.lastChangeAt.toISOString() } : {}),
+      ...(source.nextRenewalAt ? { nextRenewalAt: source.nextRenewalAt.toISOString() } : {}),
       ...(protocol ? { protocol } : {}),
     };
   });

@@ -62,7 +62,6 @@ interface IdentityState {
 }
 
 export interface IdentityStatus extends SecretSourceStatus {
-  nextRenewalAt?: Date;
   notAfter?: Date;
   consecutiveFailures: number;
 }

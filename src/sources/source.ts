@@ -12,6 +12,8 @@ export interface SecretSourceStatus {
   lastError?: Problem;
   lastChangeAt?: Date;
   warnings: Problem[];
+  /** CA-issued secrets: when the next renewal (or retry) is due. */
+  nextRenewalAt?: Date;
 }
 
 /** A source of secrets: it declares and publishes into the store, and reports per-secret status. */
