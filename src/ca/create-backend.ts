@@ -3,6 +3,8 @@ import type { CaConfig } from '../cli/config.js';
 import type { CaBackend } from './ca-backend.js';
 import { EmbeddedCa } from './embedded/embedded-ca.js';
 import { AwsPcaBackend } from './aws-pca/aws-pca-backend.js';
+import { CfsslBackend } from './cfssl/cfssl-backend.js';
+import fs from 'node:fs/promises';
 
 /** The one place that maps configuration to a backend; each backend lives in its own folder. */
 export async function createCaBackend(config: CaConfig, log: Logger): Promise<CaBackend> {
@@ -18,5 +20,18 @@ export async function createCaBackend(config: CaConfig, log: Logger): Promise<Ca
     case 'aws-pca':
       if (!config.awsPca) throw new Error('ca.awsPca is required for the aws-pca backend');
       return new AwsPcaBackend(config.awsPca);
+    case 'cfssl': {
+      const c = config.cfssl;
+      if (!c) throw new Error('ca.cfssl is required for the cfssl backend');
+      const authKey = c.authKeyFile ? (await fs.readFile(c.authKeyFile, 'utf8')).trim() : c.authKeyEnv ? process.env[c.authKeyEnv] : undefined;
+      if ((c.authKeyFile || c.authKeyEnv) && !authKey) throw new Error(`cfssl: the auth key in ${c.authKeyFile ?? `$${c.authKeyEnv}`} is empty`);
+      return new CfsslBackend({
+        url: c.url,
+        ...(authKey ? { authKey } : {}),
+        ...(c.profile ? { profile: c.profile } : {}),
+        ...(c.caFile ? { caPem: await fs.readFile(c.caFile, 'utf8') } : {}),
+        ...(c.rootsFile ? { rootsPem: [await fs.readFile(c.rootsFile, 'utf8')] } : {}),
+      });
+    }
   }
 }

@@ -41,7 +41,7 @@ export interface ServerConfig {
   identities: IdentityConfig[];
 }
 
-export const CA_BACKENDS = ['embedded', 'aws-pca'] as const;
+export const CA_BACKENDS = ['embedded', 'aws-pca', 'cfssl'] as const;
 export type CaBackendName = (typeof CA_BACKENDS)[number];
 export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
 
@@ -52,6 +52,8 @@ export interface CaConfig {
   bundleNames: string[];
   embedded: { dataDir?: string; caCert?: string; caKey?: string };
   awsPca?: { certificateAuthorityArn: string; region?: string; endpoint?: string; signingAlgorithm?: string; templateArn?: string };
+  /** cfssl `serve`; the HMAC key is read from a file or an environment variable, never from this config. */
+  cfssl?: { url: string; authKeyFile?: string; authKeyEnv?: string; profile?: string; caFile?: string; rootsFile?: string };
   renewFraction: number;
   jitterFraction: number;
   timeoutMs: number;
@@ -351,7 +353,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
 function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath: (p: string) => string): void {
   const ca = check.object(value, 'ca');
   if (!ca) return;
-  check.unknownKeys(ca, 'ca', ['backend', 'trustDomain', 'bundleNames', 'embedded', 'awsPca', 'renewFraction', 'jitterFraction', 'timeoutMs', 'backoff', 'bundleRefreshMs', 'bundlePropagationMs']);
+  check.unknownKeys(ca, 'ca', ['backend', 'trustDomain', 'bundleNames', 'embedded', 'awsPca', 'cfssl', 'renewFraction', 'jitterFraction', 'timeoutMs', 'backoff', 'bundleRefreshMs', 'bundlePropagationMs']);
   const c = config.ca;
   c.backend = check.oneOf(ca.backend, 'ca.backend', CA_BACKENDS) ?? c.backend;
   const td = check.string(ca.trustDomain, 'ca.trustDomain');
@@ -402,6 +404,22 @@ function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath:
     if (arn) c.awsPca = { certificateAuthorityArn: arn, ...optional('region'), ...optional('endpoint'), ...optional('signingAlgorithm'), ...optional('templateArn') };
   }
   if (c.backend === 'aws-pca' && !c.awsPca) check.problem('ca.awsPca', 'is required when ca.backend is aws-pca');
+  const cfssl = check.object(ca.cfssl, 'ca.cfssl');
+  if (cfssl) {
+    check.unknownKeys(cfssl, 'ca.cfssl', ['url', 'authKeyFile', 'authKeyEnv', 'profile', 'caFile', 'rootsFile']);
+    const url = check.string(cfssl.url, 'ca.cfssl.url', { required: true });
+    if (url && !/^https?:\/\//.test(url)) check.problem('ca.cfssl.url', `expected an http(s):// URL, got ${JSON.stringify(url)}`);
+    const opt = (key: 'authKeyEnv' | 'profile') => {
+      const v = check.string(cfssl[key], `ca.cfssl.${key}`);
+      return v ? { [key]: v } : {};
+    };
+    const file = (key: 'authKeyFile' | 'caFile' | 'rootsFile') => {
+      const v = check.string(cfssl[key], `ca.cfssl.${key}`);
+      return v ? { [key]: resolvePath(v) } : {};
+    };
+    if (url) c.cfssl = { url, ...file('authKeyFile'), ...opt('authKeyEnv'), ...opt('profile'), ...file('caFile'), ...file('rootsFile') };
+  }
+  if (c.backend === 'cfssl' && !c.cfssl) check.problem('ca.cfssl', 'is required when ca.backend is cfssl');
 }
 
 function parseIdentities(value: Json, config: ServerConfig, check: Checker): void {
