@@ -17,6 +17,8 @@ export interface RunningApp {
   store: SecretStore;
   status(): StatusReport;
   reload(): Promise<void>;
+  /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
+  rolloverCaRoot(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -103,6 +105,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(adminAddress ? { adminAddress } : {}),
     store,
     status,
+    rolloverCaRoot: async () => {
+      if (!ca) throw new Error('no CA is configured');
+      await ca.rolloverRoot();
+    },
     reload: async () => {
       for (const s of sources) await s.reloadAll?.();
     },

@@ -74,6 +74,8 @@ export class CaSource implements SecretSource {
   private caRoots: string[] = [];
   /** Roots currently in the served bundle. */
   private servedRoots: string[] = [];
+  /** Roots no longer needed, served until this time (ms) so replacement leaves can propagate. */
+  private readonly retiring = new Map<string, number>();
   private bundleTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly abort = new AbortController();
@@ -132,6 +134,15 @@ export class CaSource implements SecretSource {
     await Promise.all(this.identities.map((id) => this.renew(id)));
   }
 
+  /** Rolls the CA's root (backends that can, e.g. the embedded CA), then re-issues every identity. */
+  async rolloverRoot(): Promise<void> {
+    const backend = this.opts.backend as CaBackend & { rotateRoot?: () => Promise<void> };
+    if (!backend.rotateRoot) throw new Error(`the ${backend.kind} CA rolls its root itself; the new root is picked up within bundleRefreshMs`);
+    await backend.rotateRoot();
+    await this.refreshBundle();
+    await Promise.all(this.identities.map((id) => id.inFlight));
+  }
+
   /** Re-reads the CA's roots; a new root is added to the served bundle at once. */
   async refreshBundle(): Promise<void> {
     try {
@@ -142,6 +153,13 @@ export class CaSource implements SecretSource {
       this.caRoots = certs;
       if (changed) this.opts.log.info('CA roots read', { backend: this.opts.backend.kind, roots: certs.length });
       this.publishBundle();
+      // A rollover: leaves that chain to a root the CA no longer reports are re-issued now (the
+      // new root is already in the served bundle); the old root drops out after the last of them.
+      const stale = this.identities.filter((id) => id.root !== undefined && !certs.includes(id.root) && !id.inFlight);
+      if (changed && stale.length > 0) {
+        this.opts.log.info('CA root changed; re-issuing identities from the new root', { identities: stale.map((id) => id.spec.spiffeId) });
+        for (const id of stale) void this.renew(id);
+      }
     } catch (err) {
       this.problem(this.bundleStatus, { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: cannot read trust bundle: ${(err as Error).message}` });
       throw err;
@@ -257,17 +275,37 @@ export class CaSource implements SecretSource {
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
 
-  /** Served bundle = CA roots + roots that served leaves chain to (+ `extra`). */
+  /**
+   * Served bundle = CA roots + roots that served leaves chain to (+ `extra`) + roots being retired.
+   * A root no longer needed stays `bundlePropagationMs` longer: the leaf that replaced it must reach
+   * every Envoy before any Envoy stops trusting the old one.
+   */
   private publishBundle(extra: string[] = []): void {
-    const needed = [...this.caRoots, ...extra, ...this.identities.flatMap((id) => (id.root ? [id.root] : []))];
-    const roots = [...new Set(needed)];
+    const needed = new Set([...this.caRoots, ...extra, ...this.identities.flatMap((id) => (id.root ? [id.root] : []))]);
+    const now = Date.now();
+    for (const root of this.servedRoots) {
+      if (needed.has(root)) {
+        this.retiring.delete(root);
+        continue;
+      }
+      let retireAt = this.retiring.get(root);
+      if (retireAt === undefined) {
+        retireAt = now + (this.opts.bundlePropagationMs ?? 2000);
+        this.retiring.set(root, retireAt);
+        const timer = setTimeout(() => !this.closed && this.publishBundle(), retireAt - now + 1);
+        timer.unref();
+      }
+      if (retireAt > now) needed.add(root);
+      else this.retiring.delete(root);
+    }
+    const roots = [...needed];
     if (roots.length === 0) return;
     const result = validateTrustBundle({ files: [{ file: `${this.opts.backend.kind} CA`, text: roots.join('') }], trustDomain: this.opts.trustDomain });
     if (!result.ok) {
       this.problem(this.bundleStatus, result.problem);
       return;
     }
-    const dropped = this.servedRoots.filter((r) => !roots.includes(r));
+    const dropped = this.servedRoots.filter((r) => !needed.has(r));
     this.servedRoots = roots;
     const entry = this.opts.publisher.publish(this.bundleName, result.value);
     if (entry) {

@@ -122,6 +122,23 @@ export interface MeshOptions {
   maxRequestsPerConnection?: number;
   /** Node metadata of the server-side Envoy, e.g. `{ disable_spiffe_cert_validation: true }`. */
   serverNodeMetadata?: Config;
+  /**
+   * Where sds-server gets the identities: the watched files (default), or its embedded CA issuing
+   * both leaves with this lifetime (keys in memory, renewed at half the lifetime).
+   */
+  embeddedCa?: { lifetimeSeconds: number };
+}
+
+/** sds-server configuration with both identities issued by its embedded CA (root in memory). */
+export function embeddedCaConfig(socketPath: string, lifetimeSeconds: number): ServerConfig {
+  const config = defaultConfig();
+  config.socket.path = socketPath;
+  config.ca = { ...config.ca, trustDomain: TRUST_DOMAIN, jitterFraction: 0.01, bundlePropagationMs: 500, bundleRefreshMs: 0 };
+  config.identities = [
+    { spiffeId: SERVER_ID, dnsNames: [SERVER_DNS], keyType: 'ec-p256', lifetimeSeconds, names: [] },
+    { spiffeId: CLIENT_ID, dnsNames: [], keyType: 'ec-p256', lifetimeSeconds, names: [] },
+  ];
+  return config;
 }
 
 export class Mesh {
@@ -219,7 +236,8 @@ export class Mesh {
   async startSds(): Promise<RunningApp> {
     if (this.sds) throw new Error('sds-server is already running');
     const log = createLogger({ level: 'info', write: (line) => this.sdsLog.push(line) });
-    this.sds = await startApp(this.files.config(this.socketPath), log);
+    const config = this.opts.embeddedCa ? embeddedCaConfig(this.socketPath, this.opts.embeddedCa.lifetimeSeconds) : this.files.config(this.socketPath);
+    this.sds = await startApp(config, log);
     return this.sds;
   }
 
