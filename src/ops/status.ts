@@ -1,7 +1,7 @@
 import type { SecretStore } from '../secrets/store.js';
 import type { SecretSourceStatus } from '../sources/source.js';
 import type { StreamRegistry } from '../server/sds-service.js';
-import type { StreamStats } from './stream-stats.js';
+import type { SecretStreamStats, StreamStats } from './stream-stats.js';
 
 /**
  * The operator's view of the server, served at /status: per secret its names, version, the
@@ -24,8 +24,24 @@ export interface StatusReport {
     warnings: Array<{ code: string; message: string }>;
     lastChangeAt?: string;
     nextRenewalAt?: string;
-    protocol?: { responses: number; acks: number; nacks: number; lastNack?: { at: string; reason: string; node?: string } };
+    protocol?: SecretStreamStats;
   }>;
+}
+
+/** Adds up the protocol counters of a secret's canonical name and aliases (Envoy may use either). */
+function sumStats(all: Array<SecretStreamStats | undefined>): SecretStreamStats | undefined {
+  const present = all.filter((s): s is SecretStreamStats => s !== undefined);
+  if (present.length === 0) return undefined;
+  const lastNack = present
+    .map((s) => s.lastNack)
+    .filter((n) => n !== undefined)
+    .sort((a, b) => (a.at < b.at ? 1 : -1))[0];
+  return {
+    responses: present.reduce((n, s) => n + s.responses, 0),
+    acks: present.reduce((n, s) => n + s.acks, 0),
+    nacks: present.reduce((n, s) => n + s.nacks, 0),
+    ...(lastNack ? { lastNack } : {}),
+  };
 }
 
 export function buildStatus(deps: {
@@ -42,19 +58,7 @@ export function buildStatus(deps: {
   const secrets = deps.sources.map((source) => {
     const entry = deps.store.get(source.name);
     const aliases = deps.store.aliasesOf(source.name);
-    const protocolNames = [source.name, ...aliases];
-    const protocol = protocolNames
-      .map((n) => deps.stats.bySecret.get(n))
-      .filter((s) => s !== undefined)
-      .reduce<{ responses: number; acks: number; nacks: number; lastNack?: { at: string; reason: string; node?: string } } | undefined>(
-        (acc, s) => ({
-          responses: (acc?.responses ?? 0) + s.responses,
-          acks: (acc?.acks ?? 0) + s.acks,
-          nacks: (acc?.nacks ?? 0) + s.nacks,
-          ...((s.lastNack ?? acc?.lastNack) ? { lastNack: (s.lastNack ?? acc?.lastNack)! } : {}),
-        }),
-        undefined,
-      );
+    const protocol = sumStats([source.name, ...aliases].map((n) => deps.stats.bySecret.get(n)));
     const value = entry?.value;
     return {
       name: source.name,

@@ -1,0 +1,83 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { startApp, type RunningApp } from '../src/cli/app.js';
+import { defaultConfig } from '../src/cli/config.js';
+import { silentLogger } from '../src/ops/logger.js';
+import { issueLeaf } from '../src/x509/issue.js';
+import { rootCa } from './helpers/identities.js';
+import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
+
+const FRONT = 'spiffe://example.org/front';
+const TD = 'spiffe://example.org';
+
+describe('admin endpoint: /healthz, /ready, /status', () => {
+  let dir: string;
+  let app: RunningApp | undefined;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-admin-'));
+  });
+  afterEach(async () => {
+    await app?.stop();
+    app = undefined;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const get = async (p: string): Promise<{ status: number; text: string; json: Record<string, unknown> }> => {
+    const res = await fetch(`http://${app!.adminAddress}${p}`);
+    const text = await res.text();
+    return { status: res.status, text, json: JSON.parse(text) as Record<string, unknown> };
+  };
+
+  it('reports readiness, certificate details, file errors and NACKs, and never a key', async () => {
+    const ca = await rootCa('example.org');
+    const config = defaultConfig();
+    config.socket.path = path.join(dir, 'sds.sock');
+    config.admin = { host: '127.0.0.1', port: 0 };
+    config.watch.pollIntervalMs = 0;
+    config.certificates = [{ name: FRONT, cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key'), names: [] }];
+    config.bundles = [{ name: TD, ca: [path.join(dir, 'ca.crt')], trustDomain: 'example.org', names: [] }];
+    await fs.writeFile(path.join(dir, 'ca.crt'), ca.certPem);
+    app = await startApp(config, silentLogger);
+
+    expect((await get('/healthz')).status).toBe(200);
+    const notReady = await get('/ready');
+    expect(notReady.status).toBe(503);
+    expect(JSON.stringify(notReady.json)).toContain('SDS_ERR_FILE_MISSING');
+
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
+    await app.reload();
+    expect((await get('/ready')).status).toBe(200);
+
+    // A NACK from a client shows up in the secret's protocol counters.
+    const client = new SdsTestClient(app.socketPath);
+    const s = client.stream();
+    s.send({ node: envoyNode(), resource_names: ['default'], type_url: client.typeUrl });
+    const res = await s.next();
+    s.send({ resource_names: ['default'], type_url: client.typeUrl, response_nonce: res.nonce, error_detail: { code: 13, message: 'bad key' } });
+    await new Promise((r) => setTimeout(r, 200));
+
+    // A broken file: still serving the last good version, and /status says why.
+    await fs.writeFile(path.join(dir, 'tls.crt'), '-----BEGIN CERTIFICATE-----\nMIIB');
+    await app.reload();
+    const status = await get('/status');
+    const secrets = status.json.secrets as Array<Record<string, unknown>>;
+    const front = secrets.find((x) => x.name === FRONT)!;
+    expect(front.state).toBe('error');
+    expect(front.aliases).toEqual(['default']);
+    expect((front.certificate as Record<string, unknown>).serialNumber).toBe(leaf.serialNumber);
+    expect((front.certificate as Record<string, number>).expiresInSeconds).toBeGreaterThan(3000);
+    expect((front.lastError as Record<string, string>).code).toBe('SDS_ERR_PEM_INVALID');
+    expect((front.lastError as Record<string, string>).message).toContain(path.join(dir, 'tls.crt'));
+    expect(front.protocol).toMatchObject({ responses: 1, nacks: 1, lastNack: { reason: 'bad key' } });
+    expect((status.json.streams as Record<string, number>).open).toBe(1);
+    expect(status.text).not.toContain('PRIVATE KEY');
+    expect(status.text).not.toContain(leaf.keyPem.split('\n')[1]!);
+    expect((await get('/ready')).status).toBe(200);
+    s.end();
+    client.close();
+  });
+});
