@@ -173,3 +173,42 @@ describe('command-line parsing', () => {
     expect(cmd.config.certificates).toEqual([]);
   });
 });
+
+describe('CA configuration', () => {
+  it('names the field of every CA and identity problem', async () => {
+    const { parseConfigFile } = await import('../src/cli/config.js');
+    const text = [
+      'ca:',
+      '  backend: vault',
+      '  trustDomain: Example.ORG',
+      '  awsPca: { certificateAuthorityArn: nope }',
+      'identities:',
+      '  - spiffeId: spiffe://other.test/web',
+      '  - spiffeId: spiffe://example.org/api',
+      '    lifetime: forever',
+      '    keyType: dsa',
+    ].join('\n');
+    let message = '';
+    try {
+      parseConfigFile(text, 'ca.yaml');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('ca.yaml: ca.backend: expected one of embedded, aws-pca, cfssl, got string "vault"');
+    expect(message).toContain('ca.yaml: ca.trustDomain: "Example.ORG" is not a valid trust domain name');
+    expect(message).toContain('ca.yaml: ca.awsPca.certificateAuthorityArn: expected an ACM PCA ARN');
+    expect(message).toContain('ca.yaml: identities[0].spiffeId: "spiffe://other.test/web" is not in the CA\'s trust domain example.org');
+    expect(message).toContain('ca.yaml: identities[1].lifetime: expected a duration');
+    expect(message).toContain('ca.yaml: identities[1].keyType: expected one of ec-p256, ec-p384, rsa-2048');
+  });
+
+  it('reads a valid CA configuration with durations and backend options', async () => {
+    const { parseConfigFile } = await import('../src/cli/config.js');
+    const config = parseConfigFile(
+      ['ca:', '  backend: cfssl', '  trustDomain: corp.test', '  cfssl: { url: "https://ca:8888", authKeyEnv: CFSSL_KEY, profile: short }', 'identities:', '  - { spiffeId: "spiffe://corp.test/web", dnsNames: [web.apps.local], lifetime: 15m, keyType: ec-p384 }'].join('\n'),
+      '/etc/sds/sds.yaml',
+    );
+    expect(config.ca.cfssl).toEqual({ url: 'https://ca:8888', authKeyEnv: 'CFSSL_KEY', profile: 'short' });
+    expect(config.identities).toEqual([{ spiffeId: 'spiffe://corp.test/web', dnsNames: ['web.apps.local'], keyType: 'ec-p384', lifetimeSeconds: 900, names: [] }]);
+  });
+});
