@@ -19,6 +19,8 @@ export interface RunningApp {
   reload(): Promise<void>;
   /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
   rolloverCaRoot(): Promise<void>;
+  /** Renews every CA-issued identity now (failures keep the current one and retry with backoff). */
+  renewCaIdentities(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -108,6 +110,9 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     rolloverCaRoot: async () => {
       if (!ca) throw new Error('no CA is configured');
       await ca.rolloverRoot();
+    },
+    renewCaIdentities: async () => {
+      await ca?.renewAll();
     },
     reload: async () => {
       for (const s of sources) await s.reloadAll?.();
