@@ -231,4 +231,23 @@ describe('StreamSecrets (v3 state of the world) over a Unix socket', () => {
     await expect.poll(() => srv.store.watcherCount, { timeout: 2000 }).toBe(before);
     expect(srv.server.streams.open.size).toBe(0);
   });
+
+  it('shares one encoded push among the streams of a secret, but never repeats a nonce on a stream', async () => {
+    const streams = Array.from({ length: 4 }, () => client.stream());
+    for (const s of streams) s.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    const nonces: string[][] = (await Promise.all(streams.map((s) => s.next()))).map((r) => [r.nonce]);
+    for (let round = 0; round < 3; round++) {
+      srv.store.publish(FRONT, (await tlsValue(ca, FRONT)).value);
+      const pushes = await Promise.all(streams.map((s) => s.next()));
+      // One encoding per push: every stream got identical bytes, including version and nonce.
+      expect(new Set(pushes.map((p) => p.nonce)).size).toBe(1);
+      expect(new Set(pushes.map((p) => p.version_info)).size).toBe(1);
+      pushes.forEach((p, i) => nonces[i]!.push(p.nonce));
+      // Each stream ACKs its push; the shared nonce is that stream's current one.
+      streams.forEach((s, i) => s.send({ version_info: pushes[i]!.version_info, resource_names: [FRONT], type_url: client.typeUrl, response_nonce: pushes[i]!.nonce }));
+    }
+    for (const perStream of nonces) expect(new Set(perStream).size).toBe(perStream.length);
+    for (const s of streams) expect(await s.nothingWithin(100)).toBe(true);
+    for (const s of streams) s.end();
+  });
 });

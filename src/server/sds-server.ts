@@ -1,3 +1,4 @@
+import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
 import type { Logger } from '../ops/logger.js';
@@ -22,10 +23,26 @@ export interface SdsServerOptions {
   apis?: ApiVersion[];
 }
 
+/** grpc-js options of the SDS server (exported for the benchmark's floor server). */
+export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
+  // Envoy multiplexes one stream per secret on one connection; do not cap them.
+  'grpc.max_concurrent_streams': 0x7fffffff,
+  // Channelz bookkeeping runs on every message of every call; nothing here reads it.
+  'grpc.enable_channelz': 0,
+};
+
+/**
+ * Accept queue of the socket. grpc-js listens with Node's default (511), and a Unix socket whose
+ * queue is full refuses `connect()` at once (EAGAIN), so a few thousand Envoys starting together
+ * would see refusals. The kernel caps this at net.core.somaxconn (4096 on current kernels).
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** The SDS gRPC server on a Unix domain socket, serving v3 and v2 side by side. */
 export class SdsServer {
   readonly streams = new StreamRegistry();
   private server: grpc.Server | undefined;
+  private listener: net.Server | undefined;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -38,10 +55,7 @@ export class SdsServer {
     const { removedStale } = await prepareSocketPath(socketPath);
     if (removedStale) log.info('removed stale socket left by a previous process', { socket: socketPath });
 
-    const server = new grpc.Server({
-      // Envoy multiplexes one stream per secret on one connection; do not cap them.
-      'grpc.max_concurrent_streams': 0x7fffffff,
-    });
+    const server = new grpc.Server(GRPC_SERVER_OPTIONS);
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
       const { definition, implementation } = createSdsService(api, {
@@ -54,13 +68,16 @@ export class SdsServer {
       });
       server.addService(definition, implementation);
     }
+    // We accept connections ourselves (to choose the backlog) and hand them to grpc-js.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = net.createServer((socket) => injector.injectConnection(socket));
     await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => {
-        if (err) reject(new SdsError(ErrorCode.SocketSetup, `cannot listen on ${socketPath}: ${err.message}`));
-        else resolve();
-      });
+      listener.once('error', (err) => reject(new SdsError(ErrorCode.SocketSetup, `cannot listen on ${socketPath}: ${err.message}`)));
+      listener.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => resolve());
     });
+    listener.on('error', (err) => log.error('socket listener error', { socket: socketPath, error: err.message }));
     this.server = server;
+    this.listener = listener;
     await applySocketPermissions(socketPath, this.options.socketMode ?? 0o660, this.options.socketGroup);
     log.info('listening', { socket: socketPath, apis: (this.options.apis ?? [V3, V2]).map((a) => a.label) });
   }
@@ -70,17 +87,28 @@ export class SdsServer {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    const listener = this.listener;
+    this.listener = undefined;
+    // Stop accepting first (the listening socket closes now; the callback waits for the
+    // connections it accepted, which are ended below).
+    const listenerClosed = new Promise<void>((resolve) => (listener ? listener.close(() => resolve()) : resolve()));
     this.streams.endAll();
-    await new Promise<void>((resolve) => {
+    const graceful = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         server.forceShutdown();
-        resolve();
+        resolve(false);
       }, graceMs);
       server.tryShutdown(() => {
         clearTimeout(timer);
-        resolve();
+        resolve(true);
       });
     });
+    // Every session is closed: the listener's close completes as their sockets go.
+    if (graceful) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([listenerClosed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
     await removeSocket(this.options.socketPath);
     this.options.log.info('stopped', { socket: this.options.socketPath });
   }

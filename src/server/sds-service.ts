@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
-import type { Logger } from '../ops/logger.js';
+import type { LogFields, Logger } from '../ops/logger.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { ApiVersion } from '../api/api-version.js';
 import { SecretEncoder } from '../api/secret-encoder.js';
@@ -8,9 +8,10 @@ import { RequestDecoder } from '../api/request-decoder.js';
 import { SotwStream } from '../xds/sotw-stream.js';
 import { DeltaStream } from '../xds/delta-stream.js';
 import { fetchSecrets } from '../xds/fetch.js';
+import { SharedResponses } from '../xds/shared-responses.js';
 import type { NonceSource } from '../xds/nonce.js';
 import { bundleFormatFor, type BundleFormatSetting } from '../xds/bundle-format.js';
-import type { DeltaRequest, NodeInfo, SotwRequest, StreamHooks, StreamSink } from '../xds/types.js';
+import type { DeltaRequest, NodeInfo, SotwRequest, StreamFailure, StreamHooks, StreamSink } from '../xds/types.js';
 
 /**
  * The gRPC transport for one SDS API version: decodes requests, runs one state machine per
@@ -52,12 +53,130 @@ export class StreamRegistry {
 
 type RequestDecode<T> = (bytes: Buffer) => T;
 
+interface StreamMachine<Req> {
+  onRequest(r: Req): void;
+  close(): void;
+}
+
+/**
+ * One gRPC stream: the sink its state machine writes to, and its entry in the registry. A class
+ * rather than closures: its methods are shared, so an open stream costs a few fields.
+ */
+class TransportStream<Req> implements StreamSink, OpenStream {
+  machine!: StreamMachine<Req>;
+  private ended = false;
+  private lastNode: NodeInfo | undefined;
+  private readonly openedAtMs = Date.now();
+
+  constructor(
+    readonly id: number,
+    readonly api: ApiVersion['label'],
+    readonly kind: 'sotw' | 'delta',
+    private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    private readonly decode: (b: Buffer) => Req,
+    private readonly registry: StreamRegistry,
+  ) {}
+
+  get openedAt(): Date {
+    return new Date(this.openedAtMs);
+  }
+
+  node(): NodeInfo | undefined {
+    return this.lastNode;
+  }
+
+  write(message: Buffer): boolean {
+    return this.call.write(message);
+  }
+
+  onDrain(callback: () => void): void {
+    this.call.once('drain', callback);
+  }
+
+  fail(failure: StreamFailure): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.call.emit('error', { code: failure.code, details: failure.message });
+  }
+
+  /** Ends the stream with status OK (server shutdown). */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.finish();
+    this.call.end();
+  }
+
+  finish(): void {
+    this.machine.close();
+    this.registry.open.delete(this.id);
+  }
+
+  onData(bytes: Buffer): void {
+    let request: Req;
+    try {
+      request = this.decode(bytes);
+    } catch (err) {
+      this.fail({ code: grpc.status.INVALID_ARGUMENT, message: `${ErrorCode.BadRequest}: could not decode request: ${(err as Error).message}` });
+      this.finish();
+      return;
+    }
+    const node = (request as { node?: NodeInfo }).node;
+    if (node && !this.lastNode) this.lastNode = node;
+    this.machine.onRequest(request);
+  }
+
+  /** The client half-closed: finish our side too. */
+  onEnd(): void {
+    this.finish();
+    if (!this.ended) {
+      this.ended = true;
+      this.call.end();
+    }
+  }
+}
+
+/** `parent.child({ stream })`, created on first use. */
+class LazyChildLogger implements Logger {
+  private real: Logger | undefined;
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly streamId: number,
+  ) {}
+
+  private get logger(): Logger {
+    return (this.real ??= this.parent.child({ stream: this.streamId }));
+  }
+
+  debug(msg: string, fields?: LogFields): void {
+    this.logger.debug(msg, fields);
+  }
+
+  info(msg: string, fields?: LogFields): void {
+    this.logger.info(msg, fields);
+  }
+
+  warn(msg: string, fields?: LogFields): void {
+    this.logger.warn(msg, fields);
+  }
+
+  error(msg: string, fields?: LogFields): void {
+    this.logger.error(msg, fields);
+  }
+
+  child(fields: LogFields): Logger {
+    return this.logger.child(fields);
+  }
+}
+
 /** Builds the grpc-js service definition and implementation for one API version. */
 export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
   const decoder = new RequestDecoder(api);
   const encoder = new SecretEncoder(api);
   const formatFor = (node: NodeInfo | undefined) => bundleFormatFor(deps.bundleFormat, node);
   const log = deps.log.child({ api: api.label });
+  const responses = new SharedResponses(encoder, deps.nonces);
 
   const method = <Req>(name: string, decode: RequestDecode<Req>, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<Req, Buffer> => ({
     path: `/${api.service}/${name}`,
@@ -77,62 +196,18 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     FetchSecrets: method('FetchSecrets', rawDecode, false, false),
   };
 
-  const runStream = <Req>(kind: 'sotw' | 'delta', call: grpc.ServerDuplexStream<Buffer, Buffer>, decode: (b: Buffer) => Req, makeMachine: (sink: StreamSink, streamId: number) => { onRequest(r: Req): void; close(): void; readonly nodeInfo?: NodeInfo | undefined }): void => {
-    const id = deps.streams.allocateId();
-    let ended = false;
-    const sink: StreamSink = {
-      write: (message) => call.write(message),
-      onDrain: (cb) => call.once('drain', cb),
-      fail: (failure) => {
-        if (ended) return;
-        ended = true;
-        call.emit('error', { code: failure.code, details: failure.message });
-      },
-    };
-    const machine = makeMachine(sink, id);
-    let lastNode: NodeInfo | undefined;
-    const finish = (): void => {
-      machine.close();
-      deps.streams.open.delete(id);
-    };
-    deps.streams.open.set(id, {
-      id,
-      api: api.label,
-      kind,
-      openedAt: new Date(),
-      node: () => lastNode,
-      end: () => {
-        if (ended) return;
-        ended = true;
-        finish();
-        call.end();
-      },
-    });
-    log.debug('stream opened', { stream: id, kind, peer: call.getPeer() });
-    call.on('data', (bytes: Buffer) => {
-      let request: Req;
-      try {
-        request = decode(bytes);
-      } catch (err) {
-        sink.fail({ code: grpc.status.INVALID_ARGUMENT, message: `${ErrorCode.BadRequest}: could not decode request: ${(err as Error).message}` });
-        finish();
-        return;
-      }
-      const node = (request as { node?: NodeInfo }).node;
-      if (node && !lastNode) lastNode = node;
-      machine.onRequest(request);
-    });
-    call.on('end', () => {
-      // The client half-closed: finish our side too.
-      finish();
-      if (!ended) {
-        ended = true;
-        call.end();
-      }
-    });
-    call.on('error', () => finish());
-    call.on('cancelled', () => finish());
-    call.on('close', () => finish());
+  const runStream = <Req>(kind: 'sotw' | 'delta', call: grpc.ServerDuplexStream<Buffer, Buffer>, decode: (b: Buffer) => Req, makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>): void => {
+    const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, deps.streams);
+    stream.machine = makeMachine(stream, stream.id);
+    deps.streams.open.set(stream.id, stream);
+    log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
+    // Three closures per stream (this runs for every one of thousands of streams).
+    call.on('data', (bytes: Buffer) => stream.onData(bytes));
+    call.on('end', () => stream.onEnd());
+    const finish = (): void => stream.finish();
+    call.on('error', finish);
+    call.on('cancelled', finish);
+    call.on('close', finish);
   };
 
   const context = (sink: StreamSink, streamId: number) => ({
@@ -141,16 +216,20 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     encoder,
     sink,
     nonces: deps.nonces,
-    log: log.child({ stream: streamId }),
+    // The per-stream child logger is built on first use: most streams never log.
+    log: new LazyChildLogger(log, streamId),
     hooks: deps.hooks,
     bundleFormat: formatFor,
+    responses,
   });
 
+  const decodeSotw = (b: Buffer): SotwRequest => decoder.decodeSotw(b);
+  const decodeDelta = (b: Buffer): DeltaRequest => decoder.decodeDelta(b);
+  const makeSotw = (sink: StreamSink, id: number): SotwStream => new SotwStream(context(sink, id));
+  const makeDelta = (sink: StreamSink, id: number): DeltaStream => new DeltaStream(context(sink, id));
   const implementation: grpc.UntypedServiceImplementation = {
-    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) =>
-      runStream<SotwRequest>('sotw', call, (b) => decoder.decodeSotw(b), (sink, id) => new SotwStream(context(sink, id))),
-    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) =>
-      runStream<DeltaRequest>('delta', call, (b) => decoder.decodeDelta(b), (sink, id) => new DeltaStream(context(sink, id))),
+    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, makeSotw),
+    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, makeDelta),
     FetchSecrets: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       let request: SotwRequest;
       try {

@@ -1,9 +1,10 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
+import type { SecretCatalog } from '../secrets/store.js';
 import type { Logger } from '../ops/logger.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, NodeInfo, ResourceEncoder, SotwRequest, StreamHooks, StreamSink } from './types.js';
 import type { NonceSource } from './nonce.js';
+import type { SharedResponses } from './shared-responses.js';
 import { combinedVersion, describeUnknown } from './versions.js';
 
 export interface StreamContext {
@@ -15,6 +16,8 @@ export interface StreamContext {
   log: Logger;
   hooks: StreamHooks;
   bundleFormat: (node: NodeInfo | undefined) => BundleFormat;
+  /** Responses shared by the streams of one service (encode once per push); optional. */
+  responses?: SharedResponses;
 }
 
 /**
@@ -118,35 +121,49 @@ export class SotwStream {
   private respond(force: boolean): void {
     if (this.closed || !this.started) return;
     const names = this.wildcard ? this.ctx.catalog.names() : this.names;
-    const ready: Array<{ name: string; entry: SecretEntry }> = [];
-    const unknown: string[] = [];
+    // One pass, no per-name allocations: this runs for every subscribed stream on every push.
+    let ready = 0;
+    let changed = false;
+    let unknown: string[] | undefined;
     for (const name of names) {
       const resolution = this.ctx.catalog.resolve(name);
-      if (resolution.kind === 'ready') ready.push({ name, entry: resolution.entry });
-      else if (resolution.kind === 'unknown' && !this.wildcard) unknown.push(name);
+      if (resolution.kind === 'ready') {
+        ready += 1;
+        if (this.sent.get(name) !== resolution.entry.version) changed = true;
+      } else if (resolution.kind === 'unknown' && !this.wildcard) (unknown ??= []).push(name);
     }
-    if (unknown.length > 0) {
+    if (unknown) {
       this.fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
       return;
     }
     // Zero resources would be NACKed by Envoy: wait until something is available.
-    if (ready.length === 0) return;
-    if (!force && !this.differsFromSent(ready)) return;
+    if (ready === 0) return;
+    if (!force && !changed && ready === this.sent.size) return;
     this.flushWanted = true;
     this.flush();
-  }
-
-  private differsFromSent(ready: Array<{ name: string; entry: SecretEntry }>): boolean {
-    if (ready.length !== this.sent.size) return true;
-    return ready.some(({ name, entry }) => this.sent.get(name) !== entry.version);
   }
 
   /** Writes the latest state; under back-pressure, only the newest state is written on drain. */
   private flush(): void {
     if (!this.flushWanted || this.writeBlocked || this.closed) return;
     this.flushWanted = false;
-    const names = this.wildcard ? this.ctx.catalog.names() : this.names;
     const format = this.format ?? this.ctx.bundleFormat(this.node);
+    // The common case (Envoy asks for one secret per stream): the response every stream of this
+    // secret sends in this event-loop turn, encoded once.
+    if (!this.wildcard && this.names.length === 1 && this.ctx.responses) {
+      const name = this.names[0]!;
+      const resolution = this.ctx.catalog.resolve(name);
+      if (resolution.kind !== 'ready') return;
+      const shared = this.ctx.responses.get(resolution.entry, name, format);
+      if (shared.nonce !== this.lastNonce) {
+        // Reuse the one-entry map of the previous response to this name (no allocation per push).
+        const sent = this.sent.size === 1 && this.sent.has(name) ? this.sent : new Map<string, string>();
+        sent.set(name, shared.versionInfo);
+        this.send(shared.bytes, shared.versionInfo, shared.nonce, sent, this.names);
+        return;
+      }
+    }
+    const names = this.wildcard ? this.ctx.catalog.names() : this.names;
     const resources: Buffer[] = [];
     const sent = new Map<string, string>();
     for (const name of names) {
@@ -158,10 +175,14 @@ export class SotwStream {
     if (resources.length === 0) return;
     const versionInfo = combinedVersion(sent);
     const nonce = this.ctx.nonces.next();
+    this.send(this.ctx.encoder.encodeSotwResponse({ versionInfo, resources, nonce }), versionInfo, nonce, sent, [...sent.keys()]);
+  }
+
+  private send(bytes: Buffer, versionInfo: string, nonce: string, sent: Map<string, string>, names: string[]): void {
     this.lastNonce = nonce;
     this.sent = sent;
-    const accepted = this.ctx.sink.write(this.ctx.encoder.encodeSotwResponse({ versionInfo, resources, nonce }));
-    this.ctx.hooks.onResponse?.({ streamId: this.ctx.streamId, names: [...sent.keys()], versionInfo, nonce, node: this.node });
+    const accepted = this.ctx.sink.write(bytes);
+    this.ctx.hooks.onResponse?.({ streamId: this.ctx.streamId, names, versionInfo, nonce, node: this.node });
     if (!accepted) {
       this.writeBlocked = true;
       this.ctx.sink.onDrain(() => {
@@ -183,6 +204,8 @@ export class SotwStream {
 }
 
 function sameNames(a: string[], b: string[]): boolean {
+  // Fast path: Envoy repeats the same list in every ACK.
+  if (a.length === b.length && a.every((x, i) => x === b[i])) return true;
   const setA = new Set(a);
   const setB = new Set(b);
   if (setA.size !== setB.size) return false;
