@@ -136,6 +136,34 @@ describe('the sds-server program', () => {
     expect(await r.exited).toBe(0);
   });
 
+  it('issues from the embedded CA with nothing configured, keeps its root in the data dir, and rolls it on SIGUSR2', async () => {
+    const socketPath = path.join(dir, 'sds.sock');
+    const dataDir = path.join(dir, 'ca');
+    const r = run(['--socket', socketPath, '--data-dir', dataDir, '--spiffe-id', FRONT]);
+    running.push(r);
+    await waitForLine(r, /all secrets ready/);
+    expect((await fs.stat(path.join(dataDir, 'ca.key'))).mode & 0o777).toBe(0o600);
+    const firstRoot = await fs.readFile(path.join(dataDir, 'ca.crt'), 'utf8');
+    const client = new SdsTestClient(socketPath);
+    const leafOf = async (): Promise<X509Certificate> => {
+      const res = await client.fetch({ node: envoyNode(), resource_names: ['default'] });
+      return new X509Certificate(decodeSecret(res.resources[0]!).tls_certificate!.certificate_chain!.inline_bytes!);
+    };
+    expect((await leafOf()).verify(new X509Certificate(firstRoot).publicKey)).toBe(true);
+
+    r.child.kill('SIGUSR2');
+    await waitForLine(r, /CA root rollover done/);
+    const newRoot = await fs.readFile(path.join(dataDir, 'ca.crt'), 'utf8');
+    expect(newRoot).not.toBe(firstRoot);
+    const leaf = await leafOf();
+    expect(leaf.verify(new X509Certificate(newRoot).publicKey)).toBe(true);
+    expect(leaf.subjectAltName).toContain(FRONT);
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+    expect(r.lines.join('\n')).not.toContain('PRIVATE KEY');
+  });
+
   it('exits with code 2 and names the file and field of every configuration problem', async () => {
     const config = path.join(dir, 'bad.yaml');
     await fs.writeFile(

@@ -41,6 +41,15 @@ async function main(): Promise<number> {
     log.info('SIGHUP: re-reading secret files');
     app.reload().catch((err: Error) => log.error('reload failed', { error: err.message }));
   });
+  // An operator-triggered CA rollover (embedded CA): new root, both roots served, leaves re-issued,
+  // old root dropped once nothing chains to it.
+  process.on('SIGUSR2', () => {
+    log.info('SIGUSR2: rolling the CA root over');
+    app.rolloverCaRoot().then(
+      () => log.info('CA root rollover done'),
+      (err: Error) => log.error('CA root rollover failed', { error: err.message }),
+    );
+  });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

@@ -74,6 +74,8 @@ export class CaSource implements SecretSource {
   private caRoots: string[] = [];
   /** Roots currently in the served bundle. */
   private servedRoots: string[] = [];
+  /** When each served root was first published (0 for the first bundle: nothing to propagate past). */
+  private readonly rootServedAt = new Map<string, number>();
   /** Roots no longer needed, served until this time (ms) so replacement leaves can propagate. */
   private readonly retiring = new Map<string, number>();
   private bundleTimer: NodeJS.Timeout | undefined;
@@ -268,10 +270,12 @@ export class CaSource implements SecretSource {
 
   /** Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy. */
   private async ensureServed(root: string): Promise<void> {
-    if (this.servedRoots.includes(root)) return;
-    this.publishBundle([root]);
-    const wait = this.opts.bundlePropagationMs ?? 2000;
-    this.opts.log.info('new CA root added to the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
+    if (!this.servedRoots.includes(root)) this.publishBundle([root]);
+    // A root added by a rollover gets time to reach every Envoy before a leaf needs it (however
+    // it was added: here, or by a bundle refresh just before). The first roots need no wait.
+    const wait = (this.rootServedAt.get(root) ?? 0) + (this.opts.bundlePropagationMs ?? 2000) - Date.now();
+    if (wait <= 0) return;
+    this.opts.log.info('new CA root in the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
 
@@ -306,6 +310,9 @@ export class CaSource implements SecretSource {
       return;
     }
     const dropped = this.servedRoots.filter((r) => !needed.has(r));
+    const firstBundle = this.servedRoots.length === 0;
+    for (const r of roots) if (!this.rootServedAt.has(r)) this.rootServedAt.set(r, firstBundle ? 0 : Date.now());
+    for (const r of dropped) this.rootServedAt.delete(r);
     this.servedRoots = roots;
     const entry = this.opts.publisher.publish(this.bundleName, result.value);
     if (entry) {

@@ -142,16 +142,25 @@ describe('CA source under CA faults (fault injection around the embedded CA)', (
   });
 
   it('rolls the CA over: old+new roots until every leaf chains to the new root, bundle first', async () => {
-    const s = make({}, [FRONT, BACK]);
+    const PROPAGATION = 200;
+    const s = make({ bundlePropagationMs: PROPAGATION }, [FRONT, BACK]);
+    const t0 = Date.now();
     await s.start();
+    // The first bundle and leaves go out at once: there is nothing to propagate past.
+    expect(Date.now() - t0).toBeLessThan(PROPAGATION);
     const oldRoot = ca.inner.rootPem;
     const order: string[] = [];
+    const at = new Map<string, number>();
+    const record = (event: string): void => {
+      order.push(event);
+      if (!at.has(event)) at.set(event, Date.now());
+    };
     store.watch(`spiffe://${TD}`, () => {
       const v = store.get(`spiffe://${TD}`)?.value;
-      order.push(`bundle:${v?.kind === 'trust-bundle' ? v.bundles[0]?.rootsPem.length : 0}`);
+      record(`bundle:${v?.kind === 'trust-bundle' ? v.bundles[0]?.rootsPem.length : 0}`);
     });
-    store.watch(FRONT, () => order.push('front'));
-    store.watch(BACK, () => order.push('back'));
+    store.watch(FRONT, () => record('front'));
+    store.watch(BACK, () => record('back'));
 
     await ca.inner.rotateRoot();
     await s.refreshBundle();
@@ -174,5 +183,8 @@ describe('CA source under CA faults (fault injection around the embedded CA)', (
     expect(order[0]).toBe('bundle:2');
     expect(order.slice(1, 3).sort()).toEqual(['back', 'front']);
     expect(order[order.length - 1]).toBe('bundle:1');
+    // ...with the propagation time between each step, however the new root got into the bundle.
+    expect(Math.min(at.get('front')!, at.get('back')!) - at.get('bundle:2')!).toBeGreaterThanOrEqual(PROPAGATION - 5);
+    expect(at.get('bundle:1')! - Math.max(at.get('front')!, at.get('back')!)).toBeGreaterThanOrEqual(PROPAGATION - 5);
   });
 });
