@@ -11,7 +11,7 @@ import { DeltaStream } from '../src/xds/delta-stream.js';
 import { fetchSecrets } from '../src/xds/fetch.js';
 import type { StreamContext } from '../src/xds/stream-core.js';
 import type { DeltaRequest, SotwRequest, StreamFailure, StreamSink } from '../src/xds/types.js';
-import { createLogger } from '../src/ops/logger.js';
+import { createLogger, type Logger } from '../src/ops/logger.js';
 import { upstreamType } from './helpers/upstream-protos.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 import type { CertificateAuthority } from '../src/x509/issue.js';
@@ -112,6 +112,8 @@ type Step = (
   | { declare: string }
   | { block: true }
   | { drain: true }
+  /** Registers a store listener on this name that throws (another stream's bug). */
+  | { throwingListener: string }
 ) & {
   /** Responses written by this step, in order; omitted = none. SotW: sorted secret names. */
   sent?: Array<string[] | { add: string[]; removed?: string[] }>;
@@ -156,8 +158,8 @@ beforeAll(async () => {
   pool.set(TD, cas.map((extra) => bundleValue('example.org', ca, extra)));
 });
 
-function freshStore(): SecretStore {
-  const store = new SecretStore();
+function freshStore(log?: Logger): SecretStore {
+  const store = new SecretStore(log ? { log } : {});
   store.declare(FRONT, 'tls-certificate');
   store.declare(BACK, 'tls-certificate');
   store.declare(TD, 'trust-bundle');
@@ -362,6 +364,17 @@ const ROWS: Row[] = [
     ],
   },
 
+  {
+    name: 'SotW (fault 4): a store listener that throws, registered before this stream, does not stop its push',
+    kind: 'sotw',
+    steps: [
+      { throwingListener: FRONT },
+      { sotw: { names: [FRONT] }, sent: [[FRONT]] },
+      { sotw: { names: [FRONT], nonce: 'last' } },
+      { rotate: FRONT, sent: [[FRONT]] },
+    ],
+  },
+
   // ---- Delta ----
   {
     name: 'Delta: subscribed secrets with per-resource versions; the ACK gets nothing; a rotation sends only that secret',
@@ -481,6 +494,15 @@ const ROWS: Row[] = [
     ],
   },
   {
+    name: 'Delta: a store listener that throws, registered before this stream, does not stop its push',
+    kind: 'delta',
+    steps: [
+      { throwingListener: FRONT },
+      { delta: { subscribe: [FRONT] }, sent: [{ add: [FRONT] }] },
+      { rotate: FRONT, sent: [{ add: [FRONT] }] },
+    ],
+  },
+  {
     name: 'Delta back-pressure: while the sink refuses writes, changes wait; on drain one response with the newest versions',
     kind: 'delta',
     steps: [
@@ -498,7 +520,7 @@ const FOREIGN_NONCE = 'deadbeef-1z';
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 async function runRow(row: Row): Promise<void> {
-  const store = freshStore();
+  const store = freshStore(createLogger({ write: () => {} }));
   const catalog: SecretCatalog = row.deny ? new DenyingCatalog(store, new Set(row.deny)) : store;
   const sink = new FakeSink();
   const encoder = new SecretEncoder(V3);
@@ -517,6 +539,7 @@ async function runRow(row: Row): Promise<void> {
   const baseWatches = store.watcherCount;
   const stream = row.kind === 'sotw' ? new SotwStream(ctx) : new DeltaStream(ctx);
   const nonceHistory: string[] = [];
+  const poisons: Array<() => void> = [];
   let seen = 0;
 
   const nonceOf = (ref: NonceRef | undefined): string => {
@@ -551,6 +574,11 @@ async function runRow(row: Row): Promise<void> {
       store.remove(step.remove);
     } else if ('declare' in step) {
       store.declare(step.declare, step.declare === TD ? 'trust-bundle' : 'tls-certificate');
+    } else if ('throwingListener' in step) {
+      const unwatch = store.watch(step.throwingListener, () => {
+        throw new Error('listener bug');
+      });
+      poisons.push(unwatch);
     } else if ('block' in step) {
       sink.accepting = false;
     } else if ('drain' in step) {
@@ -596,11 +624,106 @@ async function runRow(row: Row): Promise<void> {
   expect(new Set(nonceHistory).size).toBe(nonceHistory.length);
   for (const n of nonceHistory) expect(n).not.toBe('');
   stream.close();
+  for (const stop of poisons) stop();
   expect(store.watcherCount).toBe(baseWatches);
 }
 
 describe('xDS subscription rules (table: requests and store changes in, exact responses out)', () => {
   it.each(ROWS.map((row) => [row.name, row] as const))('%s', async (_name, row) => {
     await runRow(row);
+  });
+});
+
+/** A stream on a real store with a memory logger and a hand-driven clock. */
+function loggedStream(kind: 'sotw' | 'delta', clock: { now: number }) {
+  const store = freshStore();
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new FakeSink();
+  const encoder = new SecretEncoder(V3);
+  const nonces = new NonceSource();
+  const ctx: StreamContext = {
+    streamId: 7,
+    catalog: store,
+    encoder,
+    sink,
+    nonces,
+    log: createLogger({ level: 'debug', write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
+    hooks: {},
+    bundleFormat: () => 'spiffe',
+    now: () => clock.now,
+    nackLogIntervalMs: 10_000,
+  };
+  const stream = kind === 'sotw' ? new SotwStream(ctx) : new DeltaStream(ctx);
+  return { store, sink, stream, lines };
+}
+
+describe('NACK logging is rate-limited per stream', () => {
+  it.each(['sotw', 'delta'] as const)('%s: 5,000 NACKs write one line, then one per interval with the suppressed count, and a summary at close', (kind) => {
+    const clock = { now: 1_000_000 };
+    const { sink, stream, lines } = loggedStream(kind, clock);
+    const nackLines = () => lines.filter((l) => String(l.msg).includes('NACK'));
+    if (kind === 'sotw') (stream as SotwStream).onRequest({ versionInfo: '', resourceNames: [FRONT], typeUrl: TYPE_URL, responseNonce: '' });
+    else (stream as DeltaStream).onRequest({ typeUrl: TYPE_URL, subscribe: [FRONT], unsubscribe: [], initialResourceVersions: {}, responseNonce: '' });
+    const nonce = kind === 'sotw' ? decodeSotw(sink.writes[0]!).nonce : decodeDelta(sink.writes[0]!).nonce;
+    const nack = (): void => {
+      if (kind === 'sotw') (stream as SotwStream).onRequest({ versionInfo: '', resourceNames: [FRONT], typeUrl: TYPE_URL, responseNonce: nonce, errorDetail: { code: 13, message: 'bad key' } });
+      else (stream as DeltaStream).onRequest({ typeUrl: TYPE_URL, subscribe: [], unsubscribe: [], initialResourceVersions: {}, responseNonce: nonce, errorDetail: { code: 13, message: 'bad key' } });
+    };
+    for (let i = 0; i < 5000; i++) nack();
+    expect(nackLines()).toHaveLength(1);
+    expect(nackLines()[0]).toMatchObject({ secrets: [FRONT], reason: 'bad key' });
+    expect(nackLines()[0]!.suppressed).toBeUndefined();
+    clock.now += 9_999;
+    nack();
+    expect(nackLines()).toHaveLength(1);
+    clock.now += 1;
+    nack();
+    expect(nackLines()).toHaveLength(2);
+    expect(nackLines()[1]!.suppressed).toBe(5000);
+    nack();
+    nack();
+    stream.close();
+    expect(nackLines()).toHaveLength(3);
+    expect(nackLines()[2]!.suppressed).toBe(2);
+    expect(sink.writes).toHaveLength(1);
+    expect(sink.failures).toEqual([]);
+  });
+
+  it('bounds what a NACK line echoes (reason, names, nonce)', () => {
+    const clock = { now: 0 };
+    const { sink, stream, lines } = loggedStream('sotw', clock);
+    (stream as SotwStream).onRequest({ versionInfo: '', resourceNames: [FRONT], typeUrl: TYPE_URL, responseNonce: '' });
+    const nonce = decodeSotw(sink.writes[0]!).nonce;
+    (stream as SotwStream).onRequest({ versionInfo: '', resourceNames: [FRONT], typeUrl: TYPE_URL, responseNonce: nonce, errorDetail: { code: 13, message: 'x'.repeat(1 << 20) } });
+    const line = lines.find((l) => String(l.msg).includes('NACK'))!;
+    expect(JSON.stringify(line).length).toBeLessThan(2048);
+    expect(String(line.reason)).toMatch(/more chars\)$/);
+  });
+});
+
+describe('FetchSecrets rules', () => {
+  const deps = (catalog: SecretCatalog) => {
+    const encoder = new SecretEncoder(V3);
+    return { catalog, encoder, nonces: new NonceSource(), format: 'spiffe' as const };
+  };
+
+  it('a denied name is PERMISSION_DENIED with the reason (DenyingCatalog test double); a wildcard leaves it out', () => {
+    const store = freshStore();
+    const catalog = new DenyingCatalog(store, new Set([BACK]));
+    const denied = fetchSecrets({ versionInfo: '', resourceNames: [FRONT, BACK], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
+    expect(denied).toEqual({ ok: false, failure: { code: grpc.status.PERMISSION_DENIED, message: `SDS_ERR_PERMISSION_DENIED: caller uid 1000 is not entitled to ${BACK}` } });
+    const all = fetchSecrets({ versionInfo: '', resourceNames: [], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
+    expect(all.ok && all.names.sort()).toEqual([FRONT, TD].sort());
+  });
+
+  it('unknown names: at most three named, each cut to 100 characters, plus the count', () => {
+    const store = freshStore();
+    const names = [`spiffe://example.org/${'a'.repeat(1 << 20)}`, ...Array.from({ length: 9999 }, (_, i) => `spiffe://example.org/n${i}`)];
+    const result = fetchSecrets({ versionInfo: '', resourceNames: names, typeUrl: TYPE_URL, responseNonce: '' }, deps(store));
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.failure.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(result.failure.message.length).toBeLessThan(600);
+    expect(result.failure.message).toMatch(/^SDS_ERR_UNKNOWN_SECRET: secrets "spiffe:\/\/example\.org\/a+\.\.\.\(\d+ more chars\)", "spiffe:\/\/example\.org\/n0", "spiffe:\/\/example\.org\/n1" and 9997 more \(10000 names\) are not configured on this server$/);
   });
 });
