@@ -13,6 +13,7 @@ import { SecretStore } from '../src/secrets/store.js';
 import { FileSource } from '../src/sources/file-source.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import type { ChildReport } from './helpers/file-source-child.js';
+import { bundleForOtherUser, type OtherUserScript } from './helpers/other-user.js';
 import {
   captureLogs,
   makeTempDir,
@@ -298,7 +299,8 @@ async function unreadableAsOtherUser(): Promise<void> {
   await chmod(certFile, 0o644);
   await chmod(keyFile, 0o644);
 
-  const child = startChild({ tls: [{ name: NAME, certFile, keyFile }] });
+  const script = await bundleForOtherUser(path.join(repoRoot, 'test/helpers/file-source-child.ts'));
+  const child = startChild(script, { tls: [{ name: NAME, certFile, keyFile }] });
   try {
     const first = await child.next();
     expect(first.uid).toBe(65534);
@@ -327,6 +329,7 @@ async function unreadableAsOtherUser(): Promise<void> {
     for (const r of [first, refused, recovered]) logs.lines.push(...r.logs); // checked in afterEach
   } finally {
     await child.close();
+    await script.remove();
   }
 }
 
@@ -336,12 +339,14 @@ interface Child {
   close(): Promise<void>;
 }
 
-function startChild(config: object): Child {
-  const proc: ChildProcessWithoutNullStreams = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(repoRoot, 'test/helpers/file-source-child.ts'), JSON.stringify(config)],
-    { cwd: repoRoot, uid: 65534, gid: 65534, stdio: 'pipe' },
-  );
+/** Runs the bundled file-source child as nobody (65534) from its temp folder, not from the checkout. */
+function startChild(script: OtherUserScript, config: object): Child {
+  const proc: ChildProcessWithoutNullStreams = spawn(process.execPath, [script.file, JSON.stringify(config)], {
+    cwd: script.dir,
+    uid: 65534,
+    gid: 65534,
+    stdio: 'pipe',
+  });
   let stderr = '';
   proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));

@@ -41,6 +41,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   const server = new SdsServer({
     socketPath,
     socketMode: config.socket.mode,
+    ...(config.socket.limits ? { limits: config.socket.limits } : {}),
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     log,

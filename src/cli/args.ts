@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { TransportLimits } from '../server/connection-guard.js';
 import { parseArgs } from 'node:util';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import {
@@ -32,7 +33,15 @@ Where secrets come from (with none, the embedded CA issues spiffe://example.org/
 Socket:
   --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else <tmpdir>/sds-server/sds.sock)
   --socket-mode MODE     octal mode of the socket file (default 0660)
-  --socket-group GROUP   group (name or gid) owning the socket file
+  --socket-group GROUP   group (name or gid) owning the socket file (and the socket directory, when created)
+
+Transport limits (each logs, rate-limited, when it acts):
+  --preface-timeout MS   close a connection that sends no HTTP/2 preface within MS (default 5000)
+  --max-connections N    connections open at once; the excess is closed at accept (default 8192)
+  --max-streams-per-connection N
+                         concurrent streams per connection; HTTP/2 refuses the excess (default 1024)
+  --ping-interval MS     PING every connection every MS and close it when no answer comes within
+                         5000 ms (frees dead peers and failed sessions; default 10000, 0 = off)
 
 Identity and names:
   --spiffe-id ID         name of the --cert identity, or the identity the embedded CA issues
@@ -69,6 +78,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         socket: { type: 'string' },
         'socket-mode': { type: 'string' },
         'socket-group': { type: 'string' },
+        'preface-timeout': { type: 'string' },
+        'max-connections': { type: 'string' },
+        'max-streams-per-connection': { type: 'string' },
+        'ping-interval': { type: 'string' },
         'spiffe-id': { type: 'string' },
         'trust-domain': { type: 'string' },
         'bundle-format': { type: 'string' },
@@ -115,6 +128,18 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (socketPath) config.socket.path = socketPath;
   if (v['socket-mode'] !== undefined) config.socket.mode = parseMode(v['socket-mode'], '--socket-mode', check) ?? config.socket.mode;
   if (v['socket-group'] !== undefined) config.socket.group = v['socket-group'];
+  const limits: Array<[string | undefined, string, keyof TransportLimits, number]> = [
+    [v['preface-timeout'], '--preface-timeout', 'prefaceTimeoutMs', 1],
+    [v['max-connections'], '--max-connections', 'maxConnections', 1],
+    [v['max-streams-per-connection'], '--max-streams-per-connection', 'maxStreamsPerConnection', 1],
+    [v['ping-interval'], '--ping-interval', 'pingIntervalMs', 0],
+  ];
+  for (const [raw, flag, key, min] of limits) {
+    if (raw === undefined) continue;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) check.problem(flag, `expected an integer >= ${min}, got ${JSON.stringify(raw)}`);
+    else config.socket.limits = { ...config.socket.limits, [key]: n };
+  }
   if (v['bundle-format'] !== undefined) config.bundleFormat = check.oneOf(v['bundle-format'], '--bundle-format', BUNDLE_FORMATS) ?? config.bundleFormat;
   if (v['log-format'] !== undefined) config.log.format = check.oneOf(v['log-format'], '--log-format', LOG_FORMATS) ?? config.log.format;
   if (v['log-level'] !== undefined) config.log.level = check.oneOf(v['log-level'], '--log-level', LOG_LEVELS) ?? config.log.level;

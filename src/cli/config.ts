@@ -1,3 +1,4 @@
+import type { TransportLimits } from '../server/connection-guard.js';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCode, SdsError } from '../ops/errors.js';
@@ -25,7 +26,7 @@ export interface BundleConfig {
 }
 
 export interface ServerConfig {
-  socket: { path?: string; mode: number; group?: string };
+  socket: { path?: string; mode: number; group?: string; limits?: Partial<TransportLimits> };
   bundleFormat: BundleFormatSetting;
   aliases: AliasNames;
   defaultCertificate?: string;

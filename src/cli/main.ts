@@ -1,9 +1,22 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../ops/logger.js';
-import { SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../ops/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
+
+/**
+ * Start-up failures an operator fixes by changing the configuration or the socket's surroundings
+ * exit with 2, like command-line errors (docs/errors.md); other start-up failures exit with 1.
+ */
+const EXIT_2_AT_START = new Set<string>([
+  ErrorCode.ConfigInvalid,
+  ErrorCode.SocketInUse,
+  ErrorCode.SocketPathNotSocket,
+  ErrorCode.SocketPathTooLong,
+  ErrorCode.SocketPathUnsupported,
+  ErrorCode.SocketDirUnsafe,
+]);
 
 /** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */
 async function main(): Promise<number> {
@@ -30,7 +43,7 @@ async function main(): Promise<number> {
     app = await startApp(command.config, log);
   } catch (err) {
     log.error('could not start', err instanceof SdsError ? { code: err.code, error: err.message } : { error: String(err) });
-    return 1;
+    return err instanceof SdsError && EXIT_2_AT_START.has(err.code) ? 2 : 1;
   }
 
   // Nothing a client or a file does may take the process down; log what escaped and keep serving.

@@ -26,6 +26,9 @@ export const ErrorCode = {
   SocketInUse: 'SDS_ERR_SOCKET_IN_USE',
   SocketPathNotSocket: 'SDS_ERR_SOCKET_PATH_NOT_SOCKET',
   SocketSetup: 'SDS_ERR_SOCKET_SETUP',
+  SocketPathTooLong: 'SDS_ERR_SOCKET_PATH_TOO_LONG',
+  SocketPathUnsupported: 'SDS_ERR_SOCKET_PATH_UNSUPPORTED',
+  SocketDirUnsafe: 'SDS_ERR_SOCKET_DIR_UNSAFE',
   // Protocol, as seen by clients.
   UnknownSecret: 'SDS_ERR_UNKNOWN_SECRET',
   SecretNotReady: 'SDS_ERR_SECRET_NOT_READY',

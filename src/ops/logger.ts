@@ -23,6 +23,27 @@ export function redact(text: string): string {
   return text.replace(PRIVATE_KEY_BLOCK, '[REDACTED PRIVATE KEY]');
 }
 
+/** Longest string a single field value (or `msg`) keeps in a log line, in characters. */
+export const MAX_LOG_FIELD_CHARS = 2048;
+/** Most items of an array field a log line shows; the rest are counted. */
+export const MAX_LOG_ARRAY_ITEMS = 32;
+/** Longest log line, in characters; a longer line is replaced by a short one that says so. */
+export const MAX_LOG_LINE_CHARS = 16 * 1024;
+
+/**
+ * Bounds one value for a log line: a string over `maxChars` keeps its head and says how much was
+ * cut; an array keeps its first `maxItems` items and counts the rest. Private keys are redacted
+ * before cutting, so a cut can never leave part of a key behind its header.
+ */
+export function boundLogValue(value: unknown, maxChars = MAX_LOG_FIELD_CHARS, maxItems = MAX_LOG_ARRAY_ITEMS): unknown {
+  if (typeof value === 'string') {
+    const text = redact(value);
+    return text.length > maxChars ? `${text.slice(0, maxChars)}...[${text.length - maxChars} more chars]` : text;
+  }
+  if (Array.isArray(value) && value.length > maxItems) return [...value.slice(0, maxItems), `...[${value.length - maxItems} more items]`];
+  return value;
+}
+
 export interface LoggerOptions {
   level?: LogLevel;
   format?: LogFormat;
@@ -39,7 +60,13 @@ export function createLogger(options: LoggerOptions = {}, bound: LogFields = {})
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (LEVELS[level] < threshold) return;
     const record: LogFields = { time: now().toISOString(), level, msg, ...bound, ...fields };
-    write(redact(format === 'json' ? JSON.stringify(record, jsonReplacer) : formatText(record)));
+    let line = redact(format === 'json' ? JSON.stringify(record, jsonReplacer) : formatText(record));
+    if (line.length > MAX_LOG_LINE_CHARS) {
+      // Many bounded fields can still add up: keep time, level, message and say how long it was.
+      const short: LogFields = { time: record.time, level, msg: boundLogValue(msg, 512), truncatedLogLine: line.length };
+      line = format === 'json' ? JSON.stringify(short) : formatText(short);
+    }
+    write(line);
   };
 
   return {
@@ -61,15 +88,15 @@ export const silentLogger: Logger = {
 };
 
 function jsonReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: value.message };
-  if (value instanceof Set) return [...value];
-  return value;
+  if (value instanceof Error) return { name: value.name, message: boundLogValue(value.message) };
+  if (value instanceof Set) return boundLogValue([...value]);
+  return boundLogValue(value);
 }
 
 function formatText(record: LogFields): string {
   const { time, level, msg, ...rest } = record;
   const extras = Object.entries(rest)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v, jsonReplacer)}`)
+    .map(([k, v]) => `${k}=${JSON.stringify(v, jsonReplacer)}`)
     .join(' ');
-  return `${String(time)} ${String(level).toUpperCase().padEnd(5)} ${String(msg)}${extras ? ' ' + extras : ''}`;
+  return `${String(time)} ${String(level).toUpperCase().padEnd(5)} ${String(boundLogValue(msg))}${extras ? ' ' + extras : ''}`;
 }

@@ -1,4 +1,6 @@
+import type { EventEmitter } from 'node:events';
 import net from 'node:net';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
 import type { Logger } from '../ops/logger.js';
@@ -8,7 +10,8 @@ import { NonceSource } from '../xds/nonce.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
-import { applySocketPermissions, prepareSocketPath, removeSocket } from './unix-socket.js';
+import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirectory, prepareSocketPath, removeSocket, type BindOptions } from './unix-socket.js';
+import { ConnectionGuard, DEFAULT_TRANSPORT_LIMITS, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -21,6 +24,10 @@ export interface SdsServerOptions {
   hooks?: StreamHooks;
   /** API versions served on the socket; both by default. */
   apis?: ApiVersion[];
+  /** Connection and stream limits; each unset field takes its default from DEFAULT_TRANSPORT_LIMITS. */
+  limits?: Partial<TransportLimits>;
+  /** Test hook, see BindOptions.afterBind. */
+  afterBind?: BindOptions['afterBind'];
 }
 
 /** grpc-js options of the SDS server (exported for the benchmark's floor server). */
@@ -43,6 +50,7 @@ export class SdsServer {
   readonly streams = new StreamRegistry();
   private server: grpc.Server | undefined;
   private listener: net.Server | undefined;
+  private guard: ConnectionGuard | undefined;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -50,12 +58,26 @@ export class SdsServer {
     return this.options.socketPath;
   }
 
+  /** What the connection guard did so far (zeros before start). */
+  connectionStats(): ConnectionGuardStats | undefined {
+    return this.guard?.stats();
+  }
+
   async start(): Promise<void> {
     const { socketPath, log } = this.options;
+    const mode = this.options.socketMode ?? 0o660;
+    const group = this.options.socketGroup;
+    await checkSocketPath(socketPath);
+    const { created } = await prepareSocketDirectory(path.dirname(socketPath), { mode, ...(group !== undefined ? { group } : {}) });
+    if (created) log.info('created socket directory', { directory: path.dirname(socketPath), mode: directoryModeFor(mode).toString(8), ...(group !== undefined ? { group } : {}) });
     const { removedStale } = await prepareSocketPath(socketPath);
     if (removedStale) log.info('removed stale socket left by a previous process', { socket: socketPath });
+    if (mode & 0o006) {
+      log.warn('socket mode lets every local user connect: any of them can take every identity this server serves', { socket: socketPath, mode: mode.toString(8) });
+    }
 
-    const server = new grpc.Server(GRPC_SERVER_OPTIONS);
+    const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...this.options.limits };
+    const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
       const { definition, implementation } = createSdsService(api, {
@@ -68,18 +90,17 @@ export class SdsServer {
       });
       server.addService(definition, implementation);
     }
-    // We accept connections ourselves (to choose the backlog) and hand them to grpc-js.
+    // We accept connections ourselves (to choose the backlog and guard them) and hand them to grpc-js.
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    const listener = net.createServer((socket) => injector.injectConnection(socket));
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', (err) => reject(new SdsError(ErrorCode.SocketSetup, `cannot listen on ${socketPath}: ${err.message}`)));
-      listener.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => resolve());
-    });
+    const guard = new ConnectionGuard(limits, log, (socket) => injector.injectConnection(socket));
+    guard.watch(injectorHttp2Server(server));
+    const listener = net.createServer((socket) => guard.accept(socket));
+    await bindPrivately(listener, socketPath, { mode, ...(group !== undefined ? { group } : {}), backlog: LISTEN_BACKLOG, ...(this.options.afterBind ? { afterBind: this.options.afterBind } : {}) });
     listener.on('error', (err) => log.error('socket listener error', { socket: socketPath, error: err.message }));
     this.server = server;
     this.listener = listener;
-    await applySocketPermissions(socketPath, this.options.socketMode ?? 0o660, this.options.socketGroup);
-    log.info('listening', { socket: socketPath, apis: (this.options.apis ?? [V3, V2]).map((a) => a.label) });
+    this.guard = guard;
+    log.info('listening', { socket: socketPath, apis: (this.options.apis ?? [V3, V2]).map((a) => a.label), limits });
   }
 
   /** Stops accepting, ends every stream with status OK, waits up to `graceMs`, removes the socket. */
@@ -92,6 +113,7 @@ export class SdsServer {
     // Stop accepting first (the listening socket closes now; the callback waits for the
     // connections it accepted, which are ended below).
     const listenerClosed = new Promise<void>((resolve) => (listener ? listener.close(() => resolve()) : resolve()));
+    this.guard?.closeWaiting();
     this.streams.endAll();
     const graceful = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
@@ -112,4 +134,18 @@ export class SdsServer {
     await removeSocket(this.options.socketPath);
     this.options.log.info('stopped', { socket: this.options.socketPath });
   }
+}
+
+/**
+ * The HTTP/2 server behind the connection injector grpc-js just created. grpc-js keeps it in a
+ * private map (`http2Servers`, insertion order, so the injector's is the last); the guard needs its
+ * 'session' and 'stream' events. Fails start-up loudly if a grpc-js upgrade moves it.
+ */
+function injectorHttp2Server(server: grpc.Server): EventEmitter {
+  const servers = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
+  const last = servers instanceof Map ? [...servers.keys()].pop() : undefined;
+  if (!last || typeof last.on !== 'function') {
+    throw new SdsError(ErrorCode.SocketSetup, 'grpc-js no longer exposes the HTTP/2 server of a connection injector (Server.http2Servers); the connection guard cannot watch sessions');
+  }
+  return last;
 }

@@ -14,15 +14,125 @@ export function resolveSocketPath(flag: string | undefined, env: NodeJS.ProcessE
 }
 
 /**
- * Makes `socketPath` ready to bind: creates the parent directory, removes a stale socket left by a
- * dead process, and refuses (with a clear error) to touch a non-socket file or a live socket.
+ * Longest socket path Linux accepts: `sun_path` is 108 bytes including the terminating NUL
+ * (unix(7)); counted in bytes of the UTF-8 path, not characters.
+ */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** statfs(2) magic numbers of pseudo filesystems where a socket cannot live (linux/magic.h). */
+const PSEUDO_FILESYSTEMS = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x64626720, 'debugfs'],
+  [0x73636673, 'securityfs'],
+]);
+
+export interface SocketDirectoryOptions {
+  /** The socket file's mode: the directory we create lets through the classes the socket lets through. */
+  mode: number;
+  /** With a socket group, the directory we create belongs to that group. */
+  group?: number;
+}
+
+/**
+ * Checks the socket path before anything touches the filesystem: its length against
+ * {@link MAX_SOCKET_PATH_BYTES} (`SDS_ERR_SOCKET_PATH_TOO_LONG`) and the filesystem of its nearest
+ * existing ancestor (`SDS_ERR_SOCKET_PATH_UNSUPPORTED` on /proc, /sys and other pseudo
+ * filesystems, where Node's recursive mkdir never returns).
+ */
+export async function checkSocketPath(socketPath: string): Promise<void> {
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new SdsError(ErrorCode.SocketPathTooLong, `socket path is ${bytes} bytes, over the platform limit of ${MAX_SOCKET_PATH_BYTES} (sun_path): ${socketPath.slice(0, 60)}...; choose a shorter --socket`);
+  }
+  if (!path.isAbsolute(socketPath)) return;
+  let probe = path.dirname(socketPath);
+  for (;;) {
+    try {
+      const { type } = await fs.statfs(probe);
+      const kind = PSEUDO_FILESYSTEMS.get(Number(type));
+      if (kind) throw new SdsError(ErrorCode.SocketPathUnsupported, `socket path ${socketPath} is on the ${kind} pseudo filesystem (${probe}), where a socket cannot be created; choose another --socket`);
+      return;
+    } catch (err) {
+      if (err instanceof SdsError) throw err;
+      const parent = path.dirname(probe);
+      if (parent === probe) return;
+      probe = parent;
+    }
+  }
+}
+
+/**
+ * Makes sure the socket's directory exists and that nobody but us (or root) can change what is in
+ * it: an existing directory (and each of its ancestors) must be owned by us or root and not be
+ * writable by group or others, unless it is a root-owned sticky directory such as /tmp
+ * (`SDS_ERR_SOCKET_DIR_UNSAFE`, naming owner and mode). A directory we create gets mode 0700 plus
+ * r-x for the classes the socket mode lets connect, and the socket group when one is given.
+ */
+export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean }> {
+  const missing: string[] = [];
+  let existing = path.resolve(dir);
+  for (;;) {
+    try {
+      const stat = await fs.stat(existing);
+      if (!stat.isDirectory()) throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${dir}: ${existing} is not a directory`);
+      break;
+    } catch (err) {
+      if (err instanceof SdsError) throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new SdsError(ErrorCode.SocketSetup, `cannot inspect socket directory ${existing}: ${(err as Error).message}`);
+      missing.unshift(existing);
+      existing = path.dirname(existing);
+    }
+  }
+  await checkDirectoryChain(existing);
+  // One level at a time: our own parents are private (0755 for the ones above the socket directory).
+  for (const [i, d] of missing.entries()) {
+    const last = i === missing.length - 1;
+    try {
+      await fs.mkdir(d, { mode: 0o700 });
+      if (last && options.group !== undefined) await fs.chown(d, -1, options.group);
+      await fs.chmod(d, last ? directoryModeFor(options.mode) : 0o755);
+    } catch (err) {
+      throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
+    }
+  }
+  return { created: missing.length > 0 };
+}
+
+/** The mode of a socket directory we create for a socket of mode `socketMode` (0660 -> 0750). */
+export function directoryModeFor(socketMode: number): number {
+  return 0o700 | (socketMode & 0o060 ? 0o050 : 0) | (socketMode & 0o006 ? 0o005 : 0);
+}
+
+async function checkDirectoryChain(dir: string): Promise<void> {
+  const me = process.getuid?.() ?? 0;
+  let d = await fs.realpath(dir);
+  for (;;) {
+    const stat = await fs.stat(d);
+    const mode = stat.mode & 0o7777;
+    const ownerOk = stat.uid === me || stat.uid === 0;
+    const stickyRoot = stat.uid === 0 && (mode & 0o1000) !== 0;
+    const writableByOthers = (mode & 0o022) !== 0 && !stickyRoot;
+    if (!ownerOk || writableByOthers) {
+      const why = !ownerOk ? `is owned by uid ${stat.uid}, not by us (uid ${me}) or root` : `is writable by ${mode & 0o002 ? 'every user' : `group ${stat.gid}`}`;
+      throw new SdsError(
+        ErrorCode.SocketDirUnsafe,
+        `refusing socket directory ${dir}: ${d === dir ? 'it' : `its ancestor ${d}`} ${why} (owner uid ${stat.uid}, group ${stat.gid}, mode ${mode.toString(8).padStart(4, '0')}); another user could replace the socket. Use a directory only we (or root) can write`,
+      );
+    }
+    const parent = path.dirname(d);
+    if (parent === d) return;
+    d = parent;
+  }
+}
+
+/**
+ * Makes `socketPath` ready to bind: removes a stale socket left by a dead process, and refuses
+ * (with a clear error) to touch a non-socket file or a live socket.
  */
 export async function prepareSocketPath(socketPath: string): Promise<{ removedStale: boolean }> {
-  try {
-    await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
-  } catch (err) {
-    throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${path.dirname(socketPath)}: ${(err as Error).message}`);
-  }
   let stat;
   try {
     stat = await fs.lstat(socketPath);
@@ -40,13 +150,63 @@ export async function prepareSocketPath(socketPath: string): Promise<{ removedSt
   return { removedStale: true };
 }
 
-/** Applies the configured mode and, optionally, group to the bound socket. */
-export async function applySocketPermissions(socketPath: string, mode: number, group: number | undefined): Promise<void> {
+export interface BindOptions {
+  mode: number;
+  group?: number;
+  backlog: number;
+  /** Test hook: runs after bind, before mode/group are set and the socket is moved into place. */
+  afterBind?: (privatePath: string) => Promise<void>;
+}
+
+/**
+ * Binds `listener` so that nobody else can ever connect before the socket has its final mode and
+ * group, whatever the umask: it binds inside a fresh 0700 directory next to the target (so the
+ * socket is unreachable while it has the umask's mode), sets mode and group there, where no one
+ * else can swap the path for a symlink, then renames it into place (rename never follows a
+ * symlink at the target). Errors are `SDS_ERR_SOCKET_SETUP`, or `SDS_ERR_SOCKET_PATH_TOO_LONG`
+ * when the private path does not fit `sun_path`.
+ */
+export async function bindPrivately(listener: net.Server, socketPath: string, options: BindOptions): Promise<void> {
+  const dir = path.dirname(socketPath);
+  let privateDir: string;
   try {
-    await fs.chmod(socketPath, mode);
-    if (group !== undefined) await fs.chown(socketPath, -1, group);
+    // mkdtemp adds 6 characters; with a one-letter file name the private path is as long as
+    // <dir>/<8-byte name>, so the default sds.sock never needs more room than its own path.
+    privateDir = await fs.mkdtemp(dir + path.sep);
   } catch (err) {
-    throw new SdsError(ErrorCode.SocketSetup, `cannot set mode ${mode.toString(8)}${group !== undefined ? ` / group ${group}` : ''} on ${socketPath}: ${(err as Error).message}`);
+    throw new SdsError(ErrorCode.SocketSetup, `cannot create a private directory in ${dir} to bind the socket: ${(err as Error).message}`);
+  }
+  const privatePath = path.join(privateDir, 's');
+  try {
+    await fs.chmod(privateDir, 0o700);
+    if (Buffer.byteLength(privatePath) > MAX_SOCKET_PATH_BYTES) {
+      throw new SdsError(ErrorCode.SocketPathTooLong, `socket path ${socketPath} leaves no room to bind privately: ${privatePath} is ${Buffer.byteLength(privatePath)} bytes, over the limit of ${MAX_SOCKET_PATH_BYTES}; shorten the path by ${Buffer.byteLength(privatePath) - MAX_SOCKET_PATH_BYTES} bytes`);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(new SdsError(ErrorCode.SocketSetup, `cannot listen on ${socketPath}: ${err.message}`));
+      listener.once('error', onError);
+      listener.listen({ path: privatePath, backlog: options.backlog }, () => {
+        listener.removeListener('error', onError);
+        resolve();
+      });
+    });
+    await options.afterBind?.(privatePath);
+    try {
+      await fs.chmod(privatePath, options.mode);
+      if (options.group !== undefined) await fs.chown(privatePath, -1, options.group);
+    } catch (err) {
+      throw new SdsError(ErrorCode.SocketSetup, `cannot set mode ${options.mode.toString(8)}${options.group !== undefined ? ` / group ${options.group}` : ''} on ${socketPath}: ${(err as Error).message}`);
+    }
+    try {
+      await fs.rename(privatePath, socketPath);
+    } catch (err) {
+      throw new SdsError(ErrorCode.SocketSetup, `cannot move the socket into place at ${socketPath}: ${(err as Error).message}`);
+    }
+  } catch (err) {
+    if (listener.listening) await new Promise<void>((resolve) => listener.close(() => resolve()));
+    throw err;
+  } finally {
+    await fs.rm(privateDir, { recursive: true, force: true });
   }
 }
 

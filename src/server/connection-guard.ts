@@ -1,0 +1,242 @@
+import type { EventEmitter } from 'node:events';
+import type http2 from 'node:http2';
+import type net from 'node:net';
+import type { Logger } from '../ops/logger.js';
+import { RateLimitedWarning } from './rate-limited-log.js';
+
+/**
+ * Limits that keep any local process from wedging the transport by holding file descriptors
+ * (issue 9). Every limit is logged, rate-limited, when it acts.
+ */
+export interface TransportLimits {
+  /**
+   * Milliseconds a new connection has to send the HTTP/2 client connection preface (the 24-byte
+   * magic and the header of a SETTINGS frame, RFC 9113 section 3.4). Closed after that. Default 5000.
+   */
+  prefaceTimeoutMs: number;
+  /** Connections open at once (before and after the preface); the excess is closed at accept. Default 8192. */
+  maxConnections: number;
+  /**
+   * Concurrent streams per connection, announced as SETTINGS_MAX_CONCURRENT_STREAMS; HTTP/2 refuses
+   * the excess with REFUSED_STREAM. Envoy opens one stream per secret. Default 1024.
+   */
+  maxStreamsPerConnection: number;
+  /**
+   * Milliseconds between HTTP/2 PINGs on each connection; 0 turns them off. A connection that does
+   * not answer within `pingTimeoutMs` is closed: this is what frees a connection whose session failed
+   * with a protocol error (HTTP/2 sends GOAWAY, then stops reading, and Node never closes the
+   * socket), and one whose peer is gone. Default 10000.
+   */
+  pingIntervalMs: number;
+  /** Milliseconds to wait for a PING acknowledgement. Default 5000. */
+  pingTimeoutMs: number;
+}
+
+export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = {
+  prefaceTimeoutMs: 5000,
+  maxConnections: 8192,
+  maxStreamsPerConnection: 1024,
+  pingIntervalMs: 10_000,
+  pingTimeoutMs: 5000,
+};
+
+/** The client connection preface magic (RFC 9113 section 3.4). */
+const PREFACE_MAGIC = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** Magic plus the 9-byte header of the SETTINGS frame that must follow it. */
+const PREFACE_CHECK_BYTES = PREFACE_MAGIC.length + 9;
+const FRAME_TYPE_SETTINGS = 0x4;
+
+/** Counts of what the guard did, for tests and the benchmark. */
+export interface ConnectionGuardStats {
+  accepted: number;
+  open: number;
+  refusedOverLimit: number;
+  prefaceTimeouts: number;
+  badPrefaces: number;
+  pingTimeouts: number;
+  streamLimitReached: number;
+}
+
+/**
+ * Sits between the accept loop and grpc-js: counts and caps connections, holds each new socket
+ * until it has sent a valid HTTP/2 preface (then hands it to `inject`), and once grpc-js has the
+ * session, pings it and closes it when it stops answering.
+ */
+export class ConnectionGuard {
+  private open = 0;
+  private accepted = 0;
+  private readonly waiting = new Set<net.Socket>();
+  private readonly sessions = new Set<http2.Http2Session>();
+  private handingOver: net.Socket | undefined;
+  private readonly overLimit: RateLimitedWarning;
+  private readonly prefaceTimeout: RateLimitedWarning;
+  private readonly badPreface: RateLimitedWarning;
+  private readonly pingTimeout: RateLimitedWarning;
+  private readonly streamLimit: RateLimitedWarning;
+
+  constructor(
+    readonly limits: Readonly<TransportLimits>,
+    private readonly log: Logger,
+    private readonly inject: (socket: net.Socket) => void,
+  ) {
+    this.overLimit = new RateLimitedWarning(log, 'refusing connection: too many open connections (limit maxConnections)');
+    this.prefaceTimeout = new RateLimitedWarning(log, 'closing connection: no HTTP/2 preface in time (limit prefaceTimeoutMs)');
+    this.badPreface = new RateLimitedWarning(log, 'closing connection: not an HTTP/2 client preface');
+    this.pingTimeout = new RateLimitedWarning(log, 'closing connection: no answer to an HTTP/2 PING (dead peer, or the session failed with a protocol error and GOAWAY)');
+    this.streamLimit = new RateLimitedWarning(log, 'connection reached its concurrent stream limit; further streams are refused (limit maxStreamsPerConnection)');
+  }
+
+  stats(): ConnectionGuardStats {
+    return {
+      accepted: this.accepted,
+      open: this.open,
+      refusedOverLimit: this.overLimit.count,
+      prefaceTimeouts: this.prefaceTimeout.count,
+      badPrefaces: this.badPreface.count,
+      pingTimeouts: this.pingTimeout.count,
+      streamLimitReached: this.streamLimit.count,
+    };
+  }
+
+  /** The accept loop's handler for each new socket. */
+  accept(socket: net.Socket): void {
+    if (this.open >= this.limits.maxConnections) {
+      socket.destroy();
+      this.overLimit.warn({ open: this.open, maxConnections: this.limits.maxConnections });
+      return;
+    }
+    this.open++;
+    this.accepted++;
+    socket.once('close', () => this.open--);
+    this.awaitPreface(socket);
+  }
+
+  /**
+   * Watches the sessions and streams of the HTTP/2 server that `inject` feeds (grpc-js's).
+   * Its 'session' event fires synchronously inside `inject`, which is how a session is paired
+   * with the socket the guard handed over.
+   */
+  watch(http2Server: EventEmitter): void {
+    http2Server.on('session', (session: http2.Http2Session) => {
+      const socket = this.handingOver;
+      this.handingOver = undefined;
+      this.sessions.add(session);
+      const stopPing = this.startPing(session, socket);
+      session.once('close', () => {
+        stopPing();
+        this.sessions.delete(session);
+      });
+    });
+    const streamsOf = new WeakMap<http2.Http2Session, number>();
+    http2Server.on('stream', (stream: http2.ServerHttp2Stream) => {
+      const session = stream.session;
+      if (!session) return;
+      const n = (streamsOf.get(session) ?? 0) + 1;
+      streamsOf.set(session, n);
+      if (n === this.limits.maxStreamsPerConnection) this.streamLimit.warn({ maxStreamsPerConnection: this.limits.maxStreamsPerConnection });
+      stream.once('close', () => streamsOf.set(session, (streamsOf.get(session) ?? 1) - 1));
+    });
+  }
+
+  /** Closes connections still waiting for their preface (at shutdown). */
+  closeWaiting(): void {
+    for (const socket of this.waiting) socket.destroy();
+    this.waiting.clear();
+  }
+
+  private awaitPreface(socket: net.Socket): void {
+    this.waiting.add(socket);
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.removeListener('close', done);
+      this.waiting.delete(socket);
+    };
+    const timer = setTimeout(() => {
+      done();
+      socket.destroy();
+      this.prefaceTimeout.warn({ prefaceTimeoutMs: this.limits.prefaceTimeoutMs, bytesReceived: length });
+    }, this.limits.prefaceTimeoutMs);
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
+      chunks.length = 0;
+      chunks.push(head);
+      const verdict = checkPreface(head);
+      if (verdict === 'incomplete') return;
+      done();
+      if (verdict !== 'ok') {
+        socket.destroy();
+        this.badPreface.warn({ reason: verdict });
+        return;
+      }
+      // Give the bytes back and hand the socket over; the HTTP/2 session reads what is buffered.
+      socket.pause();
+      socket.unshift(head);
+      this.handingOver = socket;
+      try {
+        this.inject(socket);
+      } finally {
+        this.handingOver = undefined;
+      }
+    };
+    socket.on('data', onData);
+    socket.on('close', done);
+    // A reset from the peer before the preface is not worth a log line.
+    socket.on('error', () => socket.destroy());
+  }
+
+  /** Pings `session` every `pingIntervalMs`; returns the function that stops it. */
+  private startPing(session: http2.Http2Session, socket: net.Socket | undefined): () => void {
+    const { pingIntervalMs, pingTimeoutMs } = this.limits;
+    if (pingIntervalMs <= 0) return () => {};
+    let deadline: NodeJS.Timeout | undefined;
+    const close = (): void => {
+      this.pingTimeout.warn({ pingTimeoutMs });
+      session.destroy();
+      socket?.destroy();
+    };
+    const interval = setInterval(() => {
+      if (deadline || session.destroyed) return;
+      deadline = setTimeout(close, pingTimeoutMs);
+      deadline.unref();
+      try {
+        session.ping((err) => {
+          if (err) return; // cancelled: the session is closing anyway
+          clearTimeout(deadline);
+          deadline = undefined;
+        });
+      } catch {
+        // ERR_HTTP2_INVALID_SESSION / too many pings in flight: the deadline still applies.
+      }
+    }, pingIntervalMs);
+    interval.unref();
+    return () => {
+      clearInterval(interval);
+      clearTimeout(deadline);
+    };
+  }
+}
+
+/**
+ * Checks the first bytes of a connection: `ok` once the magic and a SETTINGS frame header (stream 0,
+ * no ACK flag, payload a multiple of 6 bytes) are there, `incomplete` while a prefix matches, else
+ * the reason it is not HTTP/2 (RFC 9113 section 3.4).
+ */
+export function checkPreface(head: Buffer): 'ok' | 'incomplete' | string {
+  const magicBytes = Math.min(head.length, PREFACE_MAGIC.length);
+  if (!head.subarray(0, magicBytes).equals(PREFACE_MAGIC.subarray(0, magicBytes))) return 'the first bytes are not the HTTP/2 preface magic';
+  if (head.length < PREFACE_CHECK_BYTES) return 'incomplete';
+  const frame = head.subarray(PREFACE_MAGIC.length);
+  const payloadLength = frame.readUIntBE(0, 3);
+  const type = frame[3];
+  const flags = frame[4] ?? 0;
+  const streamId = frame.readUInt32BE(5) & 0x7fffffff;
+  if (type !== FRAME_TYPE_SETTINGS || (flags & 0x1) !== 0 || streamId !== 0 || payloadLength % 6 !== 0) {
+    return 'the preface magic is not followed by a SETTINGS frame';
+  }
+  return 'ok';
+}

@@ -1,0 +1,216 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { startServer, type RunningServer } from './helpers/server.js';
+import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
+import { rootCa, tlsValue } from './helpers/identities.js';
+import type { TransportLimits } from '../src/server/connection-guard.js';
+import { checkPreface } from '../src/server/connection-guard.js';
+
+const FRONT = 'spiffe://example.org/front';
+const MAGIC = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+
+function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+
+/** A raw client socket that records when the server closed it (half-open: it never ends first). */
+interface RawConn {
+  socket: net.Socket;
+  connected: Promise<void>;
+  /** Resolves with the time (performance.now) the server's FIN or reset arrived. */
+  closedByServer: Promise<number>;
+  received: () => number;
+}
+
+function rawConnect(socketPath: string, send?: Buffer): RawConn {
+  const socket = net.connect({ path: socketPath, allowHalfOpen: true });
+  let bytes = 0;
+  socket.on('data', (d: Buffer) => (bytes += d.length));
+  const connected = new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => {
+      if (send) socket.write(send);
+      resolve();
+    });
+    socket.once('error', reject);
+  });
+  const closedByServer = new Promise<number>((resolve) => {
+    socket.once('end', () => resolve(performance.now()));
+    socket.once('close', () => resolve(performance.now()));
+    socket.on('error', () => resolve(performance.now()));
+  });
+  return { socket, connected, closedByServer, received: () => bytes };
+}
+
+/** Resolves true if `p` settles within `ms`. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const r = await Promise.race([p.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  clearTimeout(timer);
+  return r;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('transport limits (real sockets)', () => {
+  let running: RunningServer | undefined;
+  const raws: net.Socket[] = [];
+  const clients: SdsTestClient[] = [];
+
+  afterEach(async () => {
+    for (const s of raws.splice(0)) s.destroy();
+    for (const c of clients.splice(0)) c.close();
+    await running?.stop();
+    running = undefined;
+  });
+
+  const serve = async (limits: Partial<TransportLimits>): Promise<RunningServer> => {
+    running = await startServer({ server: { limits } });
+    running.store.declare(FRONT, 'tls-certificate');
+    running.store.publish(FRONT, (await tlsValue(await rootCa('example.org'), FRONT)).value);
+    running.store.markSettled();
+    return running;
+  };
+  const warnings = (r: RunningServer, prefix: string): Array<Record<string, unknown>> =>
+    r.logs.filter((l) => l.level === 'warn' && String(l.msg).startsWith(prefix));
+
+  const served = async (socketPath: string): Promise<void> => {
+    const client = new SdsTestClient(socketPath);
+    clients.push(client);
+    const stream = client.stream();
+    stream.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    const res = await stream.next(5000);
+    expect(res.resources).toHaveLength(1);
+    stream.cancel();
+    client.close();
+  };
+
+  it('closes 2,000 connections that never send a preface within the timeout, and serves a client meanwhile', async () => {
+    const timeoutMs = 1500;
+    const r = await serve({ prefaceTimeoutMs: timeoutMs });
+    const conns: RawConn[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const c = rawConnect(r.socketPath);
+      raws.push(c.socket);
+      conns.push(c);
+    }
+    await Promise.all(conns.map((c) => c.connected));
+    const allConnected = performance.now();
+    await waitFor(() => r.server.connectionStats()?.open === 2000, 5000);
+
+    // While all 2,000 are held open, a real gRPC client is served.
+    await served(r.socketPath);
+    const servedAt = performance.now();
+    expect(servedAt - allConnected).toBeLessThan(timeoutMs);
+
+    const closedAt = await Promise.all(conns.map((c) => c.closedByServer));
+    const last = Math.max(...closedAt) - allConnected;
+    // Each is closed timeoutMs after its own accept, which is at or before allConnected.
+    expect(last).toBeLessThan(timeoutMs + 1000);
+    expect(conns.every((c) => c.received() === 0)).toBe(true);
+    const stats = r.server.connectionStats();
+    expect(stats?.prefaceTimeouts).toBe(2000);
+    await waitFor(() => r.server.connectionStats()?.open === 0, 2000);
+    // One line for the burst, not 2,000; the rest are counted on the line written when the window ends.
+    const lines = warnings(r, 'closing connection: no HTTP/2 preface');
+    expect(lines.length).toBeLessThanOrEqual(2);
+    expect(lines[0]).toMatchObject({ prefaceTimeoutMs: timeoutMs, bytesReceived: 0 });
+  }, 30_000);
+
+  it('closes at once a connection whose first bytes are not the HTTP/2 preface', async () => {
+    const r = await serve({ prefaceTimeoutMs: 60_000 });
+    const http1 = rawConnect(r.socketPath, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    const noSettings = rawConnect(r.socketPath, Buffer.concat([MAGIC, frame(0x6, 0, 0, Buffer.alloc(8))]));
+    raws.push(http1.socket, noSettings.socket);
+    expect(await settlesWithin(http1.closedByServer, 3000)).toBe(true);
+    expect(await settlesWithin(noSettings.closedByServer, 3000)).toBe(true);
+    expect(r.server.connectionStats()?.badPrefaces).toBe(2);
+    expect(warnings(r, 'closing connection: not an HTTP/2 client preface')[0]).toMatchObject({ reason: expect.stringContaining('not') });
+    await served(r.socketPath);
+  });
+
+  it('closes a connection whose HTTP/2 session failed with a protocol error (GOAWAY sent) once it stops answering PINGs', async () => {
+    const r = await serve({ pingIntervalMs: 200, pingTimeoutMs: 200 });
+    // A DATA frame on stream 0 is a connection error: the server answers GOAWAY and stops reading.
+    const bad = rawConnect(r.socketPath, Buffer.concat([MAGIC, EMPTY_SETTINGS, frame(0x0, 0, 0, Buffer.from('xx'))]));
+    raws.push(bad.socket);
+    await bad.connected;
+    const t0 = performance.now();
+    expect(await settlesWithin(bad.closedByServer, 3000)).toBe(true);
+    expect((await bad.closedByServer) - t0).toBeLessThan(1500);
+    expect(r.server.connectionStats()?.pingTimeouts).toBe(1);
+    expect(warnings(r, 'closing connection: no answer to an HTTP/2 PING')).toHaveLength(1);
+  });
+
+  it('keeps a healthy idle connection open across many PINGs (the client answers them)', async () => {
+    const r = await serve({ pingIntervalMs: 50, pingTimeoutMs: 200 });
+    const client = new SdsTestClient(r.socketPath);
+    clients.push(client);
+    const stream = client.stream();
+    stream.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    const first = await stream.next();
+    // Ten PING rounds, then the stream still gets a push.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    r.store.publish(FRONT, (await tlsValue(await rootCa('example.org'), FRONT)).value);
+    const push = await stream.next();
+    expect(push.version_info).not.toBe(first.version_info);
+    expect(r.server.connectionStats()?.pingTimeouts).toBe(0);
+  });
+
+  it('refuses connections over maxConnections with a log line, and accepts again once one closes', async () => {
+    const r = await serve({ maxConnections: 3, prefaceTimeoutMs: 60_000 });
+    const held = [0, 1, 2].map(() => rawConnect(r.socketPath));
+    raws.push(...held.map((c) => c.socket));
+    await Promise.all(held.map((c) => c.connected));
+    await waitFor(() => r.server.connectionStats()?.open === 3, 2000);
+    const extra = [0, 1, 2, 3, 4].map(() => rawConnect(r.socketPath));
+    raws.push(...extra.map((c) => c.socket));
+    for (const c of extra) expect(await settlesWithin(c.closedByServer, 3000)).toBe(true);
+    expect(r.server.connectionStats()?.refusedOverLimit).toBe(5);
+    const lines = warnings(r, 'refusing connection: too many open connections');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ open: 3, maxConnections: 3 });
+    held[0]!.socket.destroy();
+    await waitFor(() => r.server.connectionStats()?.open === 2, 2000);
+    await served(r.socketPath);
+  });
+
+  it('caps concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS) and logs when a connection reaches it', async () => {
+    const r = await serve({ maxStreamsPerConnection: 2 });
+    const client = new SdsTestClient(r.socketPath);
+    clients.push(client);
+    const streams = [0, 1, 2].map(() => client.stream());
+    for (const s of streams) s.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    await streams[0]!.next();
+    await streams[1]!.next();
+    // The third waits for a free slot on this connection (the client queues it).
+    expect(await streams[2]!.nothingWithin(300)).toBe(true);
+    expect(r.server.streams.open.size).toBe(2);
+    expect(warnings(r, 'connection reached its concurrent stream limit')).toHaveLength(1);
+    streams[0]!.cancel();
+    expect((await streams[2]!.next()).resources).toHaveLength(1);
+    expect((await streams[0]!.ended).code).toBe(grpc.status.CANCELLED);
+  });
+
+  it('recognises the client preface: magic then a SETTINGS frame header', () => {
+    expect(checkPreface(Buffer.concat([MAGIC, EMPTY_SETTINGS]))).toBe('ok');
+    expect(checkPreface(MAGIC.subarray(0, 10))).toBe('incomplete');
+    expect(checkPreface(MAGIC)).toBe('incomplete');
+    expect(checkPreface(Buffer.from('GET / HTTP/1.1\r\n'))).toMatch(/magic/);
+    expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])]))).toMatch(/SETTINGS/); // ACK flag
+    expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 5, 0x4, 0, 0, 0, 0, 0])]))).toMatch(/SETTINGS/); // length not 6n
+    expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 1])]))).toMatch(/SETTINGS/); // stream 1
+  });
+});
