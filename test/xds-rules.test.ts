@@ -392,6 +392,25 @@ const ROWS: Row[] = [
     steps: [{ delta: { subscribe: [FRONT, TD], initial: { FRONT: 'old', TD: 'current' } }, sent: [{ add: [FRONT] }] }],
   },
   {
+    name: 'Delta (for fault 5, Envoy back-off): a reconnect where the client holds every current version gets one empty response, then nothing until a change',
+    kind: 'delta',
+    steps: [
+      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [], removed: [] }] },
+      { delta: { nonce: 'last' } },
+      { rotate: TD, sent: [{ add: [TD] }] },
+    ],
+  },
+  {
+    name: 'Delta: a first request naming only a pending secret gets nothing until it is published',
+    kind: 'delta',
+    steps: [
+      { declare: LATE },
+      { delta: { subscribe: [LATE] } },
+      { delta: { subscribe: [LATE], nonce: 'foreign' } },
+      { rotate: LATE, sent: [{ add: [LATE] }] },
+    ],
+  },
+  {
     name: 'Delta (fault 3): [front, gone] with initial versions: removed [gone], then the ACK and a NACK keep the stream open',
     kind: 'delta',
     steps: [
