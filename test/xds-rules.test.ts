@@ -734,6 +734,8 @@ describe('FetchSecrets rules', () => {
     expect(denied).toEqual({ ok: false, failure: { code: grpc.status.PERMISSION_DENIED, message: `SDS_ERR_PERMISSION_DENIED: caller uid 1000 is not entitled to ${BACK}` } });
     const all = fetchSecrets({ versionInfo: '', resourceNames: [], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
     expect(all.ok && all.names.sort()).toEqual([FRONT, TD].sort());
+    const star = fetchSecrets({ versionInfo: '', resourceNames: ['*'], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
+    expect(star.ok && star.names.sort()).toEqual([FRONT, TD].sort());
   });
 
   it('unknown names: at most three named, each cut to 100 characters, plus the count', () => {
