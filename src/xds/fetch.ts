@@ -3,8 +3,8 @@ import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
 import type { NonceSource } from './nonce.js';
-import { combinedVersion, describeDenied, describeUnknown, describeWrongTypeUrl } from './versions.js';
-import { describeNames } from './bounded.js';
+import { combinedVersion, describeDenied, describeOverlongName, describeUnknown, describeWrongTypeUrl } from './versions.js';
+import { describeNames, firstOverlongName } from './bounded.js';
 import { Subscription } from './subscription.js';
 
 export type FetchResult = { ok: true; response: Buffer; names: string[] } | { ok: false; failure: StreamFailure };
@@ -22,6 +22,8 @@ export function fetchSecrets(
   if (request.typeUrl !== '' && request.typeUrl !== deps.encoder.typeUrl) {
     return fail(GrpcStatus.INVALID_ARGUMENT, describeWrongTypeUrl(deps.encoder.typeUrl, request.typeUrl));
   }
+  const overlong = firstOverlongName(request.resourceNames);
+  if (overlong !== undefined) return fail(GrpcStatus.INVALID_ARGUMENT, describeOverlongName(overlong));
   // The same rules as a stream's first request: no names or `*` = every secret the caller may see.
   const subscription = new Subscription();
   subscription.setSotw(request.resourceNames);
