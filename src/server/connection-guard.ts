@@ -50,8 +50,12 @@ const FRAME_TYPE_SETTINGS = 0x4;
 export interface ConnectionGuardStats {
   accepted: number;
   open: number;
+  /** Most connections open at once so far. */
+  peakOpen: number;
   refusedOverLimit: number;
   prefaceTimeouts: number;
+  /** Longest time from accept to close of a connection closed for want of a preface (ms). */
+  longestPrefaceWaitMs: number;
   badPrefaces: number;
   pingTimeouts: number;
   streamLimitReached: number;
@@ -64,10 +68,12 @@ export interface ConnectionGuardStats {
  */
 export class ConnectionGuard {
   private open = 0;
+  private peakOpen = 0;
   private accepted = 0;
   private readonly waiting = new Set<net.Socket>();
   private readonly sessions = new Set<http2.Http2Session>();
   private handingOver: net.Socket | undefined;
+  private longestPrefaceWaitMs = 0;
   private readonly overLimit: RateLimitedWarning;
   private readonly prefaceTimeout: RateLimitedWarning;
   private readonly badPreface: RateLimitedWarning;
@@ -90,8 +96,10 @@ export class ConnectionGuard {
     return {
       accepted: this.accepted,
       open: this.open,
+      peakOpen: this.peakOpen,
       refusedOverLimit: this.overLimit.count,
       prefaceTimeouts: this.prefaceTimeout.count,
+      longestPrefaceWaitMs: this.longestPrefaceWaitMs,
       badPrefaces: this.badPreface.count,
       pingTimeouts: this.pingTimeout.count,
       streamLimitReached: this.streamLimit.count,
@@ -106,6 +114,7 @@ export class ConnectionGuard {
       return;
     }
     this.open++;
+    this.peakOpen = Math.max(this.peakOpen, this.open);
     this.accepted++;
     socket.once('close', () => this.open--);
     this.awaitPreface(socket);
@@ -146,6 +155,7 @@ export class ConnectionGuard {
 
   private awaitPreface(socket: net.Socket): void {
     this.waiting.add(socket);
+    const acceptedAt = performance.now();
     const chunks: Buffer[] = [];
     let length = 0;
     const done = (): void => {
@@ -157,6 +167,7 @@ export class ConnectionGuard {
     const timer = setTimeout(() => {
       done();
       socket.destroy();
+      this.longestPrefaceWaitMs = Math.max(this.longestPrefaceWaitMs, performance.now() - acceptedAt);
       this.prefaceTimeout.warn({ prefaceTimeoutMs: this.limits.prefaceTimeoutMs, bytesReceived: length });
     }, this.limits.prefaceTimeoutMs);
     const onData = (chunk: Buffer): void => {
