@@ -132,7 +132,7 @@ export class SdsServer {
       clearTimeout(timer);
     }
     await removeSocket(this.options.socketPath);
-    this.options.log.info('stopped', { socket: this.options.socketPath });
+    this.options.log.info('stopped', { socket: this.options.socketPath, ...(this.guard ? { connections: this.guard.stats() } : {}) });
   }
 }
 
