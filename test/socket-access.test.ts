@@ -163,6 +163,14 @@ describe.skipIf(!asRoot)('who can reach the socket (real uids: root serves, nobo
     const noGroup = path.join(dir, 'private', 'sds.sock');
     await server(noGroup).start();
     expect(await other.once(noGroup)).toMatchObject({ connected: false, code: 'EACCES' });
+
+    // An existing directory is left alone; when it keeps the group out, the start says so.
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const existing = path.join(dir, 'private', 'again.sock');
+    await server(existing, { socketGroup: NOGROUP, log }).start();
+    expect(lines.find((l) => l.level === 'warn')).toMatchObject({ msg: 'the socket group cannot reach the socket', problem: expect.stringContaining(`group ${NOGROUP}`) });
+    expect(await other.once(existing)).toMatchObject({ connected: false, code: 'EACCES' });
   });
 
   it('refuses a socket directory pre-created by another user, naming owner and mode', async () => {

@@ -68,7 +68,8 @@ export class SdsServer {
     const mode = this.options.socketMode ?? 0o660;
     const group = this.options.socketGroup;
     await checkSocketPath(socketPath);
-    const { created } = await prepareSocketDirectory(path.dirname(socketPath), { mode, ...(group !== undefined ? { group } : {}) });
+    const { created, groupBlocked } = await prepareSocketDirectory(path.dirname(socketPath), { mode, ...(group !== undefined ? { group } : {}) });
+    if (groupBlocked) log.warn('the socket group cannot reach the socket', { socket: socketPath, problem: groupBlocked });
     if (created) log.info('created socket directory', { directory: path.dirname(socketPath), mode: directoryModeFor(mode).toString(8), ...(group !== undefined ? { group } : {}) });
     const { removedStale } = await prepareSocketPath(socketPath);
     if (removedStale) log.info('removed stale socket left by a previous process', { socket: socketPath });

@@ -71,7 +71,7 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
  * (`SDS_ERR_SOCKET_DIR_UNSAFE`, naming owner and mode). A directory we create gets mode 0700 plus
  * r-x for the classes the socket mode lets connect, and the socket group when one is given.
  */
-export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean }> {
+export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean; groupBlocked?: string }> {
   const missing: string[] = [];
   let existing = path.resolve(dir);
   for (;;) {
@@ -96,6 +96,14 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       await fs.chmod(d, last ? directoryModeFor(options.mode) : 0o755);
     } catch (err) {
       throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
+    }
+  }
+  if (missing.length === 0 && options.group !== undefined) {
+    // An existing directory is left as it is; say so when it keeps the socket group out.
+    const st = await fs.stat(dir);
+    const groupPasses = st.gid === options.group ? (st.mode & 0o010) !== 0 : (st.mode & 0o001) !== 0;
+    if (!groupPasses) {
+      return { created: false, groupBlocked: `directory ${dir} (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}) does not let group ${options.group} through; members of that group will get EACCES` };
     }
   }
   return { created: missing.length > 0 };
