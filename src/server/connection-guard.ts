@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Logger } from '../ops/logger.js';
@@ -205,13 +206,29 @@ export class ConnectionGuard {
     const { pingIntervalMs, pingTimeoutMs } = this.limits;
     if (pingIntervalMs <= 0) return () => {};
     let deadline: NodeJS.Timeout | undefined;
+    let sentAt = 0;
     const close = (): void => {
-      this.pingTimeout.warn({ pingTimeoutMs });
-      session.destroy();
-      socket?.destroy();
+      // Our own event loop stalled (a long synchronous task): the PING may not even have been
+      // written, or its ACK not read. Give the peer a fresh timeout rather than blame it.
+      const late = performance.now() - sentAt - pingTimeoutMs;
+      if (late > Math.max(100, pingTimeoutMs / 2)) {
+        sentAt = performance.now();
+        deadline = setTimeout(close, pingTimeoutMs);
+        deadline.unref();
+        return;
+      }
+      // A timer runs before the socket reads of the same loop turn, which may hold the ACK; look
+      // again once pending I/O has been processed (setImmediate runs after it).
+      setImmediate(() => {
+        if (!deadline || session.destroyed) return;
+        this.pingTimeout.warn({ pingTimeoutMs });
+        session.destroy();
+        socket?.destroy();
+      });
     };
     const interval = setInterval(() => {
       if (deadline || session.destroyed) return;
+      sentAt = performance.now();
       deadline = setTimeout(close, pingTimeoutMs);
       deadline.unref();
       try {
@@ -250,4 +267,37 @@ export function checkPreface(head: Buffer): 'ok' | 'incomplete' | string {
     return 'the preface magic is not followed by a SETTINGS frame';
   }
   return 'ok';
+}
+
+/**
+ * The soft limit on open files of this process (RLIMIT_NOFILE), read from /proc/self/limits;
+ * undefined where that file does not exist.
+ */
+export function openFileSoftLimit(readLimits: () => string = () => readFileSync('/proc/self/limits', 'utf8')): number | undefined {
+  try {
+    const line = readLimits().split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    return soft === undefined || soft === 'unlimited' ? undefined : Number(soft);
+  } catch {
+    return undefined;
+  }
+}
+
+/** File descriptors kept free for everything but client connections (secret files, watchers, admin). */
+export const FD_RESERVE = 256;
+
+/**
+ * The limits to use: `configured` over the defaults, with the default connection cap lowered to
+ * fit the process's open-file limit (less {@link FD_RESERVE}); `note` says what was adjusted or
+ * why the configured cap cannot be reached.
+ */
+export function effectiveLimits(configured: Partial<TransportLimits> | undefined, fdLimit: number | undefined): { limits: TransportLimits; note?: { level: 'info' | 'warn'; msg: string; fields: Record<string, number> } } {
+  const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...configured };
+  if (fdLimit === undefined || limits.maxConnections + FD_RESERVE <= fdLimit) return { limits };
+  const fits = Math.max(1, fdLimit - FD_RESERVE);
+  if (configured?.maxConnections === undefined) {
+    limits.maxConnections = fits;
+    return { limits, note: { level: 'info', msg: 'connection cap lowered to fit the open-file limit (raise ulimit -n for more)', fields: { maxConnections: fits, openFileLimit: fdLimit, reserved: FD_RESERVE } } };
+  }
+  return { limits, note: { level: 'warn', msg: 'maxConnections is above what the open-file limit allows: at the limit, accept and file reads fail with EMFILE', fields: { maxConnections: limits.maxConnections, openFileLimit: fdLimit, fits } } };
 }

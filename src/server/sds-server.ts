@@ -11,7 +11,7 @@ import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
 import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirectory, prepareSocketPath, removeSocket, type BindOptions } from './unix-socket.js';
-import { ConnectionGuard, DEFAULT_TRANSPORT_LIMITS, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
+import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -77,7 +77,8 @@ export class SdsServer {
       log.warn('socket mode lets every local user connect: any of them can take every identity this server serves', { socket: socketPath, mode: mode.toString(8) });
     }
 
-    const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...this.options.limits };
+    const { limits, note } = effectiveLimits(this.options.limits, openFileSoftLimit());
+    if (note) log[note.level](note.msg, note.fields);
     const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
