@@ -196,6 +196,12 @@ describe.skipIf(!asRoot)('who can reach the socket (real uids: root serves, nobo
     expect(err).toMatchObject({ code: ErrorCode.SocketDirUnsafe, message: expect.stringContaining('writable by every user') });
     expect((err as Error).message).toContain('mode 0777');
 
+    // Shared on purpose (a Kubernetes emptyDir): accepted with a warning when allowed.
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    await server(path.join(open, 'sds.sock'), { allowSharedSocketDirectory: true, log }).start();
+    expect(lines.find((l) => l.level === 'warn')).toMatchObject({ problem: expect.stringContaining('writable by every user') });
+
     const sticky = path.join(dir, 'sticky');
     await fs.mkdir(sticky);
     await fs.chmod(sticky, 0o1777);

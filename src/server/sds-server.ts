@@ -26,6 +26,12 @@ export interface SdsServerOptions {
   apis?: ApiVersion[];
   /** Connection and stream limits; each unset field takes its default from DEFAULT_TRANSPORT_LIMITS. */
   limits?: Partial<TransportLimits>;
+  /**
+   * Start even if other users can write the socket directory (or one above it), with a warning
+   * instead of SDS_ERR_SOCKET_DIR_UNSAFE: for a directory shared on purpose, such as a Kubernetes
+   * emptyDir that only the pod's containers see.
+   */
+  allowSharedSocketDirectory?: boolean;
   /** Test hook, see BindOptions.afterBind. */
   afterBind?: BindOptions['afterBind'];
 }
@@ -68,7 +74,12 @@ export class SdsServer {
     const mode = this.options.socketMode ?? 0o660;
     const group = this.options.socketGroup;
     await checkSocketPath(socketPath);
-    const { created, groupBlocked } = await prepareSocketDirectory(path.dirname(socketPath), { mode, ...(group !== undefined ? { group } : {}) });
+    const { created, groupBlocked, unsafe } = await prepareSocketDirectory(path.dirname(socketPath), {
+      mode,
+      ...(group !== undefined ? { group } : {}),
+      allowShared: this.options.allowSharedSocketDirectory === true,
+    });
+    if (unsafe) log.warn('socket directory is shared (allowed by allowSharedDirectory): other users could replace the socket', { socket: socketPath, problem: unsafe });
     if (groupBlocked) log.warn('the socket group cannot reach the socket', { socket: socketPath, problem: groupBlocked });
     if (created) log.info('created socket directory', { directory: path.dirname(socketPath), mode: directoryModeFor(mode).toString(8), ...(group !== undefined ? { group } : {}) });
     const { removedStale } = await prepareSocketPath(socketPath);

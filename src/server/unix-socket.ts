@@ -34,6 +34,8 @@ export interface SocketDirectoryOptions {
   mode: number;
   /** With a socket group, the directory we create belongs to that group. */
   group?: number;
+  /** Report an unsafe directory in `unsafe` instead of throwing SDS_ERR_SOCKET_DIR_UNSAFE. */
+  allowShared?: boolean;
 }
 
 /**
@@ -71,7 +73,7 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
  * (`SDS_ERR_SOCKET_DIR_UNSAFE`, naming owner and mode). A directory we create gets mode 0700 plus
  * r-x for the classes the socket mode lets connect, and the socket group when one is given.
  */
-export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean; groupBlocked?: string }> {
+export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean; groupBlocked?: string; unsafe?: string }> {
   const missing: string[] = [];
   let existing = path.resolve(dir);
   for (;;) {
@@ -86,7 +88,13 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       existing = path.dirname(existing);
     }
   }
-  await checkDirectoryChain(existing);
+  let unsafe: string | undefined;
+  try {
+    await checkDirectoryChain(existing);
+  } catch (err) {
+    if (!(options.allowShared && err instanceof SdsError && err.code === ErrorCode.SocketDirUnsafe)) throw err;
+    unsafe = err.message;
+  }
   // One level at a time: our own parents are private (0755 for the ones above the socket directory).
   for (const [i, d] of missing.entries()) {
     const last = i === missing.length - 1;
@@ -103,10 +111,10 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
     const st = await fs.stat(dir);
     const groupPasses = st.gid === options.group ? (st.mode & 0o010) !== 0 : (st.mode & 0o001) !== 0;
     if (!groupPasses) {
-      return { created: false, groupBlocked: `directory ${dir} (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}) does not let group ${options.group} through; members of that group will get EACCES` };
+      return { created: false, ...(unsafe ? { unsafe } : {}), groupBlocked: `directory ${dir} (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}) does not let group ${options.group} through; members of that group will get EACCES` };
     }
   }
-  return { created: missing.length > 0 };
+  return { created: missing.length > 0, ...(unsafe ? { unsafe } : {}) };
 }
 
 /** The mode of a socket directory we create for a socket of mode `socketMode` (0660 -> 0750). */
