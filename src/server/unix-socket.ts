@@ -49,8 +49,7 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new SdsError(ErrorCode.SocketPathTooLong, `socket path is ${bytes} bytes, over the platform limit of ${MAX_SOCKET_PATH_BYTES} (sun_path): ${socketPath.slice(0, 60)}...; choose a shorter --socket`);
   }
-  if (!path.isAbsolute(socketPath)) return;
-  let probe = path.dirname(socketPath);
+  let probe = path.dirname(path.resolve(socketPath));
   for (;;) {
     try {
       const { type } = await fs.statfs(probe);
