@@ -163,6 +163,14 @@ describe.skipIf(!asRoot)('who can reach the socket (real uids: root serves, nobo
     const noGroup = path.join(dir, 'private', 'sds.sock');
     await server(noGroup).start();
     expect(await other.once(noGroup)).toMatchObject({ connected: false, code: 'EACCES' });
+
+    // An existing directory is left alone; when it keeps the group out, the start says so.
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const existing = path.join(dir, 'private', 'again.sock');
+    await server(existing, { socketGroup: NOGROUP, log }).start();
+    expect(lines.find((l) => l.level === 'warn')).toMatchObject({ msg: 'the socket group cannot reach the socket', problem: expect.stringContaining(`group ${NOGROUP}`) });
+    expect(await other.once(existing)).toMatchObject({ connected: false, code: 'EACCES' });
   });
 
   it('refuses a socket directory pre-created by another user, naming owner and mode', async () => {
@@ -187,6 +195,12 @@ describe.skipIf(!asRoot)('who can reach the socket (real uids: root serves, nobo
     servers.pop();
     expect(err).toMatchObject({ code: ErrorCode.SocketDirUnsafe, message: expect.stringContaining('writable by every user') });
     expect((err as Error).message).toContain('mode 0777');
+
+    // Shared on purpose (a Kubernetes emptyDir): accepted with a warning when allowed.
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    await server(path.join(open, 'sds.sock'), { allowSharedSocketDirectory: true, log }).start();
+    expect(lines.find((l) => l.level === 'warn')).toMatchObject({ problem: expect.stringContaining('writable by every user') });
 
     const sticky = path.join(dir, 'sticky');
     await fs.mkdir(sticky);

@@ -1,11 +1,17 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { startServer, type RunningServer } from './helpers/server.js';
 import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
 import { rootCa, tlsValue } from './helpers/identities.js';
 import type { TransportLimits } from '../src/server/connection-guard.js';
-import { checkPreface } from '../src/server/connection-guard.js';
+import { EventEmitter } from 'node:events';
+import { createLogger } from '../src/ops/logger.js';
+import { ConnectionGuard, checkPreface, effectiveLimits, openFileSoftLimit, DEFAULT_TRANSPORT_LIMITS, FD_RESERVE } from '../src/server/connection-guard.js';
+import { SECRET_TYPE_URL_V3, encodeDiscoveryRequest, encodeNode, grpcFrame } from '../scripts/bench/common.js';
 
 const FRONT = 'spiffe://example.org/front';
 const MAGIC = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -98,7 +104,8 @@ describe('transport limits (real sockets)', () => {
   };
 
   it('closes 2,000 connections that never send a preface within the timeout, and serves a client meanwhile', async () => {
-    const timeoutMs = 1500;
+    const timeoutMs = 3000;
+    const slackMs = 3000; // timers lag on a loaded 2-core machine; scripts/bench/preface-flood.ts has the real figures
     const r = await serve({ prefaceTimeoutMs: timeoutMs });
     const conns: RawConn[] = [];
     for (let i = 0; i < 2000; i++) {
@@ -106,22 +113,22 @@ describe('transport limits (real sockets)', () => {
       raws.push(c.socket);
       conns.push(c);
     }
-    await Promise.all(conns.map((c) => c.connected));
-    const allConnected = performance.now();
-    await waitFor(() => r.server.connectionStats()?.open === 2000, 5000);
-
-    // While all 2,000 are held open, a real gRPC client is served.
+    const connectedAt = await Promise.all(conns.map((c) => c.connected.then(() => performance.now())));
+    // A real gRPC client connects while they are held open, and is served.
+    await waitFor(() => r.server.connectionStats()?.accepted === 2000, 10_000);
+    expect(r.server.connectionStats()?.prefaceTimeouts).toBe(0);
     await served(r.socketPath);
-    const servedAt = performance.now();
-    expect(servedAt - allConnected).toBeLessThan(timeoutMs);
+    expect(r.server.connectionStats()?.peakOpen).toBe(2001);
 
     const closedAt = await Promise.all(conns.map((c) => c.closedByServer));
-    const last = Math.max(...closedAt) - allConnected;
-    // Each is closed timeoutMs after its own accept, which is at or before allConnected.
-    expect(last).toBeLessThan(timeoutMs + 1000);
-    expect(conns.every((c) => c.received() === 0)).toBe(true);
+    // Held from accept to close, as the server measures it (a client's connect completes in the
+    // accept queue, before the server's accept, so the client-side figure includes accept lag).
     const stats = r.server.connectionStats();
-    expect(stats?.prefaceTimeouts).toBe(2000);
+    expect(stats?.longestPrefaceWaitMs).toBeGreaterThanOrEqual(timeoutMs - 1);
+    expect(stats?.longestPrefaceWaitMs).toBeLessThan(timeoutMs + slackMs);
+    expect(Math.max(...closedAt.map((t, i) => t - connectedAt[i]!))).toBeGreaterThanOrEqual(timeoutMs - 1);
+    expect(conns.every((c) => c.received() === 0)).toBe(true);
+    expect(r.server.connectionStats()?.prefaceTimeouts).toBe(2000);
     await waitFor(() => r.server.connectionStats()?.open === 0, 2000);
     // One line for the burst, not 2,000; the rest are counted on the line written when the window ends.
     const lines = warnings(r, 'closing connection: no HTTP/2 preface');
@@ -169,6 +176,34 @@ describe('transport limits (real sockets)', () => {
     expect(r.server.connectionStats()?.pingTimeouts).toBe(0);
   });
 
+  it('a stall of the server\'s own event loop longer than the PING timeout does not close a healthy client (in another process)', async () => {
+    const r = await serve({ pingIntervalMs: 100, pingTimeoutMs: 200 });
+    const request = grpcFrame(encodeDiscoveryRequest({ node: encodeNode('holder', 'holder'), names: [FRONT], typeUrl: SECRET_TYPE_URL_V3 }));
+    const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/h2-holder.mjs', import.meta.url)), r.socketPath, request.toString('hex')], { stdio: 'pipe' });
+    const events: string[] = [];
+    createInterface({ input: child.stdout }).on('line', (l) => events.push(l));
+    try {
+      await waitFor(() => events.includes('data'), 10_000);
+      // A PING round or two go by, then the loop is blocked for 1.5 s (7x the PING timeout).
+      await waitFor(() => (r.server.connectionStats()?.accepted ?? 0) >= 1, 1000);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      const until = Date.now() + 1500;
+      while (Date.now() < until) {
+        // busy: a synchronous task in the server process
+      }
+      // Ten more PING rounds after the stall, then a push still reaches the client.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const before = events.filter((e) => e === 'data').length;
+      r.store.publish(FRONT, (await tlsValue(await rootCa('example.org'), FRONT)).value);
+      await waitFor(() => events.filter((e) => e === 'data').length > before, 5000);
+      expect(events).not.toContain('closed');
+      expect(r.server.connectionStats()?.pingTimeouts).toBe(0);
+    } finally {
+      child.stdin.end();
+      await new Promise((resolve) => child.once('exit', resolve));
+    }
+  });
+
   it('refuses connections over maxConnections with a log line, and accepts again once one closes', async () => {
     const r = await serve({ maxConnections: 3, prefaceTimeoutMs: 60_000 });
     const held = [0, 1, 2].map(() => rawConnect(r.socketPath));
@@ -212,5 +247,59 @@ describe('transport limits (real sockets)', () => {
     expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])]))).toMatch(/SETTINGS/); // ACK flag
     expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 5, 0x4, 0, 0, 0, 0, 0])]))).toMatch(/SETTINGS/); // length not 6n
     expect(checkPreface(Buffer.concat([MAGIC, Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 1])]))).toMatch(/SETTINGS/); // stream 1
+  });
+
+  it('fits the default connection cap to the open-file limit, and warns when a configured cap cannot fit', () => {
+    const limits = (soft: string): string => `Limit Soft Limit Hard Limit Units\nMax open files            ${soft}                 1048576              files\n`;
+    expect(openFileSoftLimit(() => limits('1024'))).toBe(1024);
+    expect(openFileSoftLimit(() => limits('unlimited'))).toBeUndefined();
+    expect(openFileSoftLimit(() => { throw new Error('ENOENT'); })).toBeUndefined();
+    expect(openFileSoftLimit()).toBeGreaterThan(0); // this process, from the real /proc/self/limits
+
+    const rows: Array<[Partial<TransportLimits> | undefined, number | undefined, number, string | undefined]> = [
+      [undefined, undefined, DEFAULT_TRANSPORT_LIMITS.maxConnections, undefined],
+      [undefined, 1_048_576, DEFAULT_TRANSPORT_LIMITS.maxConnections, undefined],
+      [undefined, 1024, 1024 - FD_RESERVE, 'info'],
+      [{ maxConnections: 5000 }, 1024, 5000, 'warn'],
+      [{ maxConnections: 500 }, 1024, 500, undefined],
+    ];
+    for (const [configured, fd, max, level] of rows) {
+      const { limits, note } = effectiveLimits(configured, fd);
+      expect({ max: limits.maxConnections, level: note?.level }).toEqual({ max, level });
+    }
+  });
+
+  it('PING deadline after a stall of our own loop (session test double): the peer gets a fresh timeout, a silent one is still closed', async () => {
+    class FakeSession extends EventEmitter {
+      destroyed = false;
+      pings: Array<(err: Error | null) => void> = [];
+      ping(cb: (err: Error | null) => void): boolean {
+        this.pings.push(cb);
+        return true;
+      }
+      destroy(): void {
+        this.destroyed = true;
+      }
+    }
+    const logs: string[] = [];
+    const guard = new ConnectionGuard({ ...DEFAULT_TRANSPORT_LIMITS, pingIntervalMs: 30, pingTimeoutMs: 100 }, createLogger({ write: (l) => logs.push(l) }), () => {});
+    const http2Server = new EventEmitter();
+    guard.watch(http2Server);
+    const answering = new FakeSession();
+    const silent = new FakeSession();
+    http2Server.emit('session', answering);
+    http2Server.emit('session', silent);
+    await waitFor(() => answering.pings.length === 1, 2000);
+    // The loop stalls right after the PING went out, for 4x the timeout; the ACK is read just after.
+    const until = performance.now() + 400;
+    while (performance.now() < until) {
+      // busy
+    }
+    setTimeout(() => answering.pings[0]!(null), 20);
+    await waitFor(() => silent.destroyed, 2000);
+    expect(answering.destroyed).toBe(false);
+    expect(guard.stats().pingTimeouts).toBe(1);
+    answering.emit('close');
+    silent.emit('close');
   });
 });

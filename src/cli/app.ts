@@ -42,6 +42,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     socketPath,
     socketMode: config.socket.mode,
     ...(config.socket.limits ? { limits: config.socket.limits } : {}),
+    ...(config.socket.allowSharedDirectory ? { allowSharedSocketDirectory: true } : {}),
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     log,

@@ -34,6 +34,9 @@ Socket:
   --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else <tmpdir>/sds-server/sds.sock)
   --socket-mode MODE     octal mode of the socket file (default 0660)
   --socket-group GROUP   group (name or gid) owning the socket file (and the socket directory, when created)
+  --allow-shared-socket-dir
+                         start (with a warning) even if other users can write the socket directory,
+                         e.g. a Kubernetes emptyDir shared inside a pod; they could replace the socket
 
 Transport limits (each logs, rate-limited, when it acts):
   --preface-timeout MS   close a connection that sends no HTTP/2 preface within MS (default 5000)
@@ -78,6 +81,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         socket: { type: 'string' },
         'socket-mode': { type: 'string' },
         'socket-group': { type: 'string' },
+        'allow-shared-socket-dir': { type: 'boolean' },
         'preface-timeout': { type: 'string' },
         'max-connections': { type: 'string' },
         'max-streams-per-connection': { type: 'string' },
@@ -128,6 +132,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (socketPath) config.socket.path = socketPath;
   if (v['socket-mode'] !== undefined) config.socket.mode = parseMode(v['socket-mode'], '--socket-mode', check) ?? config.socket.mode;
   if (v['socket-group'] !== undefined) config.socket.group = v['socket-group'];
+  if (v['allow-shared-socket-dir']) config.socket.allowSharedDirectory = true;
   const limits: Array<[string | undefined, string, keyof TransportLimits, number]> = [
     [v['preface-timeout'], '--preface-timeout', 'prefaceTimeoutMs', 1],
     [v['max-connections'], '--max-connections', 'maxConnections', 1],

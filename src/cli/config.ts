@@ -26,7 +26,7 @@ export interface BundleConfig {
 }
 
 export interface ServerConfig {
-  socket: { path?: string; mode: number; group?: string; limits?: Partial<TransportLimits> };
+  socket: { path?: string; mode: number; group?: string; limits?: Partial<TransportLimits>; allowSharedDirectory?: boolean };
   bundleFormat: BundleFormatSetting;
   aliases: AliasNames;
   defaultCertificate?: string;
@@ -232,12 +232,16 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
 
   const socket = check.object(root.socket, 'socket');
   if (socket) {
-    check.unknownKeys(socket, 'socket', ['path', 'mode', 'group']);
+    check.unknownKeys(socket, 'socket', ['path', 'mode', 'group', 'allowSharedDirectory']);
     const p = check.string(socket.path, 'socket.path');
     if (p) config.socket.path = resolvePath(p);
     config.socket.mode = parseMode(socket.mode, 'socket.mode', check) ?? config.socket.mode;
     const group = typeof socket.group === 'number' ? String(socket.group) : check.string(socket.group, 'socket.group');
     if (group) config.socket.group = group;
+    if (socket.allowSharedDirectory !== undefined) {
+      if (typeof socket.allowSharedDirectory === 'boolean') config.socket.allowSharedDirectory = socket.allowSharedDirectory;
+      else check.problem('socket.allowSharedDirectory', 'expected true or false');
+    }
   }
   config.bundleFormat = check.oneOf(root.bundleFormat, 'bundleFormat', BUNDLE_FORMATS) ?? config.bundleFormat;
 

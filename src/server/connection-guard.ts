@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Logger } from '../ops/logger.js';
@@ -50,8 +51,12 @@ const FRAME_TYPE_SETTINGS = 0x4;
 export interface ConnectionGuardStats {
   accepted: number;
   open: number;
+  /** Most connections open at once so far. */
+  peakOpen: number;
   refusedOverLimit: number;
   prefaceTimeouts: number;
+  /** Longest time from accept to close of a connection closed for want of a preface (ms). */
+  longestPrefaceWaitMs: number;
   badPrefaces: number;
   pingTimeouts: number;
   streamLimitReached: number;
@@ -64,10 +69,12 @@ export interface ConnectionGuardStats {
  */
 export class ConnectionGuard {
   private open = 0;
+  private peakOpen = 0;
   private accepted = 0;
   private readonly waiting = new Set<net.Socket>();
   private readonly sessions = new Set<http2.Http2Session>();
   private handingOver: net.Socket | undefined;
+  private longestPrefaceWaitMs = 0;
   private readonly overLimit: RateLimitedWarning;
   private readonly prefaceTimeout: RateLimitedWarning;
   private readonly badPreface: RateLimitedWarning;
@@ -90,8 +97,10 @@ export class ConnectionGuard {
     return {
       accepted: this.accepted,
       open: this.open,
+      peakOpen: this.peakOpen,
       refusedOverLimit: this.overLimit.count,
       prefaceTimeouts: this.prefaceTimeout.count,
+      longestPrefaceWaitMs: this.longestPrefaceWaitMs,
       badPrefaces: this.badPreface.count,
       pingTimeouts: this.pingTimeout.count,
       streamLimitReached: this.streamLimit.count,
@@ -106,6 +115,7 @@ export class ConnectionGuard {
       return;
     }
     this.open++;
+    this.peakOpen = Math.max(this.peakOpen, this.open);
     this.accepted++;
     socket.once('close', () => this.open--);
     this.awaitPreface(socket);
@@ -146,6 +156,7 @@ export class ConnectionGuard {
 
   private awaitPreface(socket: net.Socket): void {
     this.waiting.add(socket);
+    const acceptedAt = performance.now();
     const chunks: Buffer[] = [];
     let length = 0;
     const done = (): void => {
@@ -157,6 +168,7 @@ export class ConnectionGuard {
     const timer = setTimeout(() => {
       done();
       socket.destroy();
+      this.longestPrefaceWaitMs = Math.max(this.longestPrefaceWaitMs, performance.now() - acceptedAt);
       this.prefaceTimeout.warn({ prefaceTimeoutMs: this.limits.prefaceTimeoutMs, bytesReceived: length });
     }, this.limits.prefaceTimeoutMs);
     const onData = (chunk: Buffer): void => {
@@ -194,13 +206,29 @@ export class ConnectionGuard {
     const { pingIntervalMs, pingTimeoutMs } = this.limits;
     if (pingIntervalMs <= 0) return () => {};
     let deadline: NodeJS.Timeout | undefined;
+    let sentAt = 0;
     const close = (): void => {
-      this.pingTimeout.warn({ pingTimeoutMs });
-      session.destroy();
-      socket?.destroy();
+      // Our own event loop stalled (a long synchronous task): the PING may not even have been
+      // written, or its ACK not read. Give the peer a fresh timeout rather than blame it.
+      const late = performance.now() - sentAt - pingTimeoutMs;
+      if (late > Math.max(100, pingTimeoutMs / 2)) {
+        sentAt = performance.now();
+        deadline = setTimeout(close, pingTimeoutMs);
+        deadline.unref();
+        return;
+      }
+      // A timer runs before the socket reads of the same loop turn, which may hold the ACK; look
+      // again once pending I/O has been processed (setImmediate runs after it).
+      setImmediate(() => {
+        if (!deadline || session.destroyed) return;
+        this.pingTimeout.warn({ pingTimeoutMs });
+        session.destroy();
+        socket?.destroy();
+      });
     };
     const interval = setInterval(() => {
       if (deadline || session.destroyed) return;
+      sentAt = performance.now();
       deadline = setTimeout(close, pingTimeoutMs);
       deadline.unref();
       try {
@@ -239,4 +267,37 @@ export function checkPreface(head: Buffer): 'ok' | 'incomplete' | string {
     return 'the preface magic is not followed by a SETTINGS frame';
   }
   return 'ok';
+}
+
+/**
+ * The soft limit on open files of this process (RLIMIT_NOFILE), read from /proc/self/limits;
+ * undefined where that file does not exist.
+ */
+export function openFileSoftLimit(readLimits: () => string = () => readFileSync('/proc/self/limits', 'utf8')): number | undefined {
+  try {
+    const line = readLimits().split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    return soft === undefined || soft === 'unlimited' ? undefined : Number(soft);
+  } catch {
+    return undefined;
+  }
+}
+
+/** File descriptors kept free for everything but client connections (secret files, watchers, admin). */
+export const FD_RESERVE = 256;
+
+/**
+ * The limits to use: `configured` over the defaults, with the default connection cap lowered to
+ * fit the process's open-file limit (less {@link FD_RESERVE}); `note` says what was adjusted or
+ * why the configured cap cannot be reached.
+ */
+export function effectiveLimits(configured: Partial<TransportLimits> | undefined, fdLimit: number | undefined): { limits: TransportLimits; note?: { level: 'info' | 'warn'; msg: string; fields: Record<string, number> } } {
+  const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...configured };
+  if (fdLimit === undefined || limits.maxConnections + FD_RESERVE <= fdLimit) return { limits };
+  const fits = Math.max(1, fdLimit - FD_RESERVE);
+  if (configured?.maxConnections === undefined) {
+    limits.maxConnections = fits;
+    return { limits, note: { level: 'info', msg: 'connection cap lowered to fit the open-file limit (raise ulimit -n for more)', fields: { maxConnections: fits, openFileLimit: fdLimit, reserved: FD_RESERVE } } };
+  }
+  return { limits, note: { level: 'warn', msg: 'maxConnections is above what the open-file limit allows: at the limit, accept and file reads fail with EMFILE', fields: { maxConnections: limits.maxConnections, openFileLimit: fdLimit, fits } } };
 }

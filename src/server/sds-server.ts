@@ -11,7 +11,7 @@ import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
 import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirectory, prepareSocketPath, removeSocket, type BindOptions } from './unix-socket.js';
-import { ConnectionGuard, DEFAULT_TRANSPORT_LIMITS, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
+import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -26,6 +26,12 @@ export interface SdsServerOptions {
   apis?: ApiVersion[];
   /** Connection and stream limits; each unset field takes its default from DEFAULT_TRANSPORT_LIMITS. */
   limits?: Partial<TransportLimits>;
+  /**
+   * Start even if other users can write the socket directory (or one above it), with a warning
+   * instead of SDS_ERR_SOCKET_DIR_UNSAFE: for a directory shared on purpose, such as a Kubernetes
+   * emptyDir that only the pod's containers see.
+   */
+  allowSharedSocketDirectory?: boolean;
   /** Test hook, see BindOptions.afterBind. */
   afterBind?: BindOptions['afterBind'];
 }
@@ -68,7 +74,13 @@ export class SdsServer {
     const mode = this.options.socketMode ?? 0o660;
     const group = this.options.socketGroup;
     await checkSocketPath(socketPath);
-    const { created } = await prepareSocketDirectory(path.dirname(socketPath), { mode, ...(group !== undefined ? { group } : {}) });
+    const { created, groupBlocked, unsafe } = await prepareSocketDirectory(path.dirname(socketPath), {
+      mode,
+      ...(group !== undefined ? { group } : {}),
+      allowShared: this.options.allowSharedSocketDirectory === true,
+    });
+    if (unsafe) log.warn('socket directory is shared (allowed by allowSharedDirectory): other users could replace the socket', { socket: socketPath, problem: unsafe });
+    if (groupBlocked) log.warn('the socket group cannot reach the socket', { socket: socketPath, problem: groupBlocked });
     if (created) log.info('created socket directory', { directory: path.dirname(socketPath), mode: directoryModeFor(mode).toString(8), ...(group !== undefined ? { group } : {}) });
     const { removedStale } = await prepareSocketPath(socketPath);
     if (removedStale) log.info('removed stale socket left by a previous process', { socket: socketPath });
@@ -76,7 +88,8 @@ export class SdsServer {
       log.warn('socket mode lets every local user connect: any of them can take every identity this server serves', { socket: socketPath, mode: mode.toString(8) });
     }
 
-    const limits: TransportLimits = { ...DEFAULT_TRANSPORT_LIMITS, ...this.options.limits };
+    const { limits, note } = effectiveLimits(this.options.limits, openFileSoftLimit());
+    if (note) log[note.level](note.msg, note.fields);
     const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
@@ -132,7 +145,7 @@ export class SdsServer {
       clearTimeout(timer);
     }
     await removeSocket(this.options.socketPath);
-    this.options.log.info('stopped', { socket: this.options.socketPath });
+    this.options.log.info('stopped', { socket: this.options.socketPath, ...(this.guard ? { connections: this.guard.stats() } : {}) });
   }
 }
 

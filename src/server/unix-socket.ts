@@ -34,6 +34,8 @@ export interface SocketDirectoryOptions {
   mode: number;
   /** With a socket group, the directory we create belongs to that group. */
   group?: number;
+  /** Report an unsafe directory in `unsafe` instead of throwing SDS_ERR_SOCKET_DIR_UNSAFE. */
+  allowShared?: boolean;
 }
 
 /**
@@ -47,8 +49,7 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new SdsError(ErrorCode.SocketPathTooLong, `socket path is ${bytes} bytes, over the platform limit of ${MAX_SOCKET_PATH_BYTES} (sun_path): ${socketPath.slice(0, 60)}...; choose a shorter --socket`);
   }
-  if (!path.isAbsolute(socketPath)) return;
-  let probe = path.dirname(socketPath);
+  let probe = path.dirname(path.resolve(socketPath));
   for (;;) {
     try {
       const { type } = await fs.statfs(probe);
@@ -71,7 +72,7 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
  * (`SDS_ERR_SOCKET_DIR_UNSAFE`, naming owner and mode). A directory we create gets mode 0700 plus
  * r-x for the classes the socket mode lets connect, and the socket group when one is given.
  */
-export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean }> {
+export async function prepareSocketDirectory(dir: string, options: SocketDirectoryOptions): Promise<{ created: boolean; groupBlocked?: string; unsafe?: string }> {
   const missing: string[] = [];
   let existing = path.resolve(dir);
   for (;;) {
@@ -86,7 +87,13 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       existing = path.dirname(existing);
     }
   }
-  await checkDirectoryChain(existing);
+  let unsafe: string | undefined;
+  try {
+    await checkDirectoryChain(existing);
+  } catch (err) {
+    if (!(options.allowShared && err instanceof SdsError && err.code === ErrorCode.SocketDirUnsafe)) throw err;
+    unsafe = err.message;
+  }
   // One level at a time: our own parents are private (0755 for the ones above the socket directory).
   for (const [i, d] of missing.entries()) {
     const last = i === missing.length - 1;
@@ -98,7 +105,15 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
     }
   }
-  return { created: missing.length > 0 };
+  if (missing.length === 0 && options.group !== undefined) {
+    // An existing directory is left as it is; say so when it keeps the socket group out.
+    const st = await fs.stat(dir);
+    const groupPasses = st.gid === options.group ? (st.mode & 0o010) !== 0 : (st.mode & 0o001) !== 0;
+    if (!groupPasses) {
+      return { created: false, ...(unsafe ? { unsafe } : {}), groupBlocked: `directory ${dir} (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}) does not let group ${options.group} through; members of that group will get EACCES` };
+    }
+  }
+  return { created: missing.length > 0, ...(unsafe ? { unsafe } : {}) };
 }
 
 /** The mode of a socket directory we create for a socket of mode `socketMode` (0660 -> 0750). */
