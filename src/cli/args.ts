@@ -4,6 +4,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import {
+  describe,
+  pastedContentProblem,
   BUNDLE_FORMATS,
   ConfigChecker,
   LOG_FORMATS,
@@ -19,6 +21,7 @@ import {
 import { X509Certificate } from 'node:crypto';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { splitPem } from '../x509/pem.js';
+import { MAX_SECRET_FILE_BYTES } from '../sources/read-secret-file.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 
 export const USAGE = `Usage: sds-server [options]
@@ -83,7 +86,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       },
     });
   } catch (err) {
-    throw new SdsError(ErrorCode.ConfigInvalid, `${(err as Error).message}\n\n${USAGE}`);
+    throw new SdsError(ErrorCode.ConfigInvalid, `${describeArgsError(err)}\n\n${USAGE}`);
   }
   const v = parsed.values;
   if (v.help) return { kind: 'help' };
@@ -91,6 +94,12 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 
   const check = new ConfigChecker('command line');
   let config: ServerConfig;
+  // A path holding file content (a pasted PEM key) is refused before it is used or echoed anywhere.
+  const pathArgs: [string, string | undefined][] = [['--config', v.config], ['--cert', v.cert], ['--key', v.key], ['--socket', v.socket], ['--data-dir', v['data-dir']], ...(v.ca ?? []).map((c, i): [string, string] => [`--ca[${i}]`, c])];
+  for (const [flag, value] of pathArgs) {
+    const pasted = value === undefined ? undefined : pastedContentProblem(value);
+    if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
+  }
   if (v.config !== undefined) {
     let text: string;
     try {
@@ -121,13 +130,34 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (v.admin !== undefined) config.admin = parseAddress(v.admin, '--admin', check) ?? config.admin;
   if (v['poll-interval'] !== undefined) {
     const ms = Number(v['poll-interval']);
-    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${JSON.stringify(v['poll-interval'])}`);
+    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${describe(v['poll-interval'])}`);
     else config.watch.pollIntervalMs = ms;
   }
   if (check.problems.length > 0) {
     throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - ${check.problems.join('\n  - ')}`);
   }
   return { kind: 'run', config, ...(v.config !== undefined ? { configFile: v.config } : {}) };
+}
+
+/**
+ * A node:util parseArgs error without the argument it quotes (an argument starting with `--` may be
+ * a pasted `-----BEGIN ... PRIVATE KEY-----`): the option name is kept only when it is a plain flag.
+ */
+function describeArgsError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const quoted = /'([^']*)'/.exec(message)?.[1]?.replace(/ <value>$/, '');
+  const shown = quoted === undefined ? '' : /^-{1,2}[A-Za-z][A-Za-z0-9-]{0,40}$/.test(quoted) ? ` ${quoted}` : ` (an argument of ${quoted.length} characters)`;
+  const code = (err as { code?: unknown }).code;
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option${shown}`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument${shown}; every value belongs to an option`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return `option${shown} is missing its value, or takes none`;
+    default:
+      return 'the command line cannot be parsed';
+  }
 }
 
 /**
@@ -142,13 +172,13 @@ function quickMode(
 ): void {
   let spiffeId = q.spiffeId;
   if (spiffeId !== undefined && !parseSpiffeId(spiffeId)?.path) {
-    check.problem('--spiffe-id', `${JSON.stringify(spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+    check.problem('--spiffe-id', 'is not a workload SPIFFE ID (spiffe://trust-domain/path)');
     return;
   }
   spiffeId ??= spiffeIdInFile(q.cert);
   let trustDomain = q.trustDomain;
   if (trustDomain !== undefined && !isTrustDomainName(trustDomain)) {
-    check.problem('--trust-domain', `${JSON.stringify(trustDomain)} is not a valid trust domain name`);
+    check.problem('--trust-domain', 'is not a valid trust domain name (like example.org)');
     return;
   }
   trustDomain ??= spiffeId ? parseSpiffeId(spiffeId)?.trustDomain : undefined;
@@ -171,12 +201,12 @@ function embeddedDefaults(
 ): void {
   const hasFiles = config.certificates.length > 0 || config.bundles.length > 0;
   const id = f.spiffeId !== undefined ? parseSpiffeId(f.spiffeId) : undefined;
-  if (f.spiffeId !== undefined && (!id || id.path === '')) check.problem('--spiffe-id', `${JSON.stringify(f.spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
-  if (f.trustDomain !== undefined && !isTrustDomainName(f.trustDomain)) check.problem('--trust-domain', `${JSON.stringify(f.trustDomain)} is not a valid trust domain name`);
+  if (f.spiffeId !== undefined && (!id || id.path === '')) check.problem('--spiffe-id', 'is not a workload SPIFFE ID (spiffe://trust-domain/path)');
+  if (f.trustDomain !== undefined && !isTrustDomainName(f.trustDomain)) check.problem('--trust-domain', 'is not a valid trust domain name (like example.org)');
   let lifetimeSeconds: number | undefined;
   if (f.lifetime !== undefined) {
     lifetimeSeconds = parseDurationSeconds(f.lifetime);
-    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${JSON.stringify(f.lifetime)}`);
+    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${describe(f.lifetime)}`);
   }
   const trustDomain = id?.trustDomain ?? f.trustDomain;
   if (trustDomain) config.ca.trustDomain = trustDomain;
@@ -203,6 +233,9 @@ export function defaultDataDir(env: NodeJS.ProcessEnv, trustDomain: string): str
 
 function spiffeIdInFile(certFile: string): string | undefined {
   try {
+    // Same cap as the file source: an oversized or special file is left for it to report.
+    const stats = fs.statSync(certFile);
+    if (!stats.isFile() || stats.size > MAX_SECRET_FILE_BYTES) return undefined;
     const [leaf] = splitPem(fs.readFileSync(certFile, 'utf8')).filter((b) => b.label === 'CERTIFICATE');
     return leaf ? describeCertificate(new X509Certificate(leaf.der)).spiffeId : undefined;
   } catch {
