@@ -136,6 +136,47 @@ describe('the sds-server program', () => {
     expect(await r.exited).toBe(0);
   });
 
+  it('quick mode whose files appear after start holds requests for the SPIFFE ID and the trust-domain ID, then answers them (issue 10)', async () => {
+    const socketPath = path.join(dir, 'sds.sock');
+    const later = path.join(dir, 'later');
+    const files = { cert: path.join(later, 'tls.crt'), key: path.join(later, 'tls.key'), ca: path.join(later, 'ca.crt') };
+    const r = run(['--cert', files.cert, '--key', files.key, '--ca', files.ca, '--socket', socketPath, '--poll-interval', '200']);
+    running.push(r);
+    await waitForLine(r, /some secrets are not available yet/);
+    const client = new SdsTestClient(socketPath);
+    const streams = [FRONT, 'spiffe://example.org'].map((name) => {
+      const stream = client.stream();
+      stream.send({ node: envoyNode(), resource_names: [name], type_url: client.typeUrl });
+      return stream;
+    });
+    // Held, not refused as unknown (SDS_ERR_UNKNOWN_SECRET ended these streams before).
+    for (const stream of streams) expect(await stream.nothingWithin(300)).toBe(true);
+
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.mkdir(later);
+    await fs.writeFile(files.ca, ca.certPem);
+    await fs.writeFile(files.key, leaf.keyPem);
+    await fs.writeFile(files.cert, leaf.chainPem);
+    const [certStream, bundleStream] = streams as [(typeof streams)[0], (typeof streams)[0]];
+    const certSecret = decodeSecret((await certStream.next(5000)).resources[0]!);
+    expect(certSecret.name).toBe(FRONT);
+    expect(new X509Certificate(certSecret.tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(leaf.serialNumber);
+    const bundleSecret = decodeSecret((await bundleStream.next(5000)).resources[0]!);
+    expect(bundleSecret.name).toBe('spiffe://example.org');
+    // The SPIFFE validator, with the trust domain taken from the certificate once it was read.
+    const validator = bundleSecret.validation_context?.custom_validator_config;
+    expect(validator?.name).toBe('envoy.tls.cert_validator.spiffe');
+    const config = Buffer.from(validator?.typed_config?.value ?? []).toString('latin1');
+    expect(config).toContain('example.org');
+    expect(config).toContain(ca.certPem.trim());
+    for (const stream of streams) stream.end();
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+    expect(r.lines.join('\n')).not.toContain('PRIVATE KEY');
+  });
+
   it('issues from the embedded CA with nothing configured, keeps its root in the data dir, and rolls it on SIGUSR2', async () => {
     const socketPath = path.join(dir, 'sds.sock');
     const dataDir = path.join(dir, 'ca');

@@ -7,14 +7,34 @@ describe('SecretStore', () => {
     const store = new SecretStore();
     store.declare('a', 'tls-certificate');
     expect(store.resolve('a').kind).toBe('pending');
-    expect(store.resolve('spiffe://example.org/x').kind).toBe('pending');
+    expect(store.resolve('other').kind).toBe('pending');
     const seen: string[] = [];
-    store.watch('spiffe://example.org/x', (n) => seen.push(n));
+    store.watch('other', (n) => seen.push(n));
     store.markSettled();
-    expect(store.resolve('spiffe://example.org/x').kind).toBe('unknown');
-    expect(seen).toEqual(['spiffe://example.org/x']);
+    expect(store.resolve('other').kind).toBe('unknown');
+    expect(seen).toEqual(['other']);
     store.publish('a', (await tlsValue(await rootCa('example.org'), 'spiffe://example.org/a')).value);
     expect(store.resolve('a').kind).toBe('ready');
+  });
+
+  // Issue 10: quick mode with files missing at start names its secrets `default` and `ROOTCA`; Envoy
+  // asks by SPIFFE ID and trust-domain ID, which are learned only once the files are read.
+  it.each([
+    ['a SPIFFE ID while a certificate has not loaded', 'spiffe://example.org/a', 'tls-certificate', 'spiffe://example.org/a', 'ready'],
+    ['a trust-domain ID while a bundle has not loaded', 'spiffe://example.org', 'trust-bundle', 'spiffe://example.org', 'ready'],
+    ['a SPIFFE ID the loaded certificate does not have', 'spiffe://example.org/x', 'tls-certificate', 'spiffe://example.org/a', 'unknown'],
+  ] as const)('holds %s (pending after settling), then resolves it and notifies', async (_what, asked, kind, learned, after) => {
+    const ca = await rootCa('example.org');
+    const store = new SecretStore();
+    store.declare('secret', kind);
+    store.markSettled();
+    const seen: string[] = [];
+    store.watch(asked, (n) => seen.push(n));
+    expect(store.resolve(asked).kind).toBe('pending');
+    expect(store.resolve('not-a-spiffe-name').kind).toBe('unknown');
+    store.publish('secret', kind === 'tls-certificate' ? (await tlsValue(ca, learned)).value : bundleValue('example.org', ca));
+    expect(store.resolve(asked).kind).toBe(after);
+    expect(seen).toEqual([asked]);
   });
 
   it('learns the SPIFFE ID and trust-domain ID as names, and notifies alias watchers on publish', async () => {

@@ -52,7 +52,13 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     sources.push(
       new FileSource({
         tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
-        bundles: config.bundles.map((b) => ({ name: b.name, caFiles: b.ca, names: b.names, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}) })),
+        bundles: config.bundles.map((b) => ({
+          name: b.name,
+          caFiles: b.ca,
+          names: b.names,
+          ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}),
+          ...(b.trustDomainFromCertificate ? { trustDomainFromCertificate: b.trustDomainFromCertificate } : {}),
+        })),
         publisher: store,
         log,
         debounceMs: config.watch.debounceMs,

@@ -163,7 +163,9 @@ function describeArgsError(err: unknown): string {
 /**
  * `--cert --key [--ca]`: one identity and its bundle. The identity is named by --spiffe-id, else by
  * the certificate's own SPIFFE ID when readable now, else `default` (the SPIFFE ID is still learned
- * as an alias once the file is readable). The bundle takes the trust domain the same way.
+ * as an alias once the file is readable). The bundle takes the trust domain the same way: from
+ * --trust-domain, the certificate readable now, or, when the files appear later, the certificate
+ * once it is read (the bundle waits for it, and requests for either SPIFFE name are held meanwhile).
  */
 function quickMode(
   config: ServerConfig,
@@ -185,7 +187,9 @@ function quickMode(
   config.certificates.push({ name: spiffeId ?? config.aliases.defaultCertificate, cert: q.cert, key: q.key, names: [] });
   if (q.ca.length > 0) {
     const name = trustDomain ? `spiffe://${trustDomain}` : config.aliases.rootBundle;
-    config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : {}) });
+    // Trust domain unknown until the certificate is read: the bundle takes it from the certificate.
+    const certName = config.certificates.at(-1)?.name ?? config.aliases.defaultCertificate;
+    config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : { trustDomainFromCertificate: certName }) });
   }
 }
 

@@ -21,6 +21,8 @@ export interface BundleConfig {
   name: string;
   ca: string[];
   trustDomain?: string;
+  /** Quick mode: take the trust domain from this certificate's SPIFFE ID once it is read. */
+  trustDomainFromCertificate?: string;
   names: string[];
 }
 
