@@ -177,6 +177,30 @@ describe('the sds-server program', () => {
     expect(r.lines.join('\n')).not.toContain('PRIVATE KEY');
   });
 
+  it('a directory where a file is expected: warn lines with the path (file source), a coded start-up error naming it (embedded CA files) (issue 10)', async () => {
+    const certDir = path.join(dir, 'tls.crt');
+    await fs.mkdir(certDir);
+    const config = path.join(dir, 'sds.yaml');
+    await fs.writeFile(config, ['certificates:', `  - name: ${FRONT}`, '    cert: tls.crt', '    key: tls.key'].join('\n'));
+    const r = run(['--config', config, '--socket', path.join(dir, 'sds.sock')]);
+    running.push(r);
+    await waitForLine(r, /some secrets are not available yet/);
+    const records = r.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const notFile = records.find((x) => x.code === 'SDS_ERR_NOT_A_FILE');
+    expect(notFile).toMatchObject({ level: 'warn', message: `${certDir}: is a directory, not a regular file` });
+    expect(records.find((x) => x.msg === 'serving; some secrets are not available yet')?.level).toBe('warn');
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+
+    const caConfig = path.join(dir, 'ca.yaml');
+    await fs.writeFile(caConfig, ['ca:', '  embedded:', '    caCert: tls.crt', '    caKey: tls.crt', 'identities:', `  - spiffeId: ${FRONT}`].join('\n'));
+    const ca = run(['--config', caConfig, '--socket', path.join(dir, 'ca.sock')]);
+    running.push(ca);
+    expect(await ca.exited).not.toBe(0);
+    const failure = ca.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((x) => x.msg === 'could not start');
+    expect(failure).toMatchObject({ level: 'error', code: 'SDS_ERR_NOT_A_FILE', error: `${certDir}: is a directory, not a regular file` });
+  }, 40_000);
+
   it('issues from the embedded CA with nothing configured, keeps its root in the data dir, and rolls it on SIGUSR2', async () => {
     const socketPath = path.join(dir, 'sds.sock');
     const dataDir = path.join(dir, 'ca');

@@ -104,7 +104,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     throw err;
   }
   const report = status();
-  log.info(report.ready ? 'all secrets ready' : 'serving; some secrets are not available yet', {
+  // Warn, not info, when a secret is in error (e.g. a directory where a file is expected): the
+  // server would otherwise wait with nothing above info level saying why.
+  const inError = report.secrets.some((s) => s.state === 'error');
+  log[inError ? 'warn' : 'info'](report.ready ? 'all secrets ready' : 'serving; some secrets are not available yet', {
     secrets: report.secrets.map((s) => ({ name: s.name, aliases: s.aliases, state: s.state, ...(s.lastError ? { error: s.lastError.message } : {}) })),
   });
 

@@ -4,7 +4,7 @@
  */
 import { constants, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, fail, ok, type Result } from '../ops/errors.js';
+import { ErrorCode, SdsError, fail, ok, type Result } from '../ops/errors.js';
 
 /**
  * Largest secret file read, in bytes (1 MiB). A certificate chain or bundle is a few KiB; a real
@@ -43,6 +43,13 @@ export async function readSecretFile(file: string, maxBytes: number = MAX_SECRET
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/** {@link readSecretFile} for start-up reads: throws an SdsError naming the file instead. */
+export async function readSecretFileOrThrow(file: string): Promise<string> {
+  const result = await readSecretFile(file);
+  if (!result.ok) throw new SdsError(result.problem.code, result.problem.message);
+  return result.value;
 }
 
 function tooLarge(file: string, size: string, maxBytes: number): Result<string> {
