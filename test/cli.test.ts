@@ -201,6 +201,60 @@ describe('the sds-server program', () => {
     expect(failure).toMatchObject({ level: 'error', code: 'SDS_ERR_NOT_A_FILE', error: `${certDir}: is a directory, not a regular file` });
   }, 40_000);
 
+  it('a short-lived certificate: warned before expiry, withheld from new streams once expired, /ready 503 saying why, a log line when it expires (issue 10)', async () => {
+    const config = path.join(dir, 'sds.yaml');
+    await fs.writeFile(config, ['certificates:', `  - name: ${FRONT}`, '    cert: tls.crt', '    key: tls.key', 'expiryWarning: 1h', 'admin:', '  address: 127.0.0.1:0', 'watch:', '  pollIntervalMs: 0'].join('\n'));
+    const socketPath = path.join(dir, 'sds.sock');
+    const r = run(['--config', config, '--socket', socketPath]);
+    running.push(r);
+    const admin = (JSON.parse(await waitForLine(r, /admin listening/)) as { address: string }).address;
+    await waitForLine(r, /some secrets are not available yet/);
+    // Written once the program runs (its start-up time varies): whole-second X.509 times put notAfter
+    // 3-4 s from now. Lifetime ~65 s, so the warning window is its last third (~21 s, shorter than
+    // expiryWarning: 1h): warned from the start.
+    const ca = await rootCa('example.org');
+    const now = Date.now();
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT, notBefore: new Date(now - 60_000), notAfter: new Date(now + 4_000) });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
+    await waitForLine(r, /secret updated/);
+    const get = async (p: string): Promise<{ status: number; json: Record<string, any> }> => {
+      const res = await fetch(`http://${admin}${p}`);
+      return { status: res.status, json: (await res.json()) as Record<string, any> };
+    };
+
+    const soon = JSON.parse(await waitForLine(r, /certificate expires soon/)) as Record<string, unknown>;
+    expect(soon).toMatchObject({ level: 'warn', code: 'SDS_ERR_CERT_EXPIRING_SOON', name: FRONT, serial: leaf.serialNumber });
+    const before = await get('/status');
+    expect(before.json.secrets[0].warnings[0].code).toBe('SDS_ERR_CERT_EXPIRING_SOON');
+    expect((await get('/ready')).status).toBe(200);
+
+    const expired = JSON.parse(await waitForLine(r, /certificate expired/, 10_000)) as Record<string, unknown>;
+    expect(expired).toMatchObject({ level: 'error', code: 'SDS_ERR_CERT_EXPIRED', name: FRONT, serial: leaf.serialNumber });
+    const ready = await get('/ready');
+    expect(ready.status).toBe(503);
+    expect(ready.json.notReady).toEqual([{ name: FRONT, state: 'expired', lastError: { code: 'SDS_ERR_CERT_EXPIRED', message: expect.stringContaining('has expired') } }]);
+    expect((await get('/status')).json.secrets[0].state).toBe('expired');
+
+    // New streams do not get it: Fetch says not ready, a stream waits...
+    const client = new SdsTestClient(socketPath);
+    await expect(client.fetch({ node: envoyNode(), resource_names: [FRONT] })).rejects.toThrow(/SDS_ERR_SECRET_NOT_READY/);
+    const stream = client.stream();
+    stream.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    expect(await stream.nothingWithin(300)).toBe(true);
+    // ...until a renewed certificate is written.
+    const renewed = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), renewed.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), renewed.chainPem);
+    const res = await stream.next(5000);
+    expect(new X509Certificate(decodeSecret(res.resources[0]!).tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(renewed.serialNumber);
+    expect((await get('/ready')).status).toBe(200);
+    stream.end();
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+  }, 30_000);
+
   it('issues from the embedded CA with nothing configured, keeps its root in the data dir, and rolls it on SIGUSR2', async () => {
     const socketPath = path.join(dir, 'sds.sock');
     const dataDir = path.join(dir, 'ca');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SecretStore } from '../src/secrets/store.js';
+import { DEFAULT_EXPIRY_WARNING_MS, expiryState } from '../src/secrets/expiry.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 
 describe('SecretStore', () => {
@@ -72,5 +73,35 @@ describe('SecretStore', () => {
     if (all.kind !== 'ready' || all.entry.value.kind !== 'trust-bundle') return;
     expect(all.entry.value.bundles).toHaveLength(1);
     expect(all.entry.value.bundles[0]?.rootsPem).toEqual([a.certPem, b.certPem]);
+  });
+
+  it('stops handing out a certificate at its notAfter (resolves pending, as if not published) until a renewed one', async () => {
+    const ca = await rootCa('example.org');
+    let now = new Date();
+    const store = new SecretStore({ now: () => now });
+    const { value } = await tlsValue(ca, 'spiffe://example.org/a');
+    store.publish('a', value);
+    expect(store.resolve('a').kind).toBe('ready');
+    expect(store.resolve('spiffe://example.org/a').kind).toBe('ready');
+    now = new Date(value.leaf.notAfter.getTime());
+    expect(store.resolve('a').kind).toBe('pending');
+    expect(store.resolve('spiffe://example.org/a').kind).toBe('pending');
+    now = new Date(value.leaf.notAfter.getTime() - 1);
+    expect(store.resolve('a').kind).toBe('ready');
+  });
+});
+
+describe('expiry policy', () => {
+  const cert = (lifetimeMs: number, leftMs: number) => ({ notBefore: new Date(1e12 - (lifetimeMs - leftMs)), notAfter: new Date(1e12 + leftMs) });
+  const at = new Date(1e12);
+  const H = 3_600_000;
+  it.each([
+    ['90-day certificate, 2 days left', 90 * 24 * H, 48 * H, 'valid'],
+    ['90-day certificate, 23 h left (inside 24h)', 90 * 24 * H, 23 * H, 'expiring'],
+    ['1 h CA certificate at its renewal point (30 min left)', H, 0.5 * H, 'valid'],
+    ['1 h CA certificate, 19 min left (last third)', H, 19 * 60_000, 'expiring'],
+    ['any certificate at notAfter', H, 0, 'expired'],
+  ] as const)('%s: %s', (_what, lifetime, left, state) => {
+    expect(expiryState(cert(lifetime, left), at, DEFAULT_EXPIRY_WARNING_MS)).toBe(state);
   });
 });

@@ -9,6 +9,7 @@ import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, type StatusReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
+import { ExpiryWatch } from '../ops/expiry-watch.js';
 import type { ServerConfig } from './config.js';
 
 export interface RunningApp {
@@ -71,7 +72,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   let ca: CaSource | undefined;
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport => buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats });
+  const status = (): StatusReport =>
+    buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
+  const expiry = new ExpiryWatch(store, log, config.expiryWarningMs);
+  expiry.start();
   try {
     if (config.identities.length > 0) {
       const c = config.ca;
@@ -99,6 +103,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       adminAddress = `${address.address}:${address.port}`;
     }
   } catch (err) {
+    expiry.stop();
     for (const s of sources) await s.close();
     await server.stop(0);
     throw err;
@@ -128,6 +133,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     },
     stop: async () => {
       await admin?.stop();
+      expiry.stop();
       for (const s of sources) await s.close();
       await server.stop();
     },

@@ -5,6 +5,7 @@ import type { LogFormat, LogLevel } from '../ops/logger.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
+import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
 
 /**
  * The server configuration, as read from YAML (`--config`) and command-line flags.
@@ -33,6 +34,11 @@ export interface ServerConfig {
   defaultCertificate?: string;
   rootBundle?: string;
   watch: { debounceMs: number; pollIntervalMs: number };
+  /**
+   * Warn this long (ms) before a served certificate expires, or in the last third of its lifetime
+   * if that is shorter (config `expiryWarning`, a duration; default 24h). See src/secrets/expiry.ts.
+   */
+  expiryWarningMs: number;
   log: { format: LogFormat; level: LogLevel };
   admin?: { host: string; port: number };
   certificates: CertificateConfig[];
@@ -86,6 +92,7 @@ export function defaultConfig(): ServerConfig {
     bundleFormat: 'auto',
     aliases: { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'ALL' },
     watch: { debounceMs: DEFAULTS.debounceMs, pollIntervalMs: DEFAULTS.pollIntervalMs },
+    expiryWarningMs: DEFAULT_EXPIRY_WARNING_MS,
     log: { format: 'json', level: 'info' },
     certificates: [],
     bundles: [],
@@ -240,7 +247,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const resolvePath = (p: string): string => path.resolve(base, p);
   const root = check.object(doc ?? {}, '(top level)');
   if (!root) throw configError(check);
-  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
+  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'expiryWarning', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
 
   const socket = check.object(root.socket, 'socket');
   if (socket) {
@@ -276,6 +283,11 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     check.unknownKeys(watch, 'watch', ['debounceMs', 'pollIntervalMs']);
     config.watch.debounceMs = check.integer(watch.debounceMs, 'watch.debounceMs', 0) ?? config.watch.debounceMs;
     config.watch.pollIntervalMs = check.integer(watch.pollIntervalMs, 'watch.pollIntervalMs', 0) ?? config.watch.pollIntervalMs;
+  }
+  if (root.expiryWarning !== undefined) {
+    const seconds = parseDurationSeconds(root.expiryWarning);
+    if (seconds === undefined) check.problem('expiryWarning', `expected a duration such as "24h", "30m" or 3600, got ${describe(root.expiryWarning)}`);
+    else config.expiryWarningMs = seconds * 1000;
   }
   const log = check.object(root.log, 'log');
   if (log) {

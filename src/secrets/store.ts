@@ -140,6 +140,9 @@ export class SecretStore implements SecretCatalog {
     const canonical = this.canonicalOf(name);
     if (canonical !== undefined) {
       const entry = this.entries.get(canonical);
+      // An expired certificate is never handed out (streams that hold it keep it until replaced):
+      // the name waits for a renewed one, as if not published yet.
+      if (entry && isExpired(entry, this.now())) return { kind: 'pending' };
       return entry ? { kind: 'ready', entry } : { kind: 'pending' };
     }
     if (!this.settled || this.mayStillBeLearned(name)) return { kind: 'pending' };
@@ -294,6 +297,11 @@ export class SecretStore implements SecretCatalog {
     }
     return undefined;
   }
+}
+
+/** True for a certificate entry at or past its leaf's notAfter. */
+export function isExpired(entry: SecretEntry, now: Date): boolean {
+  return entry.value.kind === 'tls-certificate' && now.getTime() >= entry.value.leaf.notAfter.getTime();
 }
 
 /** A short content hash: the version Envoy sees in version_info and Delta resource versions. */
