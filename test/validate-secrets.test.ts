@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, type Problem, type Result } from '../src/ops/errors.js';
 import { validateTlsCertificate, type TlsCertificateInput } from '../src/secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../src/secrets/validate-trust-bundle.js';
+import { checkLeafInBundle } from '../src/secrets/validate-leaf-in-bundle.js';
 import {
   createIntermediateCa,
   createRootCa,
@@ -394,5 +395,29 @@ describe('key material in problems', () => {
       // Not even fragments: no long base64-looking run at all.
       expect(p.message).not.toMatch(/[A-Za-z0-9+/]{40,}/);
     }
+  });
+});
+
+describe('checkLeafInBundle', () => {
+  const bundle = (name: string, trustDomain: string, ...cas: CertificateAuthority[]) => ({
+    name,
+    value: { kind: 'trust-bundle' as const, bundles: [{ trustDomain, rootsPem: cas.map((c) => c.certPem), roots: [] }] },
+  });
+  const value = (l: IssuedLeaf) => okValue(tls({ certificateChainPem: l.chainPem, privateKeyPem: l.keyPem })).value;
+
+  it('accepts a chain through an intermediate to a root of its own trust domain bundle; ignores other trust domains and leaves without a SPIFFE ID', async () => {
+    const otherRoot = await createRootCa({ trustDomain: 'example.org', commonName: 'Other Root' });
+    expect(checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot, root)])).toBeUndefined();
+    expect(checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://partner.test', 'partner.test', otherRoot)])).toBeUndefined();
+    const noId = await issueLeaf(inter, { dnsNames: ['web.example'] });
+    expect(checkLeafInBundle(value(noId), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot)])).toBeUndefined();
+  });
+
+  it('warns when the chain reaches no root of its trust domain bundle, naming the issuer, the bundle and its roots', async () => {
+    const otherRoot = await createRootCa({ trustDomain: 'example.org', commonName: 'Other Root' });
+    const problem = checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot)]);
+    expect(problem?.code).toBe(ErrorCode.LeafNotInBundle);
+    expect(problem?.message).toContain(`${CERT_FILE}: leaf ${leaf.serialNumber} (${SPIFFE_ID}) is issued by CN=Example Intermediate via 1 intermediate(s) up to CN=Example Root`);
+    expect(problem?.message).toContain('not a root of bundle spiffe://example.org (trust domain example.org; roots: CN=Other Root)');
   });
 });

@@ -15,6 +15,7 @@ import type { SecretValue, TlsCertificateValue, TrustBundleValue } from '../secr
 import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
+import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
 import { readSecretFile } from './read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
@@ -80,6 +81,8 @@ interface Tracked {
   lastLoggedProblem?: string;
   /** The value last accepted (published or unchanged). */
   value?: SecretValue;
+  /** Certificates: the leaf does not chain to its trust domain's bundle (served anyway). */
+  bundleWarning?: Problem;
 }
 
 const DEFAULT_DEBOUNCE_MS = 50;
@@ -146,7 +149,7 @@ export class FileSource implements SecretSource {
     return this.tracked.map((t) => ({
       ...t.status,
       files: [...t.status.files],
-      warnings: [...t.status.warnings],
+      warnings: [...(t.bundleWarning ? [t.bundleWarning] : []), ...t.status.warnings],
       ...(t.status.lastError ? { lastError: { ...t.status.lastError } } : {}),
     }));
   }
@@ -265,6 +268,23 @@ export class FileSource implements SecretSource {
     return readBundle(source.spec, now);
   }
 
+  /**
+   * Compares every served leaf with the bundles of its trust domain (after any certificate or
+   * bundle is accepted); a new mismatch is logged at warn level once, and shown in its status.
+   */
+  private checkLeavesInBundles(): void {
+    const bundles: NamedBundle[] = [];
+    for (const b of this.tracked) if (b.value?.kind === 'trust-bundle') bundles.push({ name: b.name, value: b.value });
+    for (const t of this.tracked) {
+      if (t.value?.kind !== 'tls-certificate') continue;
+      const problem = checkLeafInBundle(t.value, t.files[0] ?? t.name, bundles);
+      if (problem && problem.message !== t.bundleWarning?.message) {
+        this.log.warn('certificate does not chain to the bundle of its trust domain; serving it anyway', { name: t.name, code: problem.code, message: problem.message, files: t.files });
+      }
+      t.bundleWarning = problem;
+    }
+  }
+
   /** Re-reads bundles that take their trust domain from `t` when that trust domain changed. */
   private refreshDependentBundles(t: Tracked, previous: SecretValue | undefined): void {
     if (trustDomainOf(previous) === trustDomainOf(t.value)) return;
@@ -286,6 +306,7 @@ export class FileSource implements SecretSource {
     status.warnings = warnings;
     t.lastLoggedProblem = undefined;
     if (entry || status.lastChangeAt === undefined) status.lastChangeAt = entry?.updatedAt ?? this.now();
+    this.checkLeavesInBundles();
     if (!entry && !recovered) return; // an ordinary re-read of unchanged files
     const fields = { name: t.name, version: status.version, files: t.files, ...describeValue(value) };
     if (entry) this.log.info('secret updated', fields);
