@@ -119,4 +119,28 @@ describe('admin endpoint: /healthz, /ready, /status', () => {
     expect(after.warnings).toEqual([]);
     expect(logs.lines.join('\n')).not.toContain('PRIVATE KEY');
   });
+
+  it('/status and /ready never show file content: a key file given as the certificate, and a key pasted as a path (refused at config) (issue 10)', async () => {
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    const config = defaultConfig();
+    config.socket.path = path.join(dir, 'sds.sock');
+    config.admin = { host: '127.0.0.1', port: 0 };
+    config.watch.pollIntervalMs = 0;
+    // The key file where the certificate should be (and as the CA file).
+    config.certificates = [{ name: FRONT, cert: path.join(dir, 'tls.key'), key: path.join(dir, 'tls.key'), names: [] }];
+    config.bundles = [{ name: TD, ca: [path.join(dir, 'tls.key')], trustDomain: 'example.org', names: [] }];
+    app = await startApp(config, silentLogger);
+    const keyLines = leaf.keyPem.split('\n').filter((l) => l && !l.startsWith('-----'));
+    for (const p of ['/status', '/ready']) {
+      const { text } = await get(p);
+      expect(text).toContain(path.join(dir, 'tls.key'));
+      expect(text).not.toContain('PRIVATE KEY');
+      for (const line of keyLines) expect(text).not.toContain(line.slice(0, 16));
+    }
+    const { parseConfigFile } = await import('../src/cli/config.js');
+    const yaml = `certificates:\n  - name: ${FRONT}\n    cert: tls.crt\n    key: ${JSON.stringify(leaf.keyPem)}\n`;
+    expect(() => parseConfigFile(yaml, path.join(dir, 'sds.yaml'))).toThrow(/certificates\[0\]\.key: contains a PEM block/);
+  });
 });
