@@ -379,6 +379,9 @@ describe('keys where they must not be (issue 10)', () => {
     ['--config=<key>', (k: string) => [`--config=${k}`]],
     ['<key> as an argument', (k: string) => [k]],
     ['<key> as a positional after --', (k: string) => ['--', k]],
+    ['--socket-group <key>', (k: string) => [`--socket-group=${k}`]],
+    ['--spiffe-id <key>', (k: string) => [`--spiffe-id=${k}`]],
+    ['--admin <key>', (k: string) => [`--admin=${k}`]],
   ])('command line with %s: config error, key never quoted', (_what, argv) => {
     const message = configError(argv(key));
     expect(message).toContain('SDS_ERR_CONFIG_INVALID');

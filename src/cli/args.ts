@@ -94,11 +94,14 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 
   const check = new ConfigChecker('command line');
   let config: ServerConfig;
-  // A path holding file content (a pasted PEM key) is refused before it is used or echoed anywhere.
-  const pathArgs: [string, string | undefined][] = [['--config', v.config], ['--cert', v.cert], ['--key', v.key], ['--socket', v.socket], ['--data-dir', v['data-dir']], ...(v.ca ?? []).map((c, i): [string, string] => [`--ca[${i}]`, c])];
-  for (const [flag, value] of pathArgs) {
-    const pasted = value === undefined ? undefined : pastedContentProblem(value);
-    if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
+  // A value holding file content (a pasted PEM key) is refused before it is used or echoed anywhere.
+  for (const [option, raw] of Object.entries(v)) {
+    const values = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+    values.forEach((value, i) => {
+      const pasted = pastedContentProblem(value);
+      const flag = `--${option}${values.length > 1 ? `[${i}]` : ''}`;
+      if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
+    });
   }
   if (v.config !== undefined) {
     let text: string;
