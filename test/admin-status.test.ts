@@ -5,7 +5,8 @@ import path from 'node:path';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
 import { silentLogger } from '../src/ops/logger.js';
-import { issueLeaf } from '../src/x509/issue.js';
+import { createRootCa, issueLeaf } from '../src/x509/issue.js';
+import { captureLogs } from './helpers/files.js';
 import { rootCa } from './helpers/identities.js';
 import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
 
@@ -79,5 +80,67 @@ describe('admin endpoint: /healthz, /ready, /status', () => {
     expect((await get('/ready')).status).toBe(200);
     s.end();
     client.close();
+  });
+
+  it('a leaf that does not chain to its trust domain bundle is served, with a warning in the log and /status naming its issuer and the bundle (issue 10)', async () => {
+    const [caA, caB] = [await createRootCa({ trustDomain: 'example.org', commonName: 'Root A' }), await createRootCa({ trustDomain: 'example.org', commonName: 'Root B' })];
+    const logs = captureLogs();
+    const config = defaultConfig();
+    config.socket.path = path.join(dir, 'sds.sock');
+    config.admin = { host: '127.0.0.1', port: 0 };
+    config.watch.pollIntervalMs = 0;
+    config.certificates = [{ name: FRONT, cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key'), names: [] }];
+    config.bundles = [{ name: TD, ca: [path.join(dir, 'ca.crt')], trustDomain: 'example.org', names: [] }];
+    const leaf = await issueLeaf(caA, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
+    await fs.writeFile(path.join(dir, 'ca.crt'), caB.certPem);
+    app = await startApp(config, logs.logger);
+
+    // Served anyway...
+    const client = new SdsTestClient(app.socketPath);
+    expect((await client.fetch({ node: envoyNode(), resource_names: [FRONT] })).resources).toHaveLength(1);
+    client.close();
+    // ...and said: in /status and in the log, naming the issuer and the bundle.
+    const front = ((await get('/status')).json.secrets as Array<Record<string, any>>).find((x) => x.name === FRONT)!;
+    const warning = front.warnings.find((w: { code: string }) => w.code === 'SDS_ERR_LEAF_NOT_IN_BUNDLE');
+    expect(warning.message).toContain('is issued by CN=Root A');
+    expect(warning.message).toContain(`not a root of bundle ${TD}`);
+    expect(warning.message).toContain('roots: CN=Root B');
+    expect(warning.message).toContain(path.join(dir, 'tls.crt'));
+    const logged = logs.records().filter((r) => r.code === 'SDS_ERR_LEAF_NOT_IN_BUNDLE');
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: 'warn', name: FRONT, message: warning.message });
+
+    // The bundle catches up: the warning goes.
+    await fs.writeFile(path.join(dir, 'ca.crt'), caB.certPem + caA.certPem);
+    await app.reload();
+    const after = ((await get('/status')).json.secrets as Array<Record<string, any>>).find((x) => x.name === FRONT)!;
+    expect(after.warnings).toEqual([]);
+    expect(logs.lines.join('\n')).not.toContain('PRIVATE KEY');
+  });
+
+  it('/status and /ready never show file content: a key file given as the certificate, and a key pasted as a path (refused at config) (issue 10)', async () => {
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    const config = defaultConfig();
+    config.socket.path = path.join(dir, 'sds.sock');
+    config.admin = { host: '127.0.0.1', port: 0 };
+    config.watch.pollIntervalMs = 0;
+    // The key file where the certificate should be (and as the CA file).
+    config.certificates = [{ name: FRONT, cert: path.join(dir, 'tls.key'), key: path.join(dir, 'tls.key'), names: [] }];
+    config.bundles = [{ name: TD, ca: [path.join(dir, 'tls.key')], trustDomain: 'example.org', names: [] }];
+    app = await startApp(config, silentLogger);
+    const keyLines = leaf.keyPem.split('\n').filter((l) => l && !l.startsWith('-----'));
+    for (const p of ['/status', '/ready']) {
+      const { text } = await get(p);
+      expect(text).toContain(path.join(dir, 'tls.key'));
+      expect(text).not.toContain('PRIVATE KEY');
+      for (const line of keyLines) expect(text).not.toContain(line.slice(0, 16));
+    }
+    const { parseConfigFile } = await import('../src/cli/config.js');
+    const yaml = `certificates:\n  - name: ${FRONT}\n    cert: tls.crt\n    key: ${JSON.stringify(leaf.keyPem)}\n`;
+    expect(() => parseConfigFile(yaml, path.join(dir, 'sds.yaml'))).toThrow(/certificates\[0\]\.key: contains a PEM block/);
   });
 });

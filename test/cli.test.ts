@@ -136,6 +136,125 @@ describe('the sds-server program', () => {
     expect(await r.exited).toBe(0);
   });
 
+  it('quick mode whose files appear after start holds requests for the SPIFFE ID and the trust-domain ID, then answers them (issue 10)', async () => {
+    const socketPath = path.join(dir, 'sds.sock');
+    const later = path.join(dir, 'later');
+    const files = { cert: path.join(later, 'tls.crt'), key: path.join(later, 'tls.key'), ca: path.join(later, 'ca.crt') };
+    const r = run(['--cert', files.cert, '--key', files.key, '--ca', files.ca, '--socket', socketPath, '--poll-interval', '200']);
+    running.push(r);
+    await waitForLine(r, /some secrets are not available yet/);
+    const client = new SdsTestClient(socketPath);
+    const streams = [FRONT, 'spiffe://example.org'].map((name) => {
+      const stream = client.stream();
+      stream.send({ node: envoyNode(), resource_names: [name], type_url: client.typeUrl });
+      return stream;
+    });
+    // Held, not refused as unknown (SDS_ERR_UNKNOWN_SECRET ended these streams before).
+    for (const stream of streams) expect(await stream.nothingWithin(300)).toBe(true);
+
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.mkdir(later);
+    await fs.writeFile(files.ca, ca.certPem);
+    await fs.writeFile(files.key, leaf.keyPem);
+    await fs.writeFile(files.cert, leaf.chainPem);
+    const [certStream, bundleStream] = streams as [(typeof streams)[0], (typeof streams)[0]];
+    const certSecret = decodeSecret((await certStream.next(5000)).resources[0]!);
+    expect(certSecret.name).toBe(FRONT);
+    expect(new X509Certificate(certSecret.tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(leaf.serialNumber);
+    const bundleSecret = decodeSecret((await bundleStream.next(5000)).resources[0]!);
+    expect(bundleSecret.name).toBe('spiffe://example.org');
+    // The SPIFFE validator, with the trust domain taken from the certificate once it was read.
+    const validator = bundleSecret.validation_context?.custom_validator_config;
+    expect(validator?.name).toBe('envoy.tls.cert_validator.spiffe');
+    const config = Buffer.from(validator?.typed_config?.value ?? []).toString('latin1');
+    expect(config).toContain('example.org');
+    expect(config).toContain(ca.certPem.trim());
+    for (const stream of streams) stream.end();
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+    expect(r.lines.join('\n')).not.toContain('PRIVATE KEY');
+  });
+
+  it('a directory where a file is expected: warn lines with the path (file source), a coded start-up error naming it (embedded CA files) (issue 10)', async () => {
+    const certDir = path.join(dir, 'tls.crt');
+    await fs.mkdir(certDir);
+    const config = path.join(dir, 'sds.yaml');
+    await fs.writeFile(config, ['certificates:', `  - name: ${FRONT}`, '    cert: tls.crt', '    key: tls.key'].join('\n'));
+    const r = run(['--config', config, '--socket', path.join(dir, 'sds.sock')]);
+    running.push(r);
+    await waitForLine(r, /some secrets are not available yet/);
+    const records = r.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const notFile = records.find((x) => x.code === 'SDS_ERR_NOT_A_FILE');
+    expect(notFile).toMatchObject({ level: 'warn', message: `${certDir}: is a directory, not a regular file` });
+    expect(records.find((x) => x.msg === 'serving; some secrets are not available yet')?.level).toBe('warn');
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+
+    const caConfig = path.join(dir, 'ca.yaml');
+    await fs.writeFile(caConfig, ['ca:', '  embedded:', '    caCert: tls.crt', '    caKey: tls.crt', 'identities:', `  - spiffeId: ${FRONT}`].join('\n'));
+    const ca = run(['--config', caConfig, '--socket', path.join(dir, 'ca.sock')]);
+    running.push(ca);
+    expect(await ca.exited).not.toBe(0);
+    const failure = ca.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((x) => x.msg === 'could not start');
+    expect(failure).toMatchObject({ level: 'error', code: 'SDS_ERR_NOT_A_FILE', error: `${certDir}: is a directory, not a regular file` });
+  }, 40_000);
+
+  it('a short-lived certificate: warned before expiry, withheld from new streams once expired, /ready 503 saying why, a log line when it expires (issue 10)', async () => {
+    const config = path.join(dir, 'sds.yaml');
+    await fs.writeFile(config, ['certificates:', `  - name: ${FRONT}`, '    cert: tls.crt', '    key: tls.key', 'expiryWarning: 1h', 'admin:', '  address: 127.0.0.1:0', 'watch:', '  pollIntervalMs: 0'].join('\n'));
+    const socketPath = path.join(dir, 'sds.sock');
+    const r = run(['--config', config, '--socket', socketPath]);
+    running.push(r);
+    const admin = (JSON.parse(await waitForLine(r, /admin listening/)) as { address: string }).address;
+    await waitForLine(r, /some secrets are not available yet/);
+    // Written once the program runs (its start-up time varies): whole-second X.509 times put notAfter
+    // 3-4 s from now. Lifetime ~65 s, so the warning window is its last third (~21 s, shorter than
+    // expiryWarning: 1h): warned from the start.
+    const ca = await rootCa('example.org');
+    const now = Date.now();
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT, notBefore: new Date(now - 60_000), notAfter: new Date(now + 4_000) });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
+    await waitForLine(r, /secret updated/);
+    const get = async (p: string): Promise<{ status: number; json: Record<string, any> }> => {
+      const res = await fetch(`http://${admin}${p}`);
+      return { status: res.status, json: (await res.json()) as Record<string, any> };
+    };
+
+    const soon = JSON.parse(await waitForLine(r, /certificate expires soon/)) as Record<string, unknown>;
+    expect(soon).toMatchObject({ level: 'warn', code: 'SDS_ERR_CERT_EXPIRING_SOON', name: FRONT, serial: leaf.serialNumber });
+    const before = await get('/status');
+    expect(before.json.secrets[0].warnings[0].code).toBe('SDS_ERR_CERT_EXPIRING_SOON');
+    expect((await get('/ready')).status).toBe(200);
+
+    const expired = JSON.parse(await waitForLine(r, /certificate expired/, 10_000)) as Record<string, unknown>;
+    expect(expired).toMatchObject({ level: 'error', code: 'SDS_ERR_CERT_EXPIRED', name: FRONT, serial: leaf.serialNumber });
+    const ready = await get('/ready');
+    expect(ready.status).toBe(503);
+    expect(ready.json.notReady).toEqual([{ name: FRONT, state: 'expired', lastError: { code: 'SDS_ERR_CERT_EXPIRED', message: expect.stringContaining('has expired') } }]);
+    expect((await get('/status')).json.secrets[0].state).toBe('expired');
+
+    // New streams do not get it: Fetch says not ready, a stream waits...
+    const client = new SdsTestClient(socketPath);
+    await expect(client.fetch({ node: envoyNode(), resource_names: [FRONT] })).rejects.toThrow(/SDS_ERR_SECRET_NOT_READY/);
+    const stream = client.stream();
+    stream.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    expect(await stream.nothingWithin(300)).toBe(true);
+    // ...until a renewed certificate is written.
+    const renewed = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), renewed.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), renewed.chainPem);
+    const res = await stream.next(5000);
+    expect(new X509Certificate(decodeSecret(res.resources[0]!).tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(renewed.serialNumber);
+    expect((await get('/ready')).status).toBe(200);
+    stream.end();
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+  }, 30_000);
+
   it('issues from the embedded CA with nothing configured, keeps its root in the data dir, and rolls it on SIGUSR2', async () => {
     const socketPath = path.join(dir, 'sds.sock');
     const dataDir = path.join(dir, 'ca');
@@ -175,17 +294,117 @@ describe('the sds-server program', () => {
     expect(await r.exited).toBe(2);
     const out = r.lines.join('\n');
     expect(out).toContain('SDS_ERR_CONFIG_INVALID');
-    expect(out).toContain(`${config}: bundleFormat: expected one of auto, spiffe, trusted-ca, got string "fancy"`);
+    expect(out).toContain(`${config}: bundleFormat: expected one of auto, spiffe, trusted-ca, got a string of 5 characters`);
     expect(out).toContain(`${config}: certificates[0].key: is required`);
     expect(out).toContain(`${config}: bundles[0].ca: must name at least one CA file`);
     expect(out).toContain(`${config}: colour: unknown field`);
   });
 });
 
+describe('keys where they must not be (issue 10)', () => {
+  let dir: string;
+  let key: string;
+  /** Every base64 line of the key: none may appear in any output. */
+  let keyLines: string[];
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-keys-'));
+    const leaf = await issueLeaf(await rootCa('example.org'), { spiffeId: FRONT });
+    key = leaf.keyPem;
+    keyLines = key.split('\n').filter((l) => l.length > 0 && !l.startsWith('-----'));
+  });
+  afterEach(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+  const expectNoKey = (text: string): void => {
+    expect(text).not.toContain('PRIVATE KEY');
+    for (const line of keyLines) expect(text).not.toContain(line.slice(0, 16));
+  };
+  const configError = (argv: string[]): string => {
+    try {
+      parseCommandLine(argv, {});
+    } catch (err) {
+      return `${(err as { code?: string }).code}: ${(err as Error).message}`;
+    }
+    throw new Error(`expected a configuration error for ${argv.join(' ').slice(0, 40)}`);
+  };
+
+  it('the program given --config <private key file> exits 2 and describes the value by type and length, never its content', async () => {
+    const keyFile = path.join(dir, 'tls.key');
+    await fs.writeFile(keyFile, key, { mode: 0o600 });
+    const r = run(['--config', keyFile]);
+    expect(await r.exited).toBe(2);
+    const out = r.lines.join('\n');
+    expect(out).toContain('SDS_ERR_CONFIG_INVALID');
+    expect(out).toMatch(new RegExp(`${keyFile}: \\(top level\\): expected a mapping, got a string of \\d+ characters`));
+    expectNoKey(out);
+  });
+
+  // Every way a key can end up in a config value reaches a config error that does not quote it.
+  const keyInConfig: Array<[string, (k: string) => string]> = [
+    ['the whole file is a key', (k) => k],
+    ['a key as a block scalar in certificates[].key', (k) => `certificates:\n  - name: a\n    cert: a.crt\n    key: |\n${indent(k, 6)}`],
+    ['a key in cert: and ca:', (k) => `certificates:\n  - name: a\n    cert: |\n${indent(k, 6)}    key: a.key\nbundles:\n  - name: b\n    ca:\n      - |\n${indent(k, 8)}`],
+    ['a key pasted unindented (YAML syntax error)', (k) => `certificates:\n  - name: a\n    key: ${k}`],
+    ['a key as an enum value', (k) => `bundleFormat: ${JSON.stringify(k)}`],
+    ['a key as a number field', (k) => `watch:\n  debounceMs: ${JSON.stringify(k)}`],
+    ['a key as a field name', (k) => `${JSON.stringify(k)}: 1`],
+    ['a key as the socket path', (k) => `socket:\n  path: ${JSON.stringify(k)}`],
+    ['a key as a secret name', (k) => `certificates:\n  - name: ${JSON.stringify(k)}\n    cert: a.crt\n    key: a.key`],
+    ['a key as an admin address', (k) => `admin:\n  address: ${JSON.stringify(k)}`],
+    ['a key as the trust domain', (k) => `ca:\n  trustDomain: ${JSON.stringify(k)}`],
+  ];
+  it.each(keyInConfig)('config file with %s: config error, key never quoted', async (_what, write) => {
+    const file = path.join(dir, 'sds.yaml');
+    await fs.writeFile(file, write(key));
+    const message = configError(['--config', file]);
+    expect(message).toContain('SDS_ERR_CONFIG_INVALID');
+    expect(message).toContain(file);
+    expectNoKey(message);
+  });
+
+  it('a PEM key pasted into key:, cert: or ca: is refused, naming the field', async () => {
+    const file = path.join(dir, 'sds.yaml');
+    await fs.writeFile(file, keyInConfig[2]![1](key));
+    const message = configError(['--config', file]);
+    expect(message).toContain(`${file}: certificates[0].cert: contains a PEM block; give the path of the file, not its content`);
+    expect(message).toContain(`${file}: bundles[0].ca[0]: contains a PEM block`);
+    await fs.writeFile(file, `certificates:\n  - name: a\n    cert: "a.crt\\nb"\n    key: a.key\n`);
+    expect(configError(['--config', file])).toContain(`${file}: certificates[0].cert: contains a line break`);
+  });
+
+  it.each([
+    ['--key=<key>', (k: string) => ['--cert', 'a.crt', `--key=${k}`]],
+    ['--key <key>', (k: string) => ['--cert', 'a.crt', '--key', k]],
+    ['--ca <key>', (k: string) => ['--cert', 'a.crt', '--key', 'a.key', `--ca=${k}`]],
+    ['--config=<key>', (k: string) => [`--config=${k}`]],
+    ['<key> as an argument', (k: string) => [k]],
+    ['<key> as a positional after --', (k: string) => ['--', k]],
+    ['--socket-group <key>', (k: string) => [`--socket-group=${k}`]],
+    ['--spiffe-id <key>', (k: string) => [`--spiffe-id=${k}`]],
+    ['--admin <key>', (k: string) => [`--admin=${k}`]],
+  ])('command line with %s: config error, key never quoted', (_what, argv) => {
+    const message = configError(argv(key));
+    expect(message).toContain('SDS_ERR_CONFIG_INVALID');
+    expectNoKey(message);
+  });
+
+  it('two aliases renamed to the same name: a config error naming both', async () => {
+    const file = path.join(dir, 'sds.yaml');
+    await fs.writeFile(file, 'aliases:\n  defaultCertificate: mine\n  rootBundle: mine\n  allBundles: ALL\n');
+    expect(configError(['--config', file])).toContain(`${file}: aliases.rootBundle: has the same name as aliases.defaultCertificate`);
+    await fs.writeFile(file, 'aliases:\n  allBundles: default\n');
+    expect(configError(['--config', file])).toContain(`${file}: aliases.allBundles: has the same name as aliases.defaultCertificate`);
+  });
+});
+
+function indent(text: string, spaces: number): string {
+  return text.split('\n').map((l) => (l ? ' '.repeat(spaces) + l : l)).join('\n');
+}
+
 describe('command-line parsing', () => {
   it('rejects --cert without --key and unknown flags with a clear message', () => {
     expect(() => parseCommandLine(['--cert', 'a.crt'], {})).toThrow(/--cert\/--key: both are required/);
-    expect(() => parseCommandLine(['--colour', 'blue'], {})).toThrow(/Unknown option '--colour'/);
+    expect(() => parseCommandLine(['--colour', 'blue'], {})).toThrow(/unknown option --colour/);
     expect(() => parseCommandLine(['--socket-mode', '999'], {})).toThrow(/--socket-mode: expected an octal file mode/);
   });
 
@@ -222,10 +441,10 @@ describe('CA configuration', () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toContain('ca.yaml: ca.backend: expected one of embedded, aws-pca, cfssl, got string "vault"');
-    expect(message).toContain('ca.yaml: ca.trustDomain: "Example.ORG" is not a valid trust domain name');
+    expect(message).toContain('ca.yaml: ca.backend: expected one of embedded, aws-pca, cfssl, got a string of 5 characters');
+    expect(message).toContain('ca.yaml: ca.trustDomain: is not a valid trust domain name');
     expect(message).toContain('ca.yaml: ca.awsPca.certificateAuthorityArn: expected an ACM PCA ARN');
-    expect(message).toContain('ca.yaml: identities[0].spiffeId: "spiffe://other.test/web" is not in the CA\'s trust domain example.org');
+    expect(message).toContain('ca.yaml: identities[0].spiffeId: is not in the CA\'s trust domain example.org');
     expect(message).toContain('ca.yaml: identities[1].lifetime: expected a duration');
     expect(message).toContain('ca.yaml: identities[1].keyType: expected one of ec-p256, ec-p384, rsa-2048');
   });

@@ -14,6 +14,9 @@ import { FileSource } from '../src/sources/file-source.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import type { ChildReport } from './helpers/file-source-child.js';
 import { bundleForOtherUser, type OtherUserScript } from './helpers/other-user.js';
+import { issueLeafWithKeyType } from './helpers/key-types.js';
+import { MAX_SECRET_FILE_BYTES } from '../src/sources/read-secret-file.js';
+import { createPrivateKey } from 'node:crypto';
 import {
   captureLogs,
   makeTempDir,
@@ -190,6 +193,53 @@ const badInputs: BadInput[] = [
     check: (message) => expect(message).toContain('truncated'),
   },
   {
+    what: 'an encrypted legacy key (Proc-Type: 4,ENCRYPTED): "private key is encrypted", not truncated DER',
+    code: ErrorCode.KeyEncrypted,
+    names: 'key',
+    apply: async (f) => writeFile(f.keyFile, encryptedKey(f.good.keyPem, 'sec1')),
+    check: (message) => {
+      expect(message).toContain('private key is encrypted');
+      expect(message).not.toContain('truncated');
+    },
+  },
+  {
+    what: 'a PKCS#8 ENCRYPTED PRIVATE KEY',
+    code: ErrorCode.KeyEncrypted,
+    names: 'key',
+    apply: async (f) => writeFile(f.keyFile, encryptedKey(f.good.keyPem, 'pkcs8')),
+    check: (message) => expect(message).toContain('private key is encrypted'),
+  },
+  {
+    what: 'an RSA 1024 key (Envoy requires >= 2048 bits)',
+    code: ErrorCode.KeyUnsupported,
+    names: 'key',
+    apply: async (f) => {
+      const leaf = await issueLeafWithKeyType(ca, 'rsa-1024', { spiffeId: 'spiffe://example.org/web' });
+      await f.writer.rotate({ 'tls.crt': leaf.chainPem, 'tls.key': leaf.keyPem });
+    },
+    check: (message) => expect(message).toContain('RSA 1024 bits'),
+  },
+  {
+    what: 'an EC key on secp256k1 (a curve Envoy refuses)',
+    code: ErrorCode.KeyUnsupported,
+    names: 'key',
+    apply: async (f) => {
+      const leaf = await issueLeafWithKeyType(ca, 'secp256k1', { spiffeId: 'spiffe://example.org/web' });
+      await f.writer.rotate({ 'tls.crt': leaf.chainPem, 'tls.key': leaf.keyPem });
+    },
+    check: (message) => expect(message).toContain('secp256k1'),
+  },
+  {
+    what: 'a file over the 1 MiB cap (certificate header lines): refused without parsing, bounded message',
+    code: ErrorCode.FileTooLarge,
+    names: 'cert',
+    apply: (f) => writeFile(f.certFile, '-----BEGIN CERTIFICATE-----\n'.repeat(Math.ceil((MAX_SECRET_FILE_BYTES + 1) / 28))),
+    check: (message) => {
+      expect(message).toContain(`${MAX_SECRET_FILE_BYTES}-byte limit`);
+      expect(message.length).toBeLessThan(300);
+    },
+  },
+  {
     what: 'a deleted file',
     code: ErrorCode.FileMissing,
     names: 'key',
@@ -272,6 +322,11 @@ describe('FileSource with bad input keeps the last good version', () => {
     });
   });
 });
+
+/** `keyPem` re-exported encrypted: legacy SEC1 PEM with Proc-Type/DEK-Info headers, or PKCS#8. */
+function encryptedKey(keyPem: string, type: 'sec1' | 'pkcs8'): string {
+  return createPrivateKey(keyPem).export({ type, format: 'pem', cipher: 'aes-128-cbc', passphrase: 'secret' }).toString();
+}
 
 /**
  * Not running as root: chmod 000 is enough. chokidar reports a mode change inconsistently (a

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SecretStore } from '../src/secrets/store.js';
 import { createLogger } from '../src/ops/logger.js';
+import { DEFAULT_EXPIRY_WARNING_MS, expiryState } from '../src/secrets/expiry.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 
 describe('SecretStore', () => {
@@ -8,14 +9,34 @@ describe('SecretStore', () => {
     const store = new SecretStore();
     store.declare('a', 'tls-certificate');
     expect(store.resolve('a').kind).toBe('pending');
-    expect(store.resolve('spiffe://example.org/x').kind).toBe('pending');
+    expect(store.resolve('other').kind).toBe('pending');
     const seen: string[] = [];
-    store.watch('spiffe://example.org/x', (n) => seen.push(n));
+    store.watch('other', (n) => seen.push(n));
     store.markSettled();
-    expect(store.resolve('spiffe://example.org/x').kind).toBe('unknown');
-    expect(seen).toEqual(['spiffe://example.org/x']);
+    expect(store.resolve('other').kind).toBe('unknown');
+    expect(seen).toEqual(['other']);
     store.publish('a', (await tlsValue(await rootCa('example.org'), 'spiffe://example.org/a')).value);
     expect(store.resolve('a').kind).toBe('ready');
+  });
+
+  // Issue 10: quick mode with files missing at start names its secrets `default` and `ROOTCA`; Envoy
+  // asks by SPIFFE ID and trust-domain ID, which are learned only once the files are read.
+  it.each([
+    ['a SPIFFE ID while a certificate has not loaded', 'spiffe://example.org/a', 'tls-certificate', 'spiffe://example.org/a', 'ready'],
+    ['a trust-domain ID while a bundle has not loaded', 'spiffe://example.org', 'trust-bundle', 'spiffe://example.org', 'ready'],
+    ['a SPIFFE ID the loaded certificate does not have', 'spiffe://example.org/x', 'tls-certificate', 'spiffe://example.org/a', 'unknown'],
+  ] as const)('holds %s (pending after settling), then resolves it and notifies', async (_what, asked, kind, learned, after) => {
+    const ca = await rootCa('example.org');
+    const store = new SecretStore();
+    store.declare('secret', kind);
+    store.markSettled();
+    const seen: string[] = [];
+    store.watch(asked, (n) => seen.push(n));
+    expect(store.resolve(asked).kind).toBe('pending');
+    expect(store.resolve('not-a-spiffe-name').kind).toBe('unknown');
+    store.publish('secret', kind === 'tls-certificate' ? (await tlsValue(ca, learned)).value : bundleValue('example.org', ca));
+    expect(store.resolve(asked).kind).toBe(after);
+    expect(seen).toEqual([asked]);
   });
 
   it('learns the SPIFFE ID and trust-domain ID as names, and notifies alias watchers on publish', async () => {
@@ -79,5 +100,35 @@ describe('SecretStore', () => {
     expect(errors.filter((e) => e.error === 'TypeError: wildcard listener bug')).toHaveLength(wildcardCalls);
     expect(JSON.stringify(lines)).not.toContain('PRIVATE KEY');
     expect(JSON.stringify(lines)).not.toContain(value.kind === 'tls-certificate' ? value.certificateChainPem.slice(30, 90) : '-');
+  });
+
+  it('stops handing out a certificate at its notAfter (resolves pending, as if not published) until a renewed one', async () => {
+    const ca = await rootCa('example.org');
+    let now = new Date();
+    const store = new SecretStore({ now: () => now });
+    const { value } = await tlsValue(ca, 'spiffe://example.org/a');
+    store.publish('a', value);
+    expect(store.resolve('a').kind).toBe('ready');
+    expect(store.resolve('spiffe://example.org/a').kind).toBe('ready');
+    now = new Date(value.leaf.notAfter.getTime());
+    expect(store.resolve('a').kind).toBe('pending');
+    expect(store.resolve('spiffe://example.org/a').kind).toBe('pending');
+    now = new Date(value.leaf.notAfter.getTime() - 1);
+    expect(store.resolve('a').kind).toBe('ready');
+  });
+});
+
+describe('expiry policy', () => {
+  const cert = (lifetimeMs: number, leftMs: number) => ({ notBefore: new Date(1e12 - (lifetimeMs - leftMs)), notAfter: new Date(1e12 + leftMs) });
+  const at = new Date(1e12);
+  const H = 3_600_000;
+  it.each([
+    ['90-day certificate, 2 days left', 90 * 24 * H, 48 * H, 'valid'],
+    ['90-day certificate, 23 h left (inside 24h)', 90 * 24 * H, 23 * H, 'expiring'],
+    ['1 h CA certificate at its renewal point (30 min left)', H, 0.5 * H, 'valid'],
+    ['1 h CA certificate, 19 min left (last third)', H, 19 * 60_000, 'expiring'],
+    ['any certificate at notAfter', H, 0, 'expired'],
+  ] as const)('%s: %s', (_what, lifetime, left, state) => {
+    expect(expiryState(cert(lifetime, left), at, DEFAULT_EXPIRY_WARNING_MS)).toBe(state);
   });
 });

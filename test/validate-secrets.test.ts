@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, type Problem, type Result } from '../src/ops/errors.js';
 import { validateTlsCertificate, type TlsCertificateInput } from '../src/secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../src/secrets/validate-trust-bundle.js';
+import { checkLeafInBundle } from '../src/secrets/validate-leaf-in-bundle.js';
 import {
   createIntermediateCa,
   createRootCa,
@@ -9,7 +10,9 @@ import {
   type CertificateAuthority,
   type IssuedLeaf,
 } from '../src/x509/issue.js';
-import { toPem } from '../src/x509/pem.js';
+import { MAX_PEM_PROBLEMS, parsePem, toPem } from '../src/x509/pem.js';
+import { createPrivateKey } from 'node:crypto';
+import { issueLeafWithKeyType } from './helpers/key-types.js';
 
 const CERT_FILE = '/etc/sds/web/cert.pem';
 const KEY_FILE = '/etc/sds/web/key.pem';
@@ -19,6 +22,7 @@ let root: CertificateAuthority;
 let inter: CertificateAuthority;
 let leaf: IssuedLeaf;
 let other: IssuedLeaf;
+let rsaLeaf: IssuedLeaf;
 
 /** Every failure/warning produced in this file, checked at the end for leaked key material. */
 const allProblems: Problem[] = [];
@@ -59,6 +63,7 @@ beforeAll(async () => {
   inter = await createIntermediateCa(root, { commonName: 'Example Intermediate' });
   leaf = await issueLeaf(inter, { spiffeId: SPIFFE_ID, dnsNames: ['web.example'] });
   other = await issueLeaf(inter, { spiffeId: SPIFFE_ID });
+  rsaLeaf = await issueLeaf(inter, { spiffeId: SPIFFE_ID, keyType: 'rsa-2048' });
   allKeys.push(leaf.keyPem, other.keyPem, root.keyPem, inter.keyPem);
 });
 
@@ -122,8 +127,47 @@ describe('validateTlsCertificate', () => {
     const notAKey = toPem('PRIVATE KEY', Buffer.from([0x30, 0x03, 0x02, 0x01, 0x00]));
     expectProblem(tls({ privateKeyPem: notAKey }), ErrorCode.KeyInvalid, KEY_FILE);
     const encrypted = toPem('ENCRYPTED PRIVATE KEY', Buffer.from([0x30, 0x03, 0x02, 0x01, 0x00]));
-    expectProblem(tls({ privateKeyPem: encrypted }), ErrorCode.KeyInvalid, KEY_FILE, 'encrypted');
+    expectProblem(tls({ privateKeyPem: encrypted }), ErrorCode.KeyEncrypted, KEY_FILE, 'private key is encrypted');
     expectProblem(tls({ privateKeyPem: leaf.keyPem + other.keyPem }), ErrorCode.KeyInvalid, KEY_FILE, '2 private keys');
+  });
+
+  it('refuses an encrypted key, legacy (Proc-Type: 4,ENCRYPTED) or PKCS#8, as SDS_ERR_KEY_ENCRYPTED (not as truncated DER)', () => {
+    for (const type of ['sec1', 'pkcs8', 'pkcs1'] as const) {
+      const keyPem = type === 'pkcs1' ? rsaLeaf.keyPem : leaf.keyPem;
+      const encrypted = createPrivateKey(keyPem).export({ type, format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }).toString();
+      expect(encrypted).toMatch(type === 'pkcs8' ? /ENCRYPTED PRIVATE KEY/ : /Proc-Type: 4,ENCRYPTED/);
+      const message = expectProblem(tls({ privateKeyPem: encrypted, ...(type === 'pkcs1' ? { certificateChainPem: rsaLeaf.chainPem } : {}) }), ErrorCode.KeyEncrypted, KEY_FILE, 'private key is encrypted');
+      expect(message).not.toContain('truncated');
+    }
+  });
+
+  it.each([
+    ['rsa-2048', true],
+    ['rsa-3072', true],
+    ['p-256', true],
+    ['p-384', true],
+    ['p-521', true],
+    ['ed25519', true],
+    ['rsa-1024', false],
+    ['secp256k1', false],
+  ] as const)('key type %s: accepted=%s (the set Envoy 1.40 loads; test/envoy/key-types.test.ts)', async (type, accepted) => {
+    const l = await issueLeafWithKeyType(inter, type, { spiffeId: SPIFFE_ID });
+    const result = tls({ certificateChainPem: l.chainPem, privateKeyPem: l.keyPem });
+    if (accepted) okValue(result);
+    else expect(expectProblem(result, ErrorCode.KeyUnsupported, KEY_FILE)).not.toContain('PRIVATE KEY');
+  });
+
+  it('parses 1 MB of certificate header lines in linear time, with a bounded problem list', () => {
+    const text = '-----BEGIN CERTIFICATE-----\n'.repeat(Math.floor(1_000_000 / 28));
+    const started = performance.now();
+    const parsed = parsePem(text);
+    const ms = performance.now() - started;
+    // Was about 11 s (quadratic line counting); linear takes tens of milliseconds. A guard, not a benchmark.
+    expect(ms).toBeLessThan(1000);
+    expect(parsed.malformed).toHaveLength(MAX_PEM_PROBLEMS + 1);
+    expect(parsed.malformed.at(-1)).toMatch(/^and \d+ more problems$/);
+    const message = expectProblem(tls({ certificateChainPem: text }), ErrorCode.PemInvalid, CERT_FILE);
+    expect(message.length).toBeLessThan(1000);
   });
 
   it('fails when the key belongs to another issuance', () => {
@@ -351,5 +395,29 @@ describe('key material in problems', () => {
       // Not even fragments: no long base64-looking run at all.
       expect(p.message).not.toMatch(/[A-Za-z0-9+/]{40,}/);
     }
+  });
+});
+
+describe('checkLeafInBundle', () => {
+  const bundle = (name: string, trustDomain: string, ...cas: CertificateAuthority[]) => ({
+    name,
+    value: { kind: 'trust-bundle' as const, bundles: [{ trustDomain, rootsPem: cas.map((c) => c.certPem), roots: [] }] },
+  });
+  const value = (l: IssuedLeaf) => okValue(tls({ certificateChainPem: l.chainPem, privateKeyPem: l.keyPem })).value;
+
+  it('accepts a chain through an intermediate to a root of its own trust domain bundle; ignores other trust domains and leaves without a SPIFFE ID', async () => {
+    const otherRoot = await createRootCa({ trustDomain: 'example.org', commonName: 'Other Root' });
+    expect(checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot, root)])).toBeUndefined();
+    expect(checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://partner.test', 'partner.test', otherRoot)])).toBeUndefined();
+    const noId = await issueLeaf(inter, { dnsNames: ['web.example'] });
+    expect(checkLeafInBundle(value(noId), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot)])).toBeUndefined();
+  });
+
+  it('warns when the chain reaches no root of its trust domain bundle, naming the issuer, the bundle and its roots', async () => {
+    const otherRoot = await createRootCa({ trustDomain: 'example.org', commonName: 'Other Root' });
+    const problem = checkLeafInBundle(value(leaf), CERT_FILE, [bundle('spiffe://example.org', 'example.org', otherRoot)]);
+    expect(problem?.code).toBe(ErrorCode.LeafNotInBundle);
+    expect(problem?.message).toContain(`${CERT_FILE}: leaf ${leaf.serialNumber} (${SPIFFE_ID}) is issued by CN=Example Intermediate via 1 intermediate(s) up to CN=Example Root`);
+    expect(problem?.message).toContain('not a root of bundle spiffe://example.org (trust domain example.org; roots: CN=Other Root)');
   });
 });

@@ -1,3 +1,4 @@
+import { readSecretFileOrThrow } from '../sources/read-secret-file.js';
 import type { Logger } from '../ops/logger.js';
 import type { CaConfig } from '../cli/config.js';
 import type { CaBackend } from './ca-backend.js';
@@ -23,14 +24,14 @@ export async function createCaBackend(config: CaConfig, log: Logger): Promise<Ca
     case 'cfssl': {
       const c = config.cfssl;
       if (!c) throw new Error('ca.cfssl is required for the cfssl backend');
-      const authKey = c.authKeyFile ? (await fs.readFile(c.authKeyFile, 'utf8')).trim() : c.authKeyEnv ? process.env[c.authKeyEnv] : undefined;
+      const authKey = c.authKeyFile ? (await readSecretFileOrThrow(c.authKeyFile)).trim() : c.authKeyEnv ? process.env[c.authKeyEnv] : undefined;
       if ((c.authKeyFile || c.authKeyEnv) && !authKey) throw new Error(`cfssl: the auth key in ${c.authKeyFile ?? `$${c.authKeyEnv}`} is empty`);
       return new CfsslBackend({
         url: c.url,
         ...(authKey ? { authKey } : {}),
         ...(c.profile ? { profile: c.profile } : {}),
-        ...(c.caFile ? { caPem: await fs.readFile(c.caFile, 'utf8') } : {}),
-        ...(c.rootsFile ? { rootsPem: [await fs.readFile(c.rootsFile, 'utf8')] } : {}),
+        ...(c.caFile ? { caPem: await readSecretFileOrThrow(c.caFile) } : {}),
+        ...(c.rootsFile ? { rootsPem: [await readSecretFileOrThrow(c.rootsFile)] } : {}),
       });
     }
   }

@@ -9,6 +9,7 @@ import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, type StatusReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
+import { ExpiryWatch } from '../ops/expiry-watch.js';
 import type { ServerConfig } from './config.js';
 
 export interface RunningApp {
@@ -55,7 +56,13 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     sources.push(
       new FileSource({
         tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
-        bundles: config.bundles.map((b) => ({ name: b.name, caFiles: b.ca, names: b.names, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}) })),
+        bundles: config.bundles.map((b) => ({
+          name: b.name,
+          caFiles: b.ca,
+          names: b.names,
+          ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}),
+          ...(b.trustDomainFromCertificate ? { trustDomainFromCertificate: b.trustDomainFromCertificate } : {}),
+        })),
         publisher: store,
         log,
         debounceMs: config.watch.debounceMs,
@@ -68,7 +75,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   let ca: CaSource | undefined;
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport => buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats });
+  const status = (): StatusReport =>
+    buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
+  const expiry = new ExpiryWatch(store, log, config.expiryWarningMs);
+  expiry.start();
   try {
     if (config.identities.length > 0) {
       const c = config.ca;
@@ -96,12 +106,16 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       adminAddress = `${address.address}:${address.port}`;
     }
   } catch (err) {
+    expiry.stop();
     for (const s of sources) await s.close();
     await server.stop(0);
     throw err;
   }
   const report = status();
-  log.info(report.ready ? 'all secrets ready' : 'serving; some secrets are not available yet', {
+  // Warn, not info, when a secret is in error (e.g. a directory where a file is expected): the
+  // server would otherwise wait with nothing above info level saying why.
+  const inError = report.secrets.some((s) => s.state === 'error');
+  log[inError ? 'warn' : 'info'](report.ready ? 'all secrets ready' : 'serving; some secrets are not available yet', {
     secrets: report.secrets.map((s) => ({ name: s.name, aliases: s.aliases, state: s.state, ...(s.lastError ? { error: s.lastError.message } : {}) })),
   });
 
@@ -122,6 +136,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     },
     stop: async () => {
       await admin?.stop();
+      expiry.stop();
       for (const s of sources) await s.close();
       await server.stop();
     },

@@ -5,6 +5,8 @@ import type { TransportLimits } from '../server/connection-guard.js';
 import { parseArgs } from 'node:util';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import {
+  describe,
+  pastedContentProblem,
   BUNDLE_FORMATS,
   ConfigChecker,
   LOG_FORMATS,
@@ -20,6 +22,7 @@ import {
 import { X509Certificate } from 'node:crypto';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { splitPem } from '../x509/pem.js';
+import { MAX_SECRET_FILE_BYTES } from '../sources/read-secret-file.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 
 export const USAGE = `Usage: sds-server [options]
@@ -100,7 +103,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       },
     });
   } catch (err) {
-    throw new SdsError(ErrorCode.ConfigInvalid, `${(err as Error).message}\n\n${USAGE}`);
+    throw new SdsError(ErrorCode.ConfigInvalid, `${describeArgsError(err)}\n\n${USAGE}`);
   }
   const v = parsed.values;
   if (v.help) return { kind: 'help' };
@@ -108,6 +111,15 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 
   const check = new ConfigChecker('command line');
   let config: ServerConfig;
+  // A value holding file content (a pasted PEM key) is refused before it is used or echoed anywhere.
+  for (const [option, raw] of Object.entries(v)) {
+    const values = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+    values.forEach((value, i) => {
+      const pasted = pastedContentProblem(value);
+      const flag = `--${option}${values.length > 1 ? `[${i}]` : ''}`;
+      if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
+    });
+  }
   if (v.config !== undefined) {
     let text: string;
     try {
@@ -151,7 +163,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (v.admin !== undefined) config.admin = parseAddress(v.admin, '--admin', check) ?? config.admin;
   if (v['poll-interval'] !== undefined) {
     const ms = Number(v['poll-interval']);
-    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${JSON.stringify(v['poll-interval'])}`);
+    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${describe(v['poll-interval'])}`);
     else config.watch.pollIntervalMs = ms;
   }
   if (check.problems.length > 0) {
@@ -161,9 +173,32 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 }
 
 /**
+ * A node:util parseArgs error without the argument it quotes (an argument starting with `--` may be
+ * a pasted `-----BEGIN ... PRIVATE KEY-----`): the option name is kept only when it is a plain flag.
+ */
+function describeArgsError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const quoted = /'([^']*)'/.exec(message)?.[1]?.replace(/ <value>$/, '');
+  const shown = quoted === undefined ? '' : /^-{1,2}[A-Za-z][A-Za-z0-9-]{0,40}$/.test(quoted) ? ` ${quoted}` : ` (an argument of ${quoted.length} characters)`;
+  const code = (err as { code?: unknown }).code;
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option${shown}`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument${shown}; every value belongs to an option`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return `option${shown} is missing its value, or takes none`;
+    default:
+      return 'the command line cannot be parsed';
+  }
+}
+
+/**
  * `--cert --key [--ca]`: one identity and its bundle. The identity is named by --spiffe-id, else by
  * the certificate's own SPIFFE ID when readable now, else `default` (the SPIFFE ID is still learned
- * as an alias once the file is readable). The bundle takes the trust domain the same way.
+ * as an alias once the file is readable). The bundle takes the trust domain the same way: from
+ * --trust-domain, the certificate readable now, or, when the files appear later, the certificate
+ * once it is read (the bundle waits for it, and requests for either SPIFFE name are held meanwhile).
  */
 function quickMode(
   config: ServerConfig,
@@ -172,20 +207,22 @@ function quickMode(
 ): void {
   let spiffeId = q.spiffeId;
   if (spiffeId !== undefined && !parseSpiffeId(spiffeId)?.path) {
-    check.problem('--spiffe-id', `${JSON.stringify(spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+    check.problem('--spiffe-id', 'is not a workload SPIFFE ID (spiffe://trust-domain/path)');
     return;
   }
   spiffeId ??= spiffeIdInFile(q.cert);
   let trustDomain = q.trustDomain;
   if (trustDomain !== undefined && !isTrustDomainName(trustDomain)) {
-    check.problem('--trust-domain', `${JSON.stringify(trustDomain)} is not a valid trust domain name`);
+    check.problem('--trust-domain', 'is not a valid trust domain name (like example.org)');
     return;
   }
   trustDomain ??= spiffeId ? parseSpiffeId(spiffeId)?.trustDomain : undefined;
   config.certificates.push({ name: spiffeId ?? config.aliases.defaultCertificate, cert: q.cert, key: q.key, names: [] });
   if (q.ca.length > 0) {
     const name = trustDomain ? `spiffe://${trustDomain}` : config.aliases.rootBundle;
-    config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : {}) });
+    // Trust domain unknown until the certificate is read: the bundle takes it from the certificate.
+    const certName = config.certificates.at(-1)?.name ?? config.aliases.defaultCertificate;
+    config.bundles.push({ name, ca: q.ca, names: [], ...(trustDomain ? { trustDomain } : { trustDomainFromCertificate: certName }) });
   }
 }
 
@@ -201,12 +238,12 @@ function embeddedDefaults(
 ): void {
   const hasFiles = config.certificates.length > 0 || config.bundles.length > 0;
   const id = f.spiffeId !== undefined ? parseSpiffeId(f.spiffeId) : undefined;
-  if (f.spiffeId !== undefined && (!id || id.path === '')) check.problem('--spiffe-id', `${JSON.stringify(f.spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
-  if (f.trustDomain !== undefined && !isTrustDomainName(f.trustDomain)) check.problem('--trust-domain', `${JSON.stringify(f.trustDomain)} is not a valid trust domain name`);
+  if (f.spiffeId !== undefined && (!id || id.path === '')) check.problem('--spiffe-id', 'is not a workload SPIFFE ID (spiffe://trust-domain/path)');
+  if (f.trustDomain !== undefined && !isTrustDomainName(f.trustDomain)) check.problem('--trust-domain', 'is not a valid trust domain name (like example.org)');
   let lifetimeSeconds: number | undefined;
   if (f.lifetime !== undefined) {
     lifetimeSeconds = parseDurationSeconds(f.lifetime);
-    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${JSON.stringify(f.lifetime)}`);
+    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${describe(f.lifetime)}`);
   }
   const trustDomain = id?.trustDomain ?? f.trustDomain;
   if (trustDomain) config.ca.trustDomain = trustDomain;
@@ -233,6 +270,9 @@ export function defaultDataDir(env: NodeJS.ProcessEnv, trustDomain: string): str
 
 function spiffeIdInFile(certFile: string): string | undefined {
   try {
+    // Same cap as the file source: an oversized or special file is left for it to report.
+    const stats = fs.statSync(certFile);
+    if (!stats.isFile() || stats.size > MAX_SECRET_FILE_BYTES) return undefined;
     const [leaf] = splitPem(fs.readFileSync(certFile, 'utf8')).filter((b) => b.label === 'CERTIFICATE');
     return leaf ? describeCertificate(new X509Certificate(leaf.der)).spiffeId : undefined;
   } catch {

@@ -6,6 +6,7 @@ import type { LogFormat, LogLevel } from '../ops/logger.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
+import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
 
 /**
  * The server configuration, as read from YAML (`--config`) and command-line flags.
@@ -22,6 +23,8 @@ export interface BundleConfig {
   name: string;
   ca: string[];
   trustDomain?: string;
+  /** Quick mode: take the trust domain from this certificate's SPIFFE ID once it is read. */
+  trustDomainFromCertificate?: string;
   names: string[];
 }
 
@@ -32,6 +35,11 @@ export interface ServerConfig {
   defaultCertificate?: string;
   rootBundle?: string;
   watch: { debounceMs: number; pollIntervalMs: number };
+  /**
+   * Warn this long (ms) before a served certificate expires, or in the last third of its lifetime
+   * if that is shorter (config `expiryWarning`, a duration; default 24h). See src/secrets/expiry.ts.
+   */
+  expiryWarningMs: number;
   log: { format: LogFormat; level: LogLevel };
   admin?: { host: string; port: number };
   certificates: CertificateConfig[];
@@ -85,6 +93,7 @@ export function defaultConfig(): ServerConfig {
     bundleFormat: 'auto',
     aliases: { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'ALL' },
     watch: { debounceMs: DEFAULTS.debounceMs, pollIntervalMs: DEFAULTS.pollIntervalMs },
+    expiryWarningMs: DEFAULT_EXPIRY_WARNING_MS,
     log: { format: 'json', level: 'info' },
     certificates: [],
     bundles: [],
@@ -149,6 +158,11 @@ class Checker {
       this.problem(field, `expected a non-empty string, got ${describe(value)}`);
       return undefined;
     }
+    const pasted = pastedContentProblem(value);
+    if (pasted) {
+      this.problem(field, `${pasted} (got ${describe(value)})`);
+      return undefined;
+    }
     return value;
   }
 
@@ -182,7 +196,8 @@ class Checker {
 
   unknownKeys(obj: Record<string, Json>, field: string, known: readonly string[]): void {
     for (const key of Object.keys(obj)) {
-      if (!known.includes(key)) this.problem(field ? `${field}.${key}` : key, `unknown field (expected one of ${known.join(', ')})`);
+      const shown = describeKey(key);
+      if (!known.includes(key)) this.problem(field ? `${field}.${shown}` : shown, `unknown field (expected one of ${known.join(', ')})`);
     }
   }
 }
@@ -208,7 +223,7 @@ export function parseAddress(value: string, field: string, check: Checker): { ho
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {
-    check.problem(field, `expected host:port such as 127.0.0.1:15001, got ${JSON.stringify(value)}`);
+    check.problem(field, `expected host:port such as 127.0.0.1:15001, got ${describe(value)}`);
     return undefined;
   }
   return { host: match[1] ?? match[2] ?? '127.0.0.1', port };
@@ -219,16 +234,21 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const check = new Checker(file);
   let doc: Json;
   try {
-    doc = parseYaml(text);
+    // logLevel 'error': the parser's warnings (printed by default) would quote the source too.
+    doc = parseYaml(text, { logLevel: 'error', prettyErrors: false });
   } catch (err) {
-    throw new SdsError(ErrorCode.ConfigInvalid, `${file}: not valid YAML: ${(err as Error).message}`);
+    // The parser's message quotes the offending source text, which may be a private key.
+    const e = err as { code?: unknown; linePos?: Array<{ line: number; col: number }> };
+    const where = e.linePos?.[0] ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
+    const code = typeof e.code === 'string' ? ` (${e.code})` : '';
+    throw new SdsError(ErrorCode.ConfigInvalid, `${file}: not valid YAML${code}${where}`);
   }
   const config = defaultConfig();
   const base = path.dirname(path.resolve(file));
   const resolvePath = (p: string): string => path.resolve(base, p);
   const root = check.object(doc ?? {}, '(top level)');
   if (!root) throw configError(check);
-  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
+  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'expiryWarning', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
 
   const socket = check.object(root.socket, 'socket');
   if (socket) {
@@ -251,6 +271,12 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     for (const key of ['defaultCertificate', 'rootBundle', 'allBundles'] as const) {
       config.aliases[key] = check.string(aliases[key], `aliases.${key}`) ?? config.aliases[key];
     }
+    // Two aliases with one name would serve one kind of secret to requests for the other.
+    const keys = ['defaultCertificate', 'rootBundle', 'allBundles'] as const;
+    keys.forEach((key, i) => {
+      const first = keys.slice(0, i).find((other) => config.aliases[other] === config.aliases[key]);
+      if (first) check.problem(`aliases.${key}`, `has the same name as aliases.${first}; each alias needs its own name`);
+    });
   }
   const defaultCertificate = check.string(root.default, 'default');
   if (defaultCertificate) config.defaultCertificate = defaultCertificate;
@@ -262,6 +288,11 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     check.unknownKeys(watch, 'watch', ['debounceMs', 'pollIntervalMs']);
     config.watch.debounceMs = check.integer(watch.debounceMs, 'watch.debounceMs', 0) ?? config.watch.debounceMs;
     config.watch.pollIntervalMs = check.integer(watch.pollIntervalMs, 'watch.pollIntervalMs', 0) ?? config.watch.pollIntervalMs;
+  }
+  if (root.expiryWarning !== undefined) {
+    const seconds = parseDurationSeconds(root.expiryWarning);
+    if (seconds === undefined) check.problem('expiryWarning', `expected a duration such as "24h", "30m" or 3600, got ${describe(root.expiryWarning)}`);
+    else config.expiryWarningMs = seconds * 1000;
   }
   const log = check.object(root.log, 'log');
   if (log) {
@@ -284,7 +315,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const names = new Map<string, string>();
   const claim = (name: string, field: string): void => {
     const previous = names.get(name);
-    if (previous) check.problem(field, `name ${JSON.stringify(name)} is already used by ${previous}`);
+    if (previous) check.problem(field, `the same name is already used by ${previous}`);
     else names.set(name, field);
   };
 
@@ -299,7 +330,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     const cert = check.string(c.cert, `${field}.cert`, { required: true });
     const key = check.string(c.key, `${field}.key`, { required: true });
     const extra = check.stringList(c.names, `${field}.names`);
-    if (name?.startsWith('spiffe://') && !parseSpiffeId(name)) check.problem(`${field}.name`, `${JSON.stringify(name)} is not a valid SPIFFE ID`);
+    if (name?.startsWith('spiffe://') && !parseSpiffeId(name)) check.problem(`${field}.name`, 'is not a valid SPIFFE ID (spiffe://trust-domain/path)');
     if (!name || !cert || !key) return;
     claim(name, `${field}.name`);
     extra.forEach((n, j) => claim(n, `${field}.names[${j}]`));
@@ -319,12 +350,12 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     else if (ca.length === 0) check.problem(`${field}.ca`, 'must name at least one CA file');
     let trustDomain = check.string(b.trustDomain, `${field}.trustDomain`);
     if (trustDomain && !isTrustDomainName(trustDomain)) {
-      check.problem(`${field}.trustDomain`, `${JSON.stringify(trustDomain)} is not a valid trust domain name (like example.org)`);
+      check.problem(`${field}.trustDomain`, 'is not a valid trust domain name (like example.org)');
     }
     // A bundle named by its trust-domain ID (spiffe://example.org) needs no separate trustDomain.
     const fromName = name ? parseSpiffeId(name) : undefined;
     if (fromName && fromName.path === '') trustDomain ??= fromName.trustDomain;
-    else if (fromName) check.problem(`${field}.name`, `${JSON.stringify(name)} has a path; a bundle is named by a trust-domain ID such as spiffe://${fromName.trustDomain}`);
+    else if (fromName) check.problem(`${field}.name`, `has a path; a bundle is named by a trust-domain ID such as spiffe://${fromName.trustDomain}`);
     const extra = check.stringList(b.names, `${field}.names`);
     if (!name || ca.length === 0) return;
     claim(name, `${field}.name`);
@@ -343,13 +374,13 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
 
   for (const alias of Object.values(config.aliases)) {
     const owner = names.get(alias);
-    if (owner) check.problem(owner, `name ${JSON.stringify(alias)} is reserved as an alias (see aliases)`);
+    if (owner) check.problem(owner, `the same name is reserved as an alias (${aliasFieldOf(config, alias)})`);
   }
   if (config.defaultCertificate && !config.certificates.some((c) => c.name === config.defaultCertificate)) {
-    check.problem('default', `${JSON.stringify(config.defaultCertificate)} is not the name of a configured certificate`);
+    check.problem('default', 'is not the name of a configured certificate');
   }
   if (config.rootBundle && !config.bundles.some((b) => b.name === config.rootBundle)) {
-    check.problem('rootBundle', `${JSON.stringify(config.rootBundle)} is not the name of a configured bundle`);
+    check.problem('rootBundle', 'is not the name of a configured bundle');
   }
   if (check.problems.length > 0) throw configError(check);
   return config;
@@ -362,7 +393,7 @@ function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath:
   const c = config.ca;
   c.backend = check.oneOf(ca.backend, 'ca.backend', CA_BACKENDS) ?? c.backend;
   const td = check.string(ca.trustDomain, 'ca.trustDomain');
-  if (td && !isTrustDomainName(td)) check.problem('ca.trustDomain', `${JSON.stringify(td)} is not a valid trust domain name (like example.org)`);
+  if (td && !isTrustDomainName(td)) check.problem('ca.trustDomain', 'is not a valid trust domain name (like example.org)');
   else if (td) c.trustDomain = td;
   c.bundleNames = check.stringList(ca.bundleNames, 'ca.bundleNames');
   const fraction = (v: Json, field: string, max: number): number | undefined => {
@@ -401,7 +432,7 @@ function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath:
   if (aws) {
     check.unknownKeys(aws, 'ca.awsPca', ['certificateAuthorityArn', 'region', 'endpoint', 'signingAlgorithm', 'templateArn']);
     const arn = check.string(aws.certificateAuthorityArn, 'ca.awsPca.certificateAuthorityArn', { required: true });
-    if (arn && !/^arn:aws[a-z-]*:acm-pca:/.test(arn)) check.problem('ca.awsPca.certificateAuthorityArn', `expected an ACM PCA ARN (arn:aws:acm-pca:region:account:certificate-authority/id), got ${JSON.stringify(arn)}`);
+    if (arn && !/^arn:aws[a-z-]*:acm-pca:/.test(arn)) check.problem('ca.awsPca.certificateAuthorityArn', `expected an ACM PCA ARN (arn:aws:acm-pca:region:account:certificate-authority/id), got ${describe(arn)}`);
     const optional = (key: 'region' | 'endpoint' | 'signingAlgorithm' | 'templateArn') => {
       const v = check.string(aws[key], `ca.awsPca.${key}`);
       return v ? { [key]: v } : {};
@@ -413,7 +444,7 @@ function parseCa(value: Json, config: ServerConfig, check: Checker, resolvePath:
   if (cfssl) {
     check.unknownKeys(cfssl, 'ca.cfssl', ['url', 'authKeyFile', 'authKeyEnv', 'profile', 'caFile', 'rootsFile']);
     const url = check.string(cfssl.url, 'ca.cfssl.url', { required: true });
-    if (url && !/^https?:\/\//.test(url)) check.problem('ca.cfssl.url', `expected an http(s):// URL, got ${JSON.stringify(url)}`);
+    if (url && !/^https?:\/\//.test(url)) check.problem('ca.cfssl.url', `expected an http(s):// URL, got ${describe(url)}`);
     const opt = (key: 'authKeyEnv' | 'profile') => {
       const v = check.string(cfssl[key], `ca.cfssl.${key}`);
       return v ? { [key]: v } : {};
@@ -440,9 +471,9 @@ function parseIdentities(value: Json, config: ServerConfig, check: Checker): voi
     check.unknownKeys(o, field, ['spiffeId', 'dnsNames', 'keyType', 'lifetime', 'names']);
     const spiffeId = check.string(o.spiffeId, `${field}.spiffeId`, { required: true });
     const parsed = spiffeId ? parseSpiffeId(spiffeId) : undefined;
-    if (spiffeId && (!parsed || parsed.path === '')) check.problem(`${field}.spiffeId`, `${JSON.stringify(spiffeId)} is not a workload SPIFFE ID (spiffe://trust-domain/path)`);
+    if (spiffeId && (!parsed || parsed.path === '')) check.problem(`${field}.spiffeId`, 'is not a workload SPIFFE ID (spiffe://trust-domain/path)');
     else if (parsed && parsed.trustDomain !== config.ca.trustDomain) {
-      check.problem(`${field}.spiffeId`, `${JSON.stringify(spiffeId)} is not in the CA's trust domain ${config.ca.trustDomain} (set ca.trustDomain)`);
+      check.problem(`${field}.spiffeId`, `is not in the CA's trust domain ${config.ca.trustDomain} (set ca.trustDomain)`);
     }
     const keyType = check.oneOf(o.keyType, `${field}.keyType`, KEY_TYPES) ?? 'ec-p256';
     let lifetimeSeconds: number = DEFAULTS.lifetimeSeconds;
@@ -461,11 +492,39 @@ function configError(check: Checker): SdsError {
   return new SdsError(ErrorCode.ConfigInvalid, `invalid configuration:\n  - ${check.problems.join('\n  - ')}`);
 }
 
-function describe(value: Json): string {
+/**
+ * A value as shown in a config error: by type and size, never by content. A config field may hold
+ * a pasted private key, and `--config` may point at a key file (whose text parses as one YAML
+ * string), so no message quotes what the operator wrote; the file and field name say where it is.
+ */
+export function describe(value: Json): string {
   if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'a mapping';
-  return `${typeof value} ${JSON.stringify(value)}`;
+  if (Array.isArray(value)) return `a list of ${value.length} item${value.length === 1 ? '' : 's'}`;
+  if (typeof value === 'string') return `a string of ${value.length} character${value.length === 1 ? '' : 's'}`;
+  if (typeof value === 'number' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
+  if (typeof value === 'object') return `a mapping of ${Object.keys(value).length} key${Object.keys(value).length === 1 ? '' : 's'}`;
+  return typeof value;
+}
+
+/** A mapping key as shown in messages: a plain identifier as written, anything else by length. */
+function describeKey(key: string): string {
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(key) ? key : `(a key of ${key.length} characters)`;
+}
+
+/**
+ * Why a string cannot be a config value: file content pasted in place of a path or name. A PEM
+ * header or a line break never belongs in a path, name, URL or setting.
+ */
+export function pastedContentProblem(value: string): string | undefined {
+  if (/-----BEGIN [^-]*-----|-----END [^-]*-----/.test(value)) return 'contains a PEM block; give the path of the file, not its content';
+  if (/[\r\n]/.test(value)) return 'contains a line break; expected a single line (a path, not file content)';
+  return undefined;
+}
+
+/** Which `aliases.*` field defines `alias`, for messages. */
+function aliasFieldOf(config: ServerConfig, alias: string): string {
+  const key = (Object.keys(config.aliases) as (keyof AliasNames)[]).find((k) => config.aliases[k] === alias);
+  return key ? `aliases.${key}` : 'aliases';
 }
 
 export { Checker as ConfigChecker };

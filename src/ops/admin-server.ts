@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
 import type { StatusReport } from './status.js';
 
@@ -40,7 +41,9 @@ export class AdminServer {
         return send(res, 200, { ok: true });
       case '/ready': {
         const status = this.opts.status();
-        const notReady = status.secrets.filter((s) => s.version === undefined).map((s) => ({ name: s.name, state: s.state, lastError: s.lastError }));
+        const notReady = status.secrets
+          .filter((s) => s.version === undefined || s.state === 'expired')
+          .map((s) => ({ name: s.name, state: s.state, lastError: s.state === 'expired' ? s.warnings.find((w) => w.code === ErrorCode.CertExpired) : s.lastError }));
         return send(res, status.ready ? 200 : 503, { ready: status.ready, notReady });
       }
       case '/status':

@@ -1,4 +1,7 @@
 import type { SecretStore } from '../secrets/store.js';
+import type { CertificateInfo } from '../secrets/secret.js';
+import { DEFAULT_EXPIRY_WARNING_MS, expiryState, type ExpiryState } from '../secrets/expiry.js';
+import { ErrorCode, type Problem } from './errors.js';
 import type { SecretSourceStatus } from '../sources/source.js';
 import type { StreamRegistry } from '../server/sds-service.js';
 import type { SecretStreamStats, StreamStats } from './stream-stats.js';
@@ -15,7 +18,8 @@ export interface StatusReport {
     name: string;
     kind: string;
     aliases: string[];
-    state: SecretSourceStatus['state'];
+    /** `expired`: the served certificate is past notAfter and no longer handed to new streams. */
+    state: SecretSourceStatus['state'] | 'expired';
     files: string[];
     version?: string;
     certificate?: { serialNumber: string; spiffeId?: string; dnsNames: string[]; notBefore: string; notAfter: string; expiresInSeconds: number };
@@ -44,6 +48,14 @@ function sumStats(all: Array<SecretStreamStats | undefined>): SecretStreamStats 
   };
 }
 
+function expiryProblem(leaf: CertificateInfo, state: ExpiryState, now: Date): Problem {
+  const when = `notAfter ${leaf.notAfter.toISOString()}, now ${now.toISOString()}`;
+  const what = `certificate ${leaf.serialNumber}${leaf.spiffeId ? ` (${leaf.spiffeId})` : ''}`;
+  return state === 'expired'
+    ? { code: ErrorCode.CertExpired, message: `${what} has expired (${when}); no longer handed to new streams until a renewed one is loaded` }
+    : { code: ErrorCode.CertExpiringSoon, message: `${what} expires in ${Math.round((leaf.notAfter.getTime() - now.getTime()) / 1000)} s (${when}); renew it` };
+}
+
 export function buildStatus(deps: {
   socketPath: string;
   store: SecretStore;
@@ -51,7 +63,10 @@ export function buildStatus(deps: {
   streams: StreamRegistry;
   stats: StreamStats;
   now?: Date;
+  /** Expiry warning setting (config `expiryWarning`); see src/secrets/expiry.ts. */
+  expiryWarningMs?: number;
 }): StatusReport {
+  const expiryWarningMs = deps.expiryWarningMs ?? DEFAULT_EXPIRY_WARNING_MS;
   const now = deps.now ?? new Date();
   const byApi: Record<string, number> = {};
   for (const s of deps.streams.open.values()) byApi[`${s.api}-${s.kind}`] = (byApi[`${s.api}-${s.kind}`] ?? 0) + 1;
@@ -60,11 +75,13 @@ export function buildStatus(deps: {
     const aliases = deps.store.aliasesOf(source.name);
     const protocol = sumStats([source.name, ...aliases].map((n) => deps.stats.bySecret.get(n)));
     const value = entry?.value;
+    const expiry = value?.kind === 'tls-certificate' ? expiryState(value.leaf, now, expiryWarningMs) : 'valid';
+    const expiryWarnings = value?.kind === 'tls-certificate' && expiry !== 'valid' ? [expiryProblem(value.leaf, expiry, now)] : [];
     return {
       name: source.name,
       kind: source.kind,
       aliases,
-      state: source.state,
+      state: expiry === 'expired' ? ('expired' as const) : source.state,
       files: source.files,
       ...(entry ? { version: entry.version } : {}),
       ...(value?.kind === 'tls-certificate'
@@ -88,15 +105,16 @@ export function buildStatus(deps: {
           }
         : {}),
       ...(source.lastError ? { lastError: { code: source.lastError.code, message: source.lastError.message } } : {}),
-      warnings: source.warnings.map((w) => ({ code: w.code, message: w.message })),
+      warnings: [...expiryWarnings, ...source.warnings].map((w) => ({ code: w.code, message: w.message })),
       ...(source.lastChangeAt ? { lastChangeAt: source.lastChangeAt.toISOString() } : {}),
       ...(source.nextRenewalAt ? { nextRenewalAt: source.nextRenewalAt.toISOString() } : {}),
       ...(protocol ? { protocol } : {}),
     };
   });
   return {
-    // Ready when every configured secret has a servable version (errors after that keep the last good one).
-    ready: secrets.every((s) => s.version !== undefined),
+    // Ready when every configured secret has a servable version (errors after that keep the last
+    // good one), and no served certificate has expired.
+    ready: secrets.every((s) => s.version !== undefined && s.state !== 'expired'),
     socket: deps.socketPath,
     streams: { open: deps.streams.open.size, byApi },
     secrets,

@@ -106,10 +106,14 @@ export class SecretStore implements SecretCatalog {
     const previous = this.entries.get(name);
     if (previous?.version === version) return undefined;
     if (!this.declared.has(name)) this.declared.set(name, { kind: value.kind, names: [] });
+    // Names held only because this secret might teach them (see mayStillBeLearned).
+    const held = previous ? [] : [...this.watchers.keys()].filter((n) => this.settled && this.canonicalOf(n) === undefined && this.mayStillBeLearned(n));
     const entry: SecretEntry = { name, version, value, updatedAt: this.now() };
     this.entries.set(name, entry);
     if (value.kind === 'trust-bundle') this.allBundlesEntry = undefined;
     const affected = new Set([name, ...this.refreshAliases()]);
+    // A first version may settle held names: learned now (already in `affected`), or unknown for good.
+    for (const n of held) if (this.resolve(n).kind === 'unknown') affected.add(n);
     for (const [alias, target] of this.aliasTable) if (target === name) affected.add(alias);
     if (value.kind === 'trust-bundle') affected.add(this.aliasNames.allBundles);
     this.notify(affected);
@@ -146,9 +150,29 @@ export class SecretStore implements SecretCatalog {
     const canonical = this.canonicalOf(name);
     if (canonical !== undefined) {
       const entry = this.entries.get(canonical);
+      // An expired certificate is never handed out (streams that hold it keep it until replaced):
+      // the name waits for a renewed one, as if not published yet.
+      if (entry && isExpired(entry, this.now())) return { kind: 'pending' };
       return entry ? { kind: 'ready', entry } : { kind: 'pending' };
     }
-    return this.settled ? { kind: 'unknown' } : { kind: 'pending' };
+    if (!this.settled || this.mayStillBeLearned(name)) return { kind: 'pending' };
+    return { kind: 'unknown' };
+  }
+
+  /**
+   * A SPIFFE ID is learned from a certificate, a trust-domain ID from a bundle, once it is read:
+   * while a declared secret of that kind has no version yet, such a name may still appear, so it
+   * is held (pending) rather than refused as unknown. (Quick mode names its secrets `default`
+   * and `ROOTCA` when the files are missing at start; Envoy asks by SPIFFE ID.)
+   */
+  private mayStillBeLearned(name: string): boolean {
+    const id = parseSpiffeId(name);
+    if (!id) return false;
+    const kind: SecretKind = id.path === '' ? 'trust-bundle' : 'tls-certificate';
+    for (const [declaredName, declared] of this.declared) {
+      if (declared.kind === kind && !this.entries.has(declaredName)) return true;
+    }
+    return false;
   }
 
   /** The canonical name a requested name maps to, if any. */
@@ -299,6 +323,11 @@ export class SecretStore implements SecretCatalog {
     }
     return undefined;
   }
+}
+
+/** True for a certificate entry at or past its leaf's notAfter. */
+export function isExpired(entry: SecretEntry, now: Date): boolean {
+  return entry.value.kind === 'tls-certificate' && now.getTime() >= entry.value.leaf.notAfter.getTime();
 }
 
 /** A short content hash: the version Envoy sees in version_info and Delta resource versions. */

@@ -38,6 +38,8 @@ export function validateTlsCertificate(input: TlsCertificateInput): Result<TlsCe
 
   const keyCheck = checkKeyMatchesLeaf(certs, key.value, certFile, keyFile);
   if (keyCheck) return failWith(keyCheck);
+  const typeCheck = checkKeyType(key.value, keyFile);
+  if (typeCheck) return failWith(typeCheck);
   const orderProblem = checkChainOrder(certs, certFile);
   if (orderProblem) return failWith(orderProblem);
 
@@ -120,8 +122,8 @@ function readKey(text: string, file: string, warnings: Problem[]): Result<KeyObj
   if (extra.length > 0) {
     return fail(ErrorCode.KeyInvalid, `${file}: contains ${keys.length} private keys; expected exactly one`);
   }
-  if (block.label === 'ENCRYPTED PRIVATE KEY' || block.pem.includes('Proc-Type:')) {
-    return fail(ErrorCode.KeyInvalid, `${file}: private key is encrypted; an unencrypted key is required`);
+  if (block.label === 'ENCRYPTED PRIVATE KEY' || /^Proc-Type:.*ENCRYPTED/im.test(block.pem)) {
+    return fail(ErrorCode.KeyEncrypted, `${file}: private key is encrypted; Envoy needs an unencrypted key (protect the file by permissions)`);
   }
   try {
     return ok(createPrivateKey({ key: block.pem, format: 'pem' }));
@@ -163,6 +165,45 @@ function checkKeyMatchesLeaf(
       `${keyFile}: private key does not match the leaf certificate ` +
       `in ${certFile} (${oneLine(certs[0]?.subject ?? '?')})`,
   };
+}
+
+/**
+ * Key types Envoy can serve, checked before publishing so that Envoy never NACKs them.
+ * Source of the rule: Envoy `source/common/tls/context_impl.cc` (RSA keys of 2048 bits or more;
+ * ECDSA only on P-256, P-384 or P-521; Ed25519), confirmed against the pinned Envoy 1.40 by
+ * test/envoy/key-types.test.ts. Node names the curves prime256v1, secp384r1, secp521r1.
+ */
+export const MIN_RSA_BITS = 2048;
+export const ENVOY_EC_CURVES: ReadonlyMap<string, string> = new Map([
+  ['prime256v1', 'P-256'],
+  ['secp384r1', 'P-384'],
+  ['secp521r1', 'P-521'],
+]);
+
+/** SDS_ERR_KEY_UNSUPPORTED for a key Envoy would refuse, naming the key type (never the key). */
+export function checkKeyType(key: KeyObject, keyFile: string): Problem | undefined {
+  const type = key.asymmetricKeyType ?? 'unknown';
+  const details = key.asymmetricKeyDetails ?? {};
+  const refuse = (what: string): Problem => ({
+    code: ErrorCode.KeyUnsupported,
+    message:
+      `${keyFile}: private key is ${what}, which Envoy cannot load; ` +
+      `use RSA >= ${MIN_RSA_BITS} bits, ECDSA P-256/P-384/P-521, or Ed25519`,
+  });
+  switch (type) {
+    case 'rsa': {
+      const bits = details.modulusLength ?? 0;
+      return bits >= MIN_RSA_BITS ? undefined : refuse(`RSA ${bits} bits`);
+    }
+    case 'ec': {
+      const curve = details.namedCurve ?? 'an unnamed curve';
+      return ENVOY_EC_CURVES.has(curve) ? undefined : refuse(`EC on curve ${curve}`);
+    }
+    case 'ed25519':
+      return undefined;
+    default:
+      return refuse(type === 'rsa-pss' ? 'RSA-PSS (restricted RSA key)' : type);
+  }
 }
 
 /** Each certificate must be issued (name/key identifiers and signature) by the next one. */

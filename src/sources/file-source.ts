@@ -8,12 +8,14 @@
  * The store drops unchanged content, so the several events of one rotation give one push.
  */
 import path from 'node:path';
-import { ErrorCode, SdsError, type Problem, type Result } from '../ops/errors.js';
+import { ErrorCode, SdsError, fail, type Problem, type Result } from '../ops/errors.js';
+import { parseSpiffeId } from '../x509/spiffe.js';
 import type { Logger } from '../ops/logger.js';
 import type { SecretValue, TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js';
 import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
+import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
 import { readSecretFile } from './read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
@@ -35,6 +37,11 @@ export interface FileBundleSpec {
   caFiles: string[];
   /** Trust domain name without scheme, e.g. `example.org`. */
   trustDomain?: string;
+  /**
+   * Without `trustDomain`: the name of a certificate of this source whose SPIFFE ID gives the trust
+   * domain. The bundle is not published before that certificate has loaded (quick mode).
+   */
+  trustDomainFromCertificate?: string;
   names?: string[];
 }
 
@@ -72,6 +79,10 @@ interface Tracked {
   debounce?: NodeJS.Timeout;
   /** code + message of the last refusal logged at warn level, to not repeat it on every poll. */
   lastLoggedProblem?: string;
+  /** The value last accepted (published or unchanged). */
+  value?: SecretValue;
+  /** Certificates: the leaf does not chain to its trust domain's bundle (served anyway). */
+  bundleWarning?: Problem;
 }
 
 const DEFAULT_DEBOUNCE_MS = 50;
@@ -138,7 +149,7 @@ export class FileSource implements SecretSource {
     return this.tracked.map((t) => ({
       ...t.status,
       files: [...t.status.files],
-      warnings: [...t.status.warnings],
+      warnings: [...(t.bundleWarning ? [t.bundleWarning] : []), ...t.status.warnings],
       ...(t.status.lastError ? { lastError: { ...t.status.lastError } } : {}),
     }));
   }
@@ -243,10 +254,49 @@ export class FileSource implements SecretSource {
 
   private read(source: Spec): Promise<Result<SecretValue>> {
     const now = this.now();
-    return source.kind === 'tls-certificate' ? readTlsSecret(source.spec, now) : readBundle(source.spec, now);
+    if (source.kind === 'tls-certificate') return readTlsSecret(source.spec, now);
+    const from = source.spec.trustDomainFromCertificate;
+    if (source.spec.trustDomain === undefined && from !== undefined) {
+      const cert = this.tracked.find((t) => t.name === from);
+      const trustDomain = trustDomainOf(cert?.value);
+      if (trustDomain === undefined) {
+        const files = cert?.files.join(', ') ?? from;
+        return Promise.resolve(fail(ErrorCode.FileMissing, `bundle waits for the certificate (${files}) to load: its SPIFFE ID gives the bundle's trust domain`));
+      }
+      return readBundle({ ...source.spec, trustDomain }, now);
+    }
+    return readBundle(source.spec, now);
+  }
+
+  /**
+   * Compares every served leaf with the bundles of its trust domain (after any certificate or
+   * bundle is accepted); a new mismatch is logged at warn level once, and shown in its status.
+   */
+  private checkLeavesInBundles(): void {
+    const bundles: NamedBundle[] = [];
+    for (const b of this.tracked) if (b.value?.kind === 'trust-bundle') bundles.push({ name: b.name, value: b.value });
+    for (const t of this.tracked) {
+      if (t.value?.kind !== 'tls-certificate') continue;
+      const problem = checkLeafInBundle(t.value, t.files[0] ?? t.name, bundles);
+      if (problem && problem.message !== t.bundleWarning?.message) {
+        this.log.warn('certificate does not chain to the bundle of its trust domain; serving it anyway', { name: t.name, code: problem.code, message: problem.message, files: t.files });
+      }
+      t.bundleWarning = problem;
+    }
+  }
+
+  /** Re-reads bundles that take their trust domain from `t` when that trust domain changed. */
+  private refreshDependentBundles(t: Tracked, previous: SecretValue | undefined): void {
+    if (trustDomainOf(previous) === trustDomainOf(t.value)) return;
+    for (const b of this.tracked) {
+      if (b.source.kind === 'trust-bundle' && b.source.spec.trustDomainFromCertificate === t.name) void b.task.run();
+    }
   }
 
   private accept(t: Tracked, value: SecretValue, warnings: Problem[]): void {
+    const previous = t.value;
+    t.value = value;
+    this.refreshDependentBundles(t, previous);
     const entry = this.publisher.publish(t.name, value);
     const status = t.status;
     const recovered = status.state !== 'ok';
@@ -256,6 +306,7 @@ export class FileSource implements SecretSource {
     status.warnings = warnings;
     t.lastLoggedProblem = undefined;
     if (entry || status.lastChangeAt === undefined) status.lastChangeAt = entry?.updatedAt ?? this.now();
+    this.checkLeavesInBundles();
     if (!entry && !recovered) return; // an ordinary re-read of unchanged files
     const fields = { name: t.name, version: status.version, files: t.files, ...describeValue(value) };
     if (entry) this.log.info('secret updated', fields);
@@ -324,6 +375,12 @@ function describeValue(value: SecretValue): Record<string, unknown> {
     serials: roots.map((r) => r.serialNumber),
     notAfter: roots.map((r) => r.notAfter.toISOString()),
   };
+}
+
+/** Trust domain of a certificate value's SPIFFE ID. */
+function trustDomainOf(value: SecretValue | undefined): string | undefined {
+  const id = value?.kind === 'tls-certificate' ? value.leaf.spiffeId : undefined;
+  return id === undefined ? undefined : parseSpiffeId(id)?.trustDomain;
 }
 
 function addTo(targets: WatchTargets, dir: string, name: string): void {

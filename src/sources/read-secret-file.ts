@@ -4,9 +4,16 @@
  */
 import { constants, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, fail, ok, type Result } from '../ops/errors.js';
+import { ErrorCode, SdsError, fail, ok, type Result } from '../ops/errors.js';
 
-export async function readSecretFile(file: string): Promise<Result<string>> {
+/**
+ * Largest secret file read, in bytes (1 MiB). A certificate chain or bundle is a few KiB; a real
+ * bundle of hundreds of roots stays well under this. Anything bigger is refused before it is read
+ * whole, so a runaway file cannot hold memory or the event loop.
+ */
+export const MAX_SECRET_FILE_BYTES = 1024 * 1024;
+
+export async function readSecretFile(file: string, maxBytes: number = MAX_SECRET_FILE_BYTES): Promise<Result<string>> {
   let handle: FileHandle;
   try {
     // O_NONBLOCK: a FIFO put in place of a certificate must not hang the open (and a libuv
@@ -19,12 +26,34 @@ export async function readSecretFile(file: string): Promise<Result<string>> {
     // fstat of the opened descriptor, not stat of the path: the path may be swapped in between.
     const stats = await handle.stat();
     if (!stats.isFile()) return fail(ErrorCode.NotAFile, `${file}: is ${describeType(stats)}, not a regular file`);
-    return ok(await handle.readFile('utf8'));
+    if (stats.size > maxBytes) return tooLarge(file, `${stats.size} bytes`, maxBytes);
+    // Read at most one byte past the cap: the file may grow after fstat.
+    const buffer = Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size, 0) + 64 * 1024));
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > maxBytes) return tooLarge(file, `more than ${maxBytes} bytes`, maxBytes);
+    if (length === buffer.length) return fail(ErrorCode.FileUnreadable, `${file}: grew while being read (rotation in progress?)`);
+    return ok(buffer.subarray(0, length).toString('utf8'));
   } catch (err) {
     return fail(ErrorCode.FileUnreadable, `${file}: cannot be read (${errorCode(err)})`);
   } finally {
     await handle.close().catch(() => undefined);
   }
+}
+
+/** {@link readSecretFile} for start-up reads: throws an SdsError naming the file instead. */
+export async function readSecretFileOrThrow(file: string): Promise<string> {
+  const result = await readSecretFile(file);
+  if (!result.ok) throw new SdsError(result.problem.code, result.problem.message);
+  return result.value;
+}
+
+function tooLarge(file: string, size: string, maxBytes: number): Result<string> {
+  return fail(ErrorCode.FileTooLarge, `${file}: is ${size}, over the ${maxBytes}-byte limit for a secret file`);
 }
 
 function openFailure(file: string, err: unknown): Result<string> {

@@ -33,18 +33,29 @@ export function splitPem(text: string): PemBlock[] {
   return parsePem(text).blocks;
 }
 
-/** Splits `text` into PEM blocks and describes every malformed or truncated block. Never throws. */
+/**
+ * At most this many problem descriptions are kept per parse; the rest are counted in one final
+ * entry, so a hostile file cannot make an error message (and every log line quoting it) huge.
+ */
+export const MAX_PEM_PROBLEMS = 5;
+
+/**
+ * Splits `text` into PEM blocks and describes every malformed or truncated block. Never throws.
+ * Linear in the length of `text` (one pass over the markers; line numbers are counted
+ * incrementally), so a file of a million markers costs milliseconds, not seconds.
+ */
 export function parsePem(text: string): PemParse {
   const normalised = text.replace(/\r\n?/g, '\n');
   const blocks: PemBlock[] = [];
-  const malformed: string[] = [];
+  const malformed = new BoundedList(MAX_PEM_PROBLEMS);
   let open: { label: string; line: number; bodyStart: number } | undefined;
+  const lines = new LineCounter(normalised);
 
   for (const m of normalised.matchAll(MARKER)) {
     const kind = m[1];
     const label = m[2] ?? '';
     const index = m.index;
-    const line = lineOf(normalised, index);
+    const line = lines.lineAt(index);
     if (kind === 'BEGIN') {
       if (open) malformed.push(unterminated(open.label, open.line));
       open = { label, line, bodyStart: index + m[0].length };
@@ -66,7 +77,34 @@ export function parsePem(text: string): PemParse {
     open = undefined;
   }
   if (open) malformed.push(unterminated(open.label, open.line));
-  return { blocks, malformed };
+  return { blocks, malformed: malformed.items() };
+}
+
+/** Keeps the first `max` entries and counts the rest. */
+class BoundedList {
+  private readonly kept: string[] = [];
+  private dropped = 0;
+  constructor(private readonly max: number) {}
+  push(item: string): void {
+    if (this.kept.length < this.max) this.kept.push(item);
+    else this.dropped++;
+  }
+  items(): string[] {
+    return this.dropped === 0 ? [...this.kept] : [...this.kept, `and ${this.dropped} more problems`];
+  }
+}
+
+/** 1-based line numbers for increasing offsets into `text`, in time linear in `text` overall. */
+class LineCounter {
+  private offset = 0;
+  private line = 1;
+  constructor(private readonly text: string) {}
+  /** Line of `index`; `index` must not be smaller than on the previous call. */
+  lineAt(index: number): number {
+    for (let i = this.text.indexOf('\n', this.offset); i !== -1 && i < index; i = this.text.indexOf('\n', i + 1)) this.line++;
+    this.offset = Math.max(this.offset, index);
+    return this.line;
+  }
 }
 
 /** PEM text for DER bytes: 64-column base64, LF line endings, trailing newline. */
@@ -89,12 +127,6 @@ function unterminated(label: string, line: number): string {
   return `line ${line}: BEGIN ${labelForMessage(label)} block has no END marker (file truncated?)`;
 }
 
-function lineOf(text: string, index: number): number {
-  let line = 1;
-  for (let i = text.indexOf('\n'); i !== -1 && i < index; i = text.indexOf('\n', i + 1)) line++;
-  return line;
-}
-
 /** Strictly decodes a block body; returns a description of the defect instead of throwing. */
 function decodeBody(body: string): { der: Buffer; headers: string[] } | string {
   const lines = body.split('\n').map((l) => l.trim());
@@ -109,7 +141,9 @@ function decodeBody(body: string): { der: Buffer; headers: string[] } | string {
   // Buffer.from(.., 'base64') silently skips junk, so validate the alphabet and padding first.
   if (!BASE64_BODY.test(b64) || b64.length % 4 !== 0) return 'has invalid base64';
   const der = Buffer.from(b64, 'base64');
-  if (!derLengthMatches(der)) return 'has DER content that is truncated or has trailing bytes';
+  // An encrypted legacy body (RFC 1421 `Proc-Type: 4,ENCRYPTED`) is ciphertext, not DER.
+  const encrypted = headers.some((h) => /^Proc-Type:\s*4\s*,\s*ENCRYPTED\b/i.test(h));
+  if (!encrypted && !derLengthMatches(der)) return 'has DER content that is truncated or has trailing bytes';
   return { der, headers };
 }
 

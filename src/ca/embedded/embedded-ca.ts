@@ -1,3 +1,4 @@
+import { readSecretFileOrThrow } from '../../sources/read-secret-file.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../ops/logger.js';
@@ -70,7 +71,7 @@ export class EmbeddedCa implements CaBackend {
 async function loadOrCreate(opts: EmbeddedCaOptions): Promise<CertificateAuthority> {
   if (opts.caCertFile || opts.caKeyFile) {
     if (!opts.caCertFile || !opts.caKeyFile) throw new Error('embedded CA: give both caCert and caKey, or neither');
-    const [cert, key] = await Promise.all([fs.readFile(opts.caCertFile, 'utf8'), fs.readFile(opts.caKeyFile, 'utf8')]);
+    const [cert, key] = await Promise.all([readSecretFileOrThrow(opts.caCertFile), readSecretFileOrThrow(opts.caKeyFile)]);
     try {
       return await loadAuthority(cert, key);
     } catch (err) {
