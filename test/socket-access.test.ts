@@ -185,6 +185,17 @@ describe.skipIf(!asRoot)('who can reach the socket (real uids: root serves, nobo
     expect((err as Error).message).toContain(`owned by uid ${NOBODY}`);
     expect((err as Error).message).toContain('mode 0755');
     await expect(fs.readdir(theirs)).resolves.toEqual([]);
+
+    // A symlink another user owns, even to a directory of ours: its owner could re-point it later.
+    const ours = path.join(dir, 'ours');
+    await fs.mkdir(ours, { mode: 0o755 });
+    const link = path.join(dir, 'link');
+    await fs.symlink(ours, link);
+    await fs.lchown(link, NOBODY, NOGROUP);
+    const viaLink = await server(path.join(link, 'sds.sock')).start().then(() => undefined, (e: unknown) => e);
+    servers.pop();
+    expect(viaLink).toMatchObject({ code: ErrorCode.SocketDirUnsafe, message: expect.stringContaining(`${link} is a symbolic link owned by uid ${NOBODY}`) });
+    await expect(fs.readdir(ours)).resolves.toEqual([]);
   });
 
   it('refuses a socket directory every user can write, unless it is root-owned and sticky like /tmp', async () => {

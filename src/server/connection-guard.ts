@@ -227,7 +227,8 @@ export class ConnectionGuard {
       });
     };
     const interval = setInterval(() => {
-      if (deadline || session.destroyed) return;
+      // A closing session (graceful shutdown) is left to its own grace period.
+      if (deadline || session.destroyed || session.closed) return;
       sentAt = performance.now();
       deadline = setTimeout(close, pingTimeoutMs);
       deadline.unref();

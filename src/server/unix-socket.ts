@@ -123,6 +123,16 @@ export function directoryModeFor(socketMode: number): number {
 
 async function checkDirectoryChain(dir: string): Promise<void> {
   const me = process.getuid?.() ?? 0;
+  // A symlink on the way belongs to whoever made it, who can point it elsewhere later (even in a
+  // sticky /tmp): only ours or root's are followed.
+  const parts = path.resolve(dir).split(path.sep).filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) {
+    const prefix = path.sep + parts.slice(0, i).join(path.sep);
+    const link = await fs.lstat(prefix);
+    if (link.isSymbolicLink() && link.uid !== me && link.uid !== 0) {
+      throw new SdsError(ErrorCode.SocketDirUnsafe, `refusing socket directory ${dir}: ${prefix} is a symbolic link owned by uid ${link.uid}, not by us (uid ${me}) or root; its owner could point it elsewhere`);
+    }
+  }
   let d = await fs.realpath(dir);
   for (;;) {
     const stat = await fs.stat(d);
