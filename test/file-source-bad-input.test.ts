@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../src/ops/errors.js';
 import { SecretStore } from '../src/secrets/store.js';
-import { FileSource } from '../src/sources/file-source.js';
+import { FileSource, MAX_PROBLEM_MESSAGE } from '../src/sources/file-source.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import type { ChildReport } from './helpers/file-source-child.js';
 import { bundleForOtherUser, type OtherUserScript } from './helpers/other-user.js';
@@ -237,6 +237,19 @@ const badInputs: BadInput[] = [
     check: (message) => {
       expect(message).toContain(`${MAX_SECRET_FILE_BYTES}-byte limit`);
       expect(message.length).toBeLessThan(300);
+    },
+  },
+  {
+    what: 'a certificate with a 5,000-character subject and a key that does not match: message bounded',
+    code: ErrorCode.KeyMismatch,
+    names: 'key',
+    apply: async (f) => {
+      const leaf = await issueLeaf(ca, { commonName: 'x'.repeat(5000) });
+      await f.writer.rotate({ 'tls.crt': leaf.chainPem, 'tls.key': (await issueLeaf(ca)).keyPem });
+    },
+    check: (message) => {
+      expect(message.length).toBeLessThan(MAX_PROBLEM_MESSAGE + 100);
+      expect(message).toMatch(/\.\.\. \(\d+ more characters\)$/);
     },
   },
   {

@@ -277,7 +277,8 @@ export class FileSource implements SecretSource {
     for (const b of this.tracked) if (b.value?.kind === 'trust-bundle') bundles.push({ name: b.name, value: b.value });
     for (const t of this.tracked) {
       if (t.value?.kind !== 'tls-certificate') continue;
-      const problem = checkLeafInBundle(t.value, t.files[0] ?? t.name, bundles);
+      const found = checkLeafInBundle(t.value, t.files[0] ?? t.name, bundles);
+      const problem = found && bounded(found);
       if (problem && problem.message !== t.bundleWarning?.message) {
         this.log.warn('certificate does not chain to the bundle of its trust domain; serving it anyway', { name: t.name, code: problem.code, message: problem.message, files: t.files });
       }
@@ -303,7 +304,7 @@ export class FileSource implements SecretSource {
     status.state = 'ok';
     status.version = entry?.version ?? versionOf(value);
     status.lastError = undefined;
-    status.warnings = warnings;
+    status.warnings = warnings.map(bounded);
     t.lastLoggedProblem = undefined;
     if (entry || status.lastChangeAt === undefined) status.lastChangeAt = entry?.updatedAt ?? this.now();
     this.checkLeavesInBundles();
@@ -311,10 +312,11 @@ export class FileSource implements SecretSource {
     const fields = { name: t.name, version: status.version, files: t.files, ...describeValue(value) };
     if (entry) this.log.info('secret updated', fields);
     else this.log.info('secret files valid again; serving unchanged content', fields);
-    for (const w of warnings) this.log.warn('secret warning', { name: t.name, code: w.code, message: w.message, files: t.files });
+    for (const w of status.warnings) this.log.warn('secret warning', { name: t.name, code: w.code, message: w.message, files: t.files });
   }
 
-  private refuse(t: Tracked, problem: Problem): void {
+  private refuse(t: Tracked, unbounded: Problem): void {
+    const problem = bounded(unbounded);
     const status = t.status;
     // Waiting for files that were never there is expected at startup (e.g. an agent not done yet).
     status.state = status.version === undefined && problem.code === ErrorCode.FileMissing ? 'pending' : 'error';
@@ -375,6 +377,18 @@ function describeValue(value: SecretValue): Record<string, unknown> {
     serials: roots.map((r) => r.serialNumber),
     notAfter: roots.map((r) => r.notAfter.toISOString()),
   };
+}
+
+/**
+ * Longest problem message kept in status and logs (characters). Messages quote certificate
+ * subjects and PEM problems from files of up to 1 MiB; this keeps every log line and /status small.
+ */
+export const MAX_PROBLEM_MESSAGE = 2000;
+
+function bounded(problem: Problem): Problem {
+  if (problem.message.length <= MAX_PROBLEM_MESSAGE) return problem;
+  const cut = problem.message.length - MAX_PROBLEM_MESSAGE;
+  return { code: problem.code, message: `${problem.message.slice(0, MAX_PROBLEM_MESSAGE)}... (${cut} more characters)` };
 }
 
 /** Trust domain of a certificate value's SPIFFE ID. */
