@@ -33,21 +33,83 @@ export interface OpenStream {
   readonly kind: 'sotw' | 'delta';
   readonly openedAt: Date;
   node(): NodeInfo | undefined;
+  /** What the client named and what it was sent on this stream, names only (for /streams). */
+  record(): StreamRecord;
   /** Ends the stream with status OK (server shutdown). */
   end(): void;
 }
 
+/**
+ * Names seen on one stream, as the transport saw them (not as the state machine read them), so an
+ * operator or a test can check that a stream was only ever sent what its client named.
+ */
+export interface StreamRecord {
+  /** Requests received. */
+  requests: number;
+  /** Every name the client put in `resource_names` (SotW) or `resource_names_subscribe` (Delta). */
+  named: string[];
+  /** Names of the latest request: SotW `resource_names`, Delta `resource_names_subscribe`. */
+  lastRequestNames: string[];
+  /** Every name in a Delta `resource_names_unsubscribe` (always empty for SotW). */
+  unsubscribed: string[];
+  /** Every secret name a response on this stream carried. */
+  sent: string[];
+}
+
+/** The names a request subscribes to and unsubscribes from. */
+type RequestNames<Req> = (request: Req) => { subscribe: string[]; unsubscribe: string[] };
+
+function addAll(into: string[], names: string[]): void {
+  for (const name of names) if (!into.includes(name)) into.push(name);
+}
+
+/** A stream that has ended, as {@link StreamRegistry.recentlyClosed} keeps it. */
+export interface ClosedStream extends StreamRecord {
+  id: number;
+  api: ApiVersion['label'];
+  kind: 'sotw' | 'delta';
+  openedAt: Date;
+  closedAt: Date;
+  node?: string;
+}
+
+/** How many ended streams {@link StreamRegistry.recentlyClosed} keeps. */
+export const RECENTLY_CLOSED_KEPT = 64;
+
 export class StreamRegistry {
   private nextId = 0;
   readonly open = new Map<number, OpenStream>();
+  /** The last {@link RECENTLY_CLOSED_KEPT} streams that ended, oldest first (names only). */
+  readonly recentlyClosed: ClosedStream[] = [];
 
   allocateId(): number {
     this.nextId += 1;
     return this.nextId;
   }
 
+  /** Streams opened since the server started (open or ended). */
+  get openedTotal(): number {
+    return this.nextId;
+  }
+
   endAll(): void {
     for (const stream of [...this.open.values()]) stream.end();
+  }
+
+  /** Moves a stream from `open` to `recentlyClosed`. */
+  closed(stream: OpenStream): void {
+    this.open.delete(stream.id);
+    const node = stream.node()?.id;
+    this.recentlyClosed.push({
+      id: stream.id,
+      api: stream.api,
+      kind: stream.kind,
+      openedAt: stream.openedAt,
+      closedAt: new Date(),
+      ...(node !== undefined ? { node } : {}),
+      ...stream.record(),
+    });
+    if (this.recentlyClosed.length > RECENTLY_CLOSED_KEPT) this.recentlyClosed.shift();
   }
 }
 
@@ -65,8 +127,10 @@ interface StreamMachine<Req> {
 class TransportStream<Req> implements StreamSink, OpenStream {
   machine!: StreamMachine<Req>;
   private ended = false;
+  private finished = false;
   private lastNode: NodeInfo | undefined;
   private readonly openedAtMs = Date.now();
+  private readonly names: StreamRecord = { requests: 0, named: [], lastRequestNames: [], unsubscribed: [], sent: [] };
 
   constructor(
     readonly id: number,
@@ -74,6 +138,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     readonly kind: 'sotw' | 'delta',
     private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>,
     private readonly decode: (b: Buffer) => Req,
+    private readonly requestNames: RequestNames<Req>,
     private readonly registry: StreamRegistry,
   ) {}
 
@@ -83,6 +148,16 @@ class TransportStream<Req> implements StreamSink, OpenStream {
 
   node(): NodeInfo | undefined {
     return this.lastNode;
+  }
+
+  record(): StreamRecord {
+    const r = this.names;
+    return { requests: r.requests, named: [...r.named], lastRequestNames: [...r.lastRequestNames], unsubscribed: [...r.unsubscribed], sent: [...r.sent] };
+  }
+
+  /** Called (through the service's hooks) with the names of every response this stream wrote. */
+  noteSent(names: string[]): void {
+    addAll(this.names.sent, names);
   }
 
   write(message: Buffer): boolean {
@@ -108,8 +183,10 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   }
 
   finish(): void {
+    if (this.finished) return;
+    this.finished = true;
     this.machine.close();
-    this.registry.open.delete(this.id);
+    this.registry.closed(this);
   }
 
   onData(bytes: Buffer): void {
@@ -123,6 +200,11 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     }
     const node = (request as { node?: NodeInfo }).node;
     if (node && !this.lastNode) this.lastNode = node;
+    const { subscribe, unsubscribe } = this.requestNames(request);
+    this.names.requests += 1;
+    this.names.lastRequestNames = subscribe;
+    addAll(this.names.named, subscribe);
+    addAll(this.names.unsubscribed, unsubscribe);
     this.machine.onRequest(request);
   }
 
@@ -196,8 +278,25 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     FetchSecrets: method('FetchSecrets', rawDecode, false, false),
   };
 
-  const runStream = <Req>(kind: 'sotw' | 'delta', call: grpc.ServerDuplexStream<Buffer, Buffer>, decode: (b: Buffer) => Req, makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>): void => {
-    const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, deps.streams);
+  // The service's hooks: the shared ones, plus each stream's record of the names it was sent.
+  const hooks: StreamHooks = {
+    onResponse: (info) => {
+      const stream = deps.streams.open.get(info.streamId);
+      if (stream instanceof TransportStream) stream.noteSent(info.names);
+      deps.hooks.onResponse?.(info);
+    },
+    onAck: (info) => deps.hooks.onAck?.(info),
+    onNack: (info) => deps.hooks.onNack?.(info),
+  };
+
+  const runStream = <Req>(
+    kind: 'sotw' | 'delta',
+    call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    decode: (b: Buffer) => Req,
+    requestNames: RequestNames<Req>,
+    makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>,
+  ): void => {
+    const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, requestNames, deps.streams);
     stream.machine = makeMachine(stream, stream.id);
     deps.streams.open.set(stream.id, stream);
     log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
@@ -218,18 +317,20 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     nonces: deps.nonces,
     // The per-stream child logger is built on first use: most streams never log.
     log: new LazyChildLogger(log, streamId),
-    hooks: deps.hooks,
+    hooks,
     bundleFormat: formatFor,
     responses,
   });
 
   const decodeSotw = (b: Buffer): SotwRequest => decoder.decodeSotw(b);
   const decodeDelta = (b: Buffer): DeltaRequest => decoder.decodeDelta(b);
+  const sotwNames = (r: SotwRequest) => ({ subscribe: r.resourceNames, unsubscribe: [] });
+  const deltaNames = (r: DeltaRequest) => ({ subscribe: r.subscribe, unsubscribe: r.unsubscribe });
   const makeSotw = (sink: StreamSink, id: number): SotwStream => new SotwStream(context(sink, id));
   const makeDelta = (sink: StreamSink, id: number): DeltaStream => new DeltaStream(context(sink, id));
   const implementation: grpc.UntypedServiceImplementation = {
-    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, makeSotw),
-    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, makeDelta),
+    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, sotwNames, makeSotw),
+    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, deltaNames, makeDelta),
     FetchSecrets: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       let request: SotwRequest;
       try {
