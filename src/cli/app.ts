@@ -36,6 +36,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     aliases: config.aliases,
     ...(config.defaultCertificate ? { defaultCertificate: config.defaultCertificate } : {}),
     ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
+    log,
   });
   const stats = new StreamStats();
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;

@@ -31,6 +31,7 @@ export const ErrorCode = {
   SecretNotReady: 'SDS_ERR_SECRET_NOT_READY',
   WrongTypeUrl: 'SDS_ERR_WRONG_TYPE_URL',
   BadRequest: 'SDS_ERR_BAD_REQUEST',
+  PermissionDenied: 'SDS_ERR_PERMISSION_DENIED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
