@@ -57,9 +57,9 @@ export interface StreamRecord {
 }
 
 /** The names a request subscribes to and unsubscribes from. */
-type RequestNames<Req> = (request: Req) => { subscribe: string[]; unsubscribe: string[] };
+type RequestNames<Req> = (request: Req) => { subscribe: readonly string[]; unsubscribe: readonly string[] };
 
-function addAll(into: string[], names: string[]): void {
+function addAll(into: string[], names: readonly string[]): void {
   for (const name of names) if (!into.includes(name)) into.push(name);
 }
 
@@ -156,7 +156,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   }
 
   /** Called (through the service's hooks) with the names of every response this stream wrote. */
-  noteSent(names: string[]): void {
+  noteSent(names: readonly string[]): void {
     addAll(this.names.sent, names);
   }
 
@@ -202,7 +202,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     if (node && !this.lastNode) this.lastNode = node;
     const { subscribe, unsubscribe } = this.requestNames(request);
     this.names.requests += 1;
-    this.names.lastRequestNames = subscribe;
+    this.names.lastRequestNames = [...subscribe];
     addAll(this.names.named, subscribe);
     addAll(this.names.unsubscribed, unsubscribe);
     this.machine.onRequest(request);
