@@ -75,6 +75,30 @@ describe('DeltaSecrets (v3 incremental)', () => {
     d2.end();
   });
 
+  it('answers a reconnect that already holds every version with an empty response (Envoy resets its back-off only on a message), then pushes changes', async () => {
+    const d1 = client.delta();
+    d1.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, TD] });
+    const first = await d1.next();
+    const versions = Object.fromEntries(first.resources.map((r) => [r.name, r.version]));
+    d1.cancel();
+
+    const d2 = client.delta();
+    d2.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, TD], initial_resource_versions: versions });
+    const answer = await d2.next();
+    expect(answer.resources).toHaveLength(0);
+    expect(answer.removed_resources).toHaveLength(0);
+    expect(answer.nonce).not.toBe('');
+    // The ACK of that answer gets nothing; a rotation afterwards is pushed as usual.
+    d2.send({ type_url: client.typeUrl, response_nonce: answer.nonce });
+    expect(await d2.nothingWithin(300)).toBe(true);
+    const rotated = await tlsValue(ca, FRONT);
+    srv.store.publish(FRONT, rotated.value);
+    const push = await d2.next();
+    expect(push.resources.map((r) => r.name)).toEqual([FRONT]);
+    expect(serialOfSecret(push.resources[0]!.resource!.value)).toBe(rotated.leaf.serialNumber);
+    d2.end();
+  });
+
   it('answers a new subscription on a live stream and stops pushing after unsubscribe', async () => {
     const d = client.delta();
     d.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT] });
