@@ -119,6 +119,17 @@ describe('admin endpoint: /healthz, /ready, /status, /streams', () => {
     const after = await get('/streams');
     expect(after.json.recentlyClosed).toMatchObject([{ id: 1, kind: 'sotw', named: [FRONT], sent: [FRONT] }]);
     expect((after.json.open as Array<{ id: number }>).map((x) => x.id)).toEqual([2]);
+
+    // Bounded: a client naming 100 names (one of 2,000 chars) shows the first 64, cut, and a count.
+    const many = client.delta();
+    const names = Array.from({ length: 100 }, (_, i) => (i === 0 ? 'x'.repeat(2_000) : `n${i}`));
+    many.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: names });
+    await many.next();
+    const bounded = ((await get('/streams')).json.open as Array<{ id: number; named: string[]; namesNotKept?: number }>).find((x) => x.id === 3);
+    expect(bounded?.named).toHaveLength(64);
+    expect(bounded?.named[0]).toBe(`${'x'.repeat(1024)}...(976 more chars)`);
+    expect(bounded?.namesNotKept).toBe(36);
+    many.end();
     delta.end();
     client.close();
   });

@@ -41,7 +41,9 @@ export interface OpenStream {
 
 /**
  * Names seen on one stream, as the transport saw them (not as the state machine read them), so an
- * operator or a test can check that a stream was only ever sent what its client named.
+ * operator or a test can check that a stream was only ever sent what its client named. Bounded:
+ * each list keeps its first {@link RECORD_NAMES_KEPT} distinct names, each cut to
+ * {@link RECORD_NAME_CHARS} code units (`...(N more chars)`), and counts the names it dropped.
  */
 export interface StreamRecord {
   /** Requests received. */
@@ -54,13 +56,55 @@ export interface StreamRecord {
   unsubscribed: string[];
   /** Every secret name a response on this stream carried. */
   sent: string[];
+  /** Distinct names left out of the lists above (past RECORD_NAMES_KEPT), when there were any. */
+  namesNotKept?: number;
 }
+
+/** Distinct names kept per list of a {@link StreamRecord}. */
+export const RECORD_NAMES_KEPT = 64;
+/** Longest name kept in a {@link StreamRecord}; longer ones are cut. */
+export const RECORD_NAME_CHARS = 1024;
 
 /** The names a request subscribes to and unsubscribes from. */
 type RequestNames<Req> = (request: Req) => { subscribe: readonly string[]; unsubscribe: readonly string[] };
 
-function addAll(into: string[], names: readonly string[]): void {
-  for (const name of names) if (!into.includes(name)) into.push(name);
+const recordedName = (name: string): string => (name.length <= RECORD_NAME_CHARS ? name : `${name.slice(0, RECORD_NAME_CHARS)}...(${name.length - RECORD_NAME_CHARS} more chars)`);
+
+/** The names of one stream: bounded sets (a client may send 10,000 names or 1 MiB ones). */
+class NameRecord {
+  requests = 0;
+  readonly named = new Set<string>();
+  lastRequestNames: string[] = [];
+  readonly unsubscribed = new Set<string>();
+  readonly sent = new Set<string>();
+  notKept = 0;
+
+  add(into: Set<string>, names: readonly string[]): void {
+    for (const raw of names) {
+      const name = recordedName(raw);
+      if (into.has(name)) continue;
+      if (into.size >= RECORD_NAMES_KEPT) this.notKept += 1;
+      else into.add(name);
+    }
+  }
+
+  noteRequest(subscribe: readonly string[], unsubscribe: readonly string[]): void {
+    this.requests += 1;
+    this.lastRequestNames = subscribe.slice(0, RECORD_NAMES_KEPT).map(recordedName);
+    this.add(this.named, subscribe);
+    this.add(this.unsubscribed, unsubscribe);
+  }
+
+  snapshot(): StreamRecord {
+    return {
+      requests: this.requests,
+      named: [...this.named],
+      lastRequestNames: [...this.lastRequestNames],
+      unsubscribed: [...this.unsubscribed],
+      sent: [...this.sent],
+      ...(this.notKept > 0 ? { namesNotKept: this.notKept } : {}),
+    };
+  }
 }
 
 /** A stream that has ended, as {@link StreamRegistry.recentlyClosed} keeps it. */
@@ -130,7 +174,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   private finished = false;
   private lastNode: NodeInfo | undefined;
   private readonly openedAtMs = Date.now();
-  private readonly names: StreamRecord = { requests: 0, named: [], lastRequestNames: [], unsubscribed: [], sent: [] };
+  private readonly names = new NameRecord();
 
   constructor(
     readonly id: number,
@@ -151,13 +195,12 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   }
 
   record(): StreamRecord {
-    const r = this.names;
-    return { requests: r.requests, named: [...r.named], lastRequestNames: [...r.lastRequestNames], unsubscribed: [...r.unsubscribed], sent: [...r.sent] };
+    return this.names.snapshot();
   }
 
   /** Called (through the service's hooks) with the names of every response this stream wrote. */
   noteSent(names: readonly string[]): void {
-    addAll(this.names.sent, names);
+    this.names.add(this.names.sent, names);
   }
 
   write(message: Buffer): boolean {
@@ -201,10 +244,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     const node = (request as { node?: NodeInfo }).node;
     if (node && !this.lastNode) this.lastNode = node;
     const { subscribe, unsubscribe } = this.requestNames(request);
-    this.names.requests += 1;
-    this.names.lastRequestNames = [...subscribe];
-    addAll(this.names.named, subscribe);
-    addAll(this.names.unsubscribed, unsubscribe);
+    this.names.noteRequest(subscribe, unsubscribe);
     this.machine.onRequest(request);
   }
 
