@@ -70,38 +70,50 @@ type RequestNames<Req> = (request: Req) => { subscribe: readonly string[]; unsub
 
 const recordedName = (name: string): string => (name.length <= RECORD_NAME_CHARS ? name : `${name.slice(0, RECORD_NAME_CHARS)}...(${name.length - RECORD_NAME_CHARS} more chars)`);
 
-/** The names of one stream: bounded sets (a client may send 10,000 names or 1 MiB ones). */
+/**
+ * The names of one stream, bounded (a client may send 10,000 names or 1 MiB ones). Small arrays
+ * created on first use, and the last request's list reused while the client repeats it (Envoy
+ * does in every ACK): a stream naming one secret costs two one-element arrays.
+ */
 class NameRecord {
   requests = 0;
-  readonly named = new Set<string>();
-  lastRequestNames: string[] = [];
-  readonly unsubscribed = new Set<string>();
-  readonly sent = new Set<string>();
+  named: string[] | undefined;
+  lastRequestNames: string[] | undefined;
+  unsubscribed: string[] | undefined;
+  sent: string[] | undefined;
   notKept = 0;
 
-  add(into: Set<string>, names: readonly string[]): void {
+  /** `list` with `names` added (each cut, each once, at most RECORD_NAMES_KEPT). */
+  add(list: string[] | undefined, names: readonly string[]): string[] | undefined {
     for (const raw of names) {
       const name = recordedName(raw);
-      if (into.has(name)) continue;
-      if (into.size >= RECORD_NAMES_KEPT) this.notKept += 1;
-      else into.add(name);
+      if (list?.includes(name)) continue;
+      if ((list?.length ?? 0) >= RECORD_NAMES_KEPT) this.notKept += 1;
+      else (list ??= []).push(name);
     }
+    return list;
   }
 
   noteRequest(subscribe: readonly string[], unsubscribe: readonly string[]): void {
     this.requests += 1;
-    this.lastRequestNames = subscribe.slice(0, RECORD_NAMES_KEPT).map(recordedName);
-    this.add(this.named, subscribe);
-    this.add(this.unsubscribed, unsubscribe);
+    const last = this.lastRequestNames;
+    const same = last !== undefined ? last.length === subscribe.length && last.every((n, i) => n === subscribe[i]) : subscribe.length === 0;
+    if (!same) this.lastRequestNames = subscribe.length === 0 ? undefined : subscribe.slice(0, RECORD_NAMES_KEPT).map(recordedName);
+    this.named = this.add(this.named, subscribe);
+    if (unsubscribe.length > 0) this.unsubscribed = this.add(this.unsubscribed, unsubscribe);
+  }
+
+  noteSent(names: readonly string[]): void {
+    this.sent = this.add(this.sent, names);
   }
 
   snapshot(): StreamRecord {
     return {
       requests: this.requests,
-      named: [...this.named],
-      lastRequestNames: [...this.lastRequestNames],
-      unsubscribed: [...this.unsubscribed],
-      sent: [...this.sent],
+      named: [...(this.named ?? [])],
+      lastRequestNames: [...(this.lastRequestNames ?? [])],
+      unsubscribed: [...(this.unsubscribed ?? [])],
+      sent: [...(this.sent ?? [])],
       ...(this.notKept > 0 ? { namesNotKept: this.notKept } : {}),
     };
   }
@@ -200,7 +212,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
 
   /** Called (through the service's hooks) with the names of every response this stream wrote. */
   noteSent(names: readonly string[]): void {
-    this.names.add(this.names.sent, names);
+    this.names.noteSent(names);
   }
 
   write(message: Buffer): boolean {
