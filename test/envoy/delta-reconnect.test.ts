@@ -8,11 +8,11 @@
  * nothing to update, so unless the server answers anyway, every restart leaves the back-off one
  * step longer: 0.5, 1.5, 3.5, 7.5, 15.5 s ceilings for five restarts in a row.
  */
-import { performance } from 'node:perf_hooks';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import type { StreamReportEntry } from '../../src/ops/status.js';
 import { describeWithEnvoy } from './find-envoy.js';
-import { EnvoyProcess, freePorts, sdsListenersBootstrap, sdsTlsListener, sleep, waitUntil, writeBootstrap, type SdsApiType } from './harness.js';
+import { sleep, waitUntil, type EnvoyProcess } from './harness.js';
+import { describeFigures, measureRestarts, startSdsListenersEnvoy, streamOf, total } from './reconnect.js';
 import { FileSecretsServer, spiffeId } from './sds-fixture.js';
 
 const RESTARTS = 5;
@@ -26,8 +26,6 @@ const RESTARTS = 5;
 const JITTER_SLACK_MS = 1_500;
 /** How long a Delta stream whose secret is gone is watched for reconnects. */
 const LOOP_WINDOW_MS = 4_000;
-
-const kindOf = (apiType: SdsApiType): 'sotw' | 'delta' => (apiType === 'GRPC' ? 'sotw' : 'delta');
 
 describeWithEnvoy('Envoy end to end: Delta SDS reconnects', (envoyBin) => {
   let sds: FileSecretsServer | undefined;
@@ -47,21 +45,6 @@ describeWithEnvoy('Envoy end to end: Delta SDS reconnects', (envoyBin) => {
     sds = undefined;
   });
 
-  /** One Envoy, one TLS listener per secret, each secret over the API type given. */
-  async function startEnvoy(server: FileSecretsServer, secrets: Array<{ id: string; apiType: SdsApiType }>, name: string): Promise<EnvoyProcess> {
-    const ports = await freePorts(secrets.length + 1);
-    const adminPort = ports[0]!;
-    const listeners = secrets.map((s, i) =>
-      sdsTlsListener({ name: `l${i}`, port: ports[i + 1]!, certificate: s.id, sds: { apiType: s.apiType, backOff: 'envoy-default' } }),
-    );
-    const bootstrap = await writeBootstrap(server.dir, name, sdsListenersBootstrap({ nodeId: name, adminPort, socketPath: server.socketPath(), listeners }));
-    return EnvoyProcess.start({ bin: envoyBin, name, bootstrapFile: bootstrap, adminPort });
-  }
-
-  /** The open stream of `kind` that named `id`, once its first request has arrived. */
-  const streamOf = (server: FileSecretsServer, kind: 'sotw' | 'delta', id: string): StreamReportEntry | undefined =>
-    server.streams().find((s) => s.kind === kind && s.named.includes(id));
-
   it(`after ${RESTARTS} server restarts in a row, Delta streams are back as fast as SotW streams (within ${JITTER_SLACK_MS} ms over all restarts)`, async () => {
     const secrets = [
       { id: spiffeId('sotw-a'), apiType: 'GRPC' as const },
@@ -72,45 +55,15 @@ describeWithEnvoy('Envoy end to end: Delta SDS reconnects', (envoyBin) => {
     sds = await FileSecretsServer.create(secrets.map((s) => s.id));
     const server = sds;
     await server.start();
-    envoy = await startEnvoy(server, secrets, 'reconnect-envoy');
+    envoy = await startSdsListenersEnvoy(envoyBin, server, secrets, 'reconnect-envoy');
     const e = envoy;
     const serials = async (): Promise<string[]> => (await e.certs()).certificates.map((c) => c.cert_chain?.[0]?.serial_number ?? '').sort();
     const servedBefore = await serials();
     const contextUpdates = async (): Promise<number> => [...(await e.stats('ssl_context_update_by_sds')).values()].reduce((a, b) => a + b, 0);
     const updatesBefore = await contextUpdates();
 
-    const allBack = (kind: 'sotw' | 'delta'): boolean => secrets.filter((s) => kindOf(s.apiType) === kind).every((s) => streamOf(server, kind, s.id) !== undefined);
-    // Before the next restart: every response written has been ACKed (Envoy has read it, so
-    // any back-off reset it causes has happened).
-    const settled = (): boolean => secrets.every((s) => {
-      const stream = streamOf(server, kindOf(s.apiType), s.id);
-      return stream !== undefined && (stream.sent.length === 0 || stream.requests >= 2);
-    });
-    await waitUntil('every SDS stream to be open and settled', settled, { timeoutMs: 10_000 });
-
-    const figures: Record<'sotw' | 'delta', number[]> = { sotw: [], delta: [] };
-    for (let restart = 1; restart <= RESTARTS; restart++) {
-      await server.stop();
-      const startedAt = performance.now();
-      await server.start();
-      const backAt: Partial<Record<'sotw' | 'delta', number>> = {};
-      await waitUntil(
-        `restart ${restart}: every SotW and Delta stream to be back`,
-        () => {
-          for (const kind of ['sotw', 'delta'] as const) if (backAt[kind] === undefined && allBack(kind)) backAt[kind] = performance.now();
-          return backAt.sotw !== undefined && backAt.delta !== undefined;
-        },
-        { timeoutMs: 20_000, intervalMs: 5 },
-      );
-      figures.sotw.push(Math.round(backAt.sotw! - startedAt));
-      figures.delta.push(Math.round(backAt.delta! - startedAt));
-      await waitUntil(`restart ${restart}: responses ACKed`, settled, { timeoutMs: 5_000 });
-    }
-
-    const total = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
-    const summary =
-      `SDS streams back after each of ${RESTARTS} restarts (ms): ` +
-      `SotW [${figures.sotw.join(', ')}] total ${total(figures.sotw)}; Delta [${figures.delta.join(', ')}] total ${total(figures.delta)}`;
+    const figures = await measureRestarts(server, secrets, RESTARTS);
+    const summary = `SDS streams back after each of ${RESTARTS} restarts (ms): ${describeFigures(figures)}`;
     console.log(summary);
     expect(total(figures.delta), summary).toBeLessThanOrEqual(total(figures.sotw) + JITTER_SLACK_MS);
 
@@ -127,7 +80,8 @@ describeWithEnvoy('Envoy end to end: Delta SDS reconnects', (envoyBin) => {
     sds = await FileSecretsServer.create([kept, gone]);
     const server = sds;
     await server.start();
-    envoy = await startEnvoy(
+    envoy = await startSdsListenersEnvoy(
+      envoyBin,
       server,
       [
         { id: kept, apiType: 'DELTA_GRPC' },
