@@ -392,6 +392,25 @@ const ROWS: Row[] = [
     steps: [{ delta: { subscribe: [FRONT, TD], initial: { FRONT: 'old', TD: 'current' } }, sent: [{ add: [FRONT] }] }],
   },
   {
+    name: 'Delta (fault 5): a reconnect holding every current version is answered with an empty response (Envoy resets its back-off only on a message); its ACK gets nothing; rotations are pushed',
+    kind: 'delta',
+    steps: [
+      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [] }] },
+      { delta: { nonce: 'last' } },
+      { rotate: FRONT, sent: [{ add: [FRONT] }] },
+    ],
+  },
+  {
+    name: 'Delta: a first request whose secret has no version yet is answered once it is published, not before',
+    kind: 'delta',
+    steps: [
+      { declare: LATE },
+      { delta: { subscribe: [LATE] } },
+      { rotate: LATE, sent: [{ add: [LATE] }] },
+      { delta: { nonce: 'last' } },
+    ],
+  },
+  {
     name: 'Delta (fault 3): [front, gone] with initial versions: removed [gone], then the ACK and a NACK keep the stream open',
     kind: 'delta',
     steps: [
