@@ -44,7 +44,8 @@ describe('bounded grpc-message and log lines', () => {
   ])('StreamSecrets with %s ends with INVALID_ARGUMENT at the client within 1 s', async (_label, names, pattern) => {
     const s = client.stream();
     const started = performance.now();
-    s.send({ node: envoyNode(), resource_names: names, type_url: client.typeUrl });
+    // A 1 MiB node id too: the 'ending stream' log line must stay small.
+    s.send({ node: { ...envoyNode(), id: 'n'.repeat(1 << 20) }, resource_names: names, type_url: client.typeUrl });
     const end = await s.ended;
     const elapsed = performance.now() - started;
     expect(end.code).toBe(grpc.status.INVALID_ARGUMENT);
@@ -60,7 +61,9 @@ describe('bounded grpc-message and log lines', () => {
     ['10,000 unknown names', MANY],
   ])('FetchSecrets with %s fails with INVALID_ARGUMENT at the client within 1 s', async (_label, names) => {
     const started = performance.now();
-    const err = await client.fetch({ node: envoyNode(), resource_names: names, type_url: client.typeUrl }).then(
+    // A 1 MiB node id too: the refusal's log line must stay small.
+    const node = { ...envoyNode(), id: 'n'.repeat(1 << 20) };
+    const err = await client.fetch({ node, resource_names: names, type_url: client.typeUrl }).then(
       () => undefined,
       (e: grpc.ServiceError) => e,
     );

@@ -9,6 +9,7 @@ import { SharedResponses } from '../src/xds/shared-responses.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { fetchSecrets } from '../src/xds/fetch.js';
+import { Subscription } from '../src/xds/subscription.js';
 import type { StreamContext } from '../src/xds/stream-core.js';
 import type { DeltaRequest, SotwRequest, StreamFailure, StreamSink } from '../src/xds/types.js';
 import { createLogger, type Logger } from '../src/ops/logger.js';
@@ -392,22 +393,22 @@ const ROWS: Row[] = [
     steps: [{ delta: { subscribe: [FRONT, TD], initial: { FRONT: 'old', TD: 'current' } }, sent: [{ add: [FRONT] }] }],
   },
   {
-    name: 'Delta (fault 5): a reconnect holding every current version is answered with an empty response (Envoy resets its back-off only on a message); its ACK gets nothing; rotations are pushed',
+    name: 'Delta (for fault 5, Envoy back-off): a reconnect where the client holds every current version gets one empty response, then nothing until a change',
     kind: 'delta',
     steps: [
-      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [] }] },
+      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [], removed: [] }] },
       { delta: { nonce: 'last' } },
-      { rotate: FRONT, sent: [{ add: [FRONT] }] },
+      { rotate: TD, sent: [{ add: [TD] }] },
     ],
   },
   {
-    name: 'Delta: a first request whose secret has no version yet is answered once it is published, not before',
+    name: 'Delta: a first request naming only a pending secret gets nothing until it is published',
     kind: 'delta',
     steps: [
       { declare: LATE },
       { delta: { subscribe: [LATE] } },
+      { delta: { subscribe: [LATE], nonce: 'foreign' } },
       { rotate: LATE, sent: [{ add: [LATE] }] },
-      { delta: { nonce: 'last' } },
     ],
   },
   {
@@ -744,5 +745,29 @@ describe('FetchSecrets rules', () => {
     expect(result.failure.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(result.failure.message.length).toBeLessThan(600);
     expect(result.failure.message).toMatch(/^SDS_ERR_UNKNOWN_SECRET: secrets "spiffe:\/\/example\.org\/a+\.\.\.\(\d+ more chars\)", "spiffe:\/\/example\.org\/n0", "spiffe:\/\/example\.org\/n1" and 9997 more \(10000 names\) are not configured on this server$/);
+  });
+});
+
+describe('Subscription (the rules both protocols share)', () => {
+  type Op = { sotw: string[] } | { delta: [string[], string[]] };
+  const cases: Array<{ name: string; ops: Op[]; wildcard: boolean; names: string[]; changed: boolean[] }> = [
+    { name: 'SotW legacy wildcard: first empty request', ops: [{ sotw: [] }, { sotw: [] }], wildcard: true, names: [], changed: [true, false] },
+    { name: 'SotW: empty after named is nothing, never wildcard', ops: [{ sotw: ['a'] }, { sotw: [] }, { sotw: [] }], wildcard: false, names: [], changed: [true, true, false] },
+    { name: 'SotW: legacy wildcard then named then empty is nothing', ops: [{ sotw: [] }, { sotw: ['a'] }, { sotw: [] }], wildcard: false, names: [], changed: [true, true, true] },
+    { name: 'SotW: explicit * with a name', ops: [{ sotw: ['*', 'a'] }], wildcard: true, names: ['a'], changed: [true] },
+    { name: 'SotW: same set in another order or with duplicates is no change', ops: [{ sotw: ['a', 'b'] }, { sotw: ['b', 'a'] }, { sotw: ['a', 'a', 'b'] }], wildcard: false, names: ['a', 'b'], changed: [true, false, false] },
+    { name: 'SotW: [a, a] after [a, b] drops b', ops: [{ sotw: ['a', 'b'] }, { sotw: ['a', 'a'] }], wildcard: false, names: ['a'], changed: [true, true] },
+    { name: 'Delta legacy wildcard: first request subscribes nothing', ops: [{ delta: [[], []] }, { delta: [[], []] }], wildcard: true, names: [], changed: [true, false] },
+    { name: 'Delta: named first request, then an empty one, is never wildcard', ops: [{ delta: [['a'], []] }, { delta: [[], []] }], wildcard: false, names: ['a'], changed: [true, false] },
+    { name: 'Delta: legacy wildcard stays wildcard when names are added, until * is unsubscribed', ops: [{ delta: [[], []] }, { delta: [['a'], []] }, { delta: [[], ['*']] }], wildcard: false, names: ['a'], changed: [true, true, true] },
+    { name: 'Delta: unsubscribing every name leaves nothing', ops: [{ delta: [['a', 'b'], []] }, { delta: [[], ['a', 'b']] }, { delta: [[], ['c']] }], wildcard: false, names: [], changed: [true, true, false] },
+  ];
+  it.each(cases.map((c) => [c.name, c] as const))('%s', (_n, c) => {
+    const sub = new Subscription();
+    const changed = c.ops.map((op) => ('sotw' in op ? sub.setSotw(op.sotw) : sub.updateDelta(op.delta[0], op.delta[1])) !== undefined);
+    expect(changed).toEqual(c.changed);
+    expect(sub.wildcard).toBe(c.wildcard);
+    expect([...sub.names].sort()).toEqual(c.names);
+    expect(sub.isEmpty).toBe(!c.wildcard && c.names.length === 0);
   });
 });
