@@ -39,7 +39,7 @@ const longestLogLine = (): number => Math.max(...srv.logs.map((l) => JSON.string
 
 describe('bounded grpc-message and log lines', () => {
   it.each([
-    ['a 1 MiB name', [HUGE], /^SDS_ERR_UNKNOWN_SECRET: secret "spiffe:\/\/example\.org\/h+\.\.\.\(\d+ more chars\)" is not configured on this server$/],
+    ['a 1 MiB name', [HUGE], /^SDS_ERR_BAD_REQUEST: resource name of 1048597 characters is longer than 2048 \(the SPIFFE ID limit\): "spiffe:\/\/example\.org\/h+\.\.\.\(1048497 more chars\)"$/],
     ['10,000 unknown names', MANY, /and 9997 more \(10000 names\) are not configured/],
   ])('StreamSecrets with %s ends with INVALID_ARGUMENT at the client within 1 s', async (_label, names, pattern) => {
     const s = client.stream();
@@ -57,9 +57,9 @@ describe('bounded grpc-message and log lines', () => {
   });
 
   it.each([
-    ['a 1 MiB name', [HUGE]],
-    ['10,000 unknown names', MANY],
-  ])('FetchSecrets with %s fails with INVALID_ARGUMENT at the client within 1 s', async (_label, names) => {
+    ['a 1 MiB name', [HUGE], 'SDS_ERR_BAD_REQUEST'],
+    ['10,000 unknown names', MANY, 'SDS_ERR_UNKNOWN_SECRET'],
+  ])('FetchSecrets with %s fails with INVALID_ARGUMENT at the client within 1 s', async (_label, names, code) => {
     const started = performance.now();
     // A 1 MiB node id too: the refusal's log line must stay small.
     const node = { ...envoyNode(), id: 'n'.repeat(1 << 20) };
@@ -69,8 +69,20 @@ describe('bounded grpc-message and log lines', () => {
     );
     expect(performance.now() - started).toBeLessThan(1000);
     expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(err?.details).toContain('SDS_ERR_UNKNOWN_SECRET');
+    expect(err?.details).toContain(code);
     expect(err?.details.length).toBeLessThan(600);
+    expect(longestLogLine()).toBeLessThan(MAX_LOG_LINE);
+  });
+
+  it('DeltaSecrets with a 1 MiB name ends with INVALID_ARGUMENT at the client within 1 s', async () => {
+    const d = client.delta();
+    const started = performance.now();
+    d.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, HUGE] });
+    const end = await d.ended;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(end.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(end.details).toMatch(/^SDS_ERR_BAD_REQUEST: resource name of 1048597 characters/);
+    expect(end.details.length).toBeLessThan(600);
     expect(longestLogLine()).toBeLessThan(MAX_LOG_LINE);
   });
 
