@@ -10,6 +10,9 @@ import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, type StatusReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
 import type { ServerConfig } from './config.js';
+import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
+import { IdentityTemplate } from '../authorization/entitlements.js';
+import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -36,12 +39,16 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
   });
   const stats = new StreamStats();
+  let ca: CaSource | undefined;
+  const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
+  if (!authorization) log.warn(AUTHORIZATION_OFF);
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
   const server = new SdsServer({
     socketPath,
     socketMode: config.socket.mode,
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: stats,
@@ -62,12 +69,14 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   }
   // Bind first: Envoys that start before the secrets are ready connect and wait.
   await server.start();
-  let ca: CaSource | undefined;
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport => buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats });
+  const status = (): StatusReport => ({
+    ...buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats }),
+    authorization: authorization?.status() ?? { enabled: false, summary: AUTHORIZATION_OFF },
+  });
   try {
-    if (config.identities.length > 0) {
+    if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
       const c = config.ca;
       ca = new CaSource({
         backend: await createCaBackend(c, log),
@@ -82,8 +91,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
         backoff: c.backoff,
         bundleRefreshMs: c.bundleRefreshMs,
         bundlePropagationMs: c.bundlePropagationMs,
+        onDemand: { keyType: 'ec-p256', lifetimeSeconds: config.authorization.onDemandLifetimeSeconds },
       });
       sources.push(ca);
+      issuer.attach(ca);
     }
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
@@ -118,9 +129,65 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       for (const s of sources) await s.reloadAll?.();
     },
     stop: async () => {
+      onDemand?.close();
       await admin?.stop();
       for (const s of sources) await s.close();
       await server.stop();
     },
   };
+}
+
+/**
+ * The authorization of a config with `workloads` or `identityTemplate`; none (authorization off)
+ * otherwise. On-demand identities go to the CA source once it exists (requests that arrive while
+ * the server is still starting are queued).
+ */
+function buildAuthorization(
+  config: ServerConfig,
+  store: SecretStore,
+  log: Logger,
+): { authorization?: Authorization; onDemand?: OnDemandIdentities; issuer: LateIssuer } {
+  const issuer = new LateIssuer();
+  const auth = config.authorization;
+  if (!auth.enabled) return { issuer };
+  let template: IdentityTemplate | undefined;
+  if (auth.identityTemplate !== undefined) {
+    const parsed = IdentityTemplate.parse(auth.identityTemplate, config.ca.trustDomain);
+    if ('problem' in parsed) throw new Error(`identityTemplate: ${parsed.problem}`);
+    template = parsed;
+  }
+  const onDemand = template ? new OnDemandIdentities({ issuer, idleMs: auth.onDemandIdleSeconds * 1000, log }) : undefined;
+  const authorization = new Authorization({
+    store,
+    policy: { workloads: auth.workloads, trustDomain: config.ca.trustDomain, ...(template ? { template } : {}) },
+    ...(onDemand ? { onDemand } : {}),
+    log,
+  });
+  log.info('authorization is on: each caller gets only the identities granted to its selectors', {
+    workloads: auth.workloads.length,
+    ...(auth.identityTemplate ? { identityTemplate: auth.identityTemplate, onDemandIdleSeconds: auth.onDemandIdleSeconds } : {}),
+  });
+  return { authorization, ...(onDemand ? { onDemand } : {}), issuer };
+}
+
+/** An IdentityIssuer whose CA source is created after the socket is bound: earlier requests wait here. */
+class LateIssuer implements IdentityIssuer {
+  private target: IdentityIssuer | undefined;
+  private readonly queued = new Set<string>();
+
+  attach(target: IdentityIssuer): void {
+    this.target = target;
+    for (const id of this.queued) target.addIdentity(id);
+    this.queued.clear();
+  }
+
+  addIdentity(spiffeId: string): void {
+    if (this.target) this.target.addIdentity(spiffeId);
+    else this.queued.add(spiffeId);
+  }
+
+  removeIdentity(spiffeId: string): void {
+    if (this.target) this.target.removeIdentity(spiffeId);
+    else this.queued.delete(spiffeId);
+  }
 }

@@ -31,6 +31,9 @@ export const ErrorCode = {
   SecretNotReady: 'SDS_ERR_SECRET_NOT_READY',
   WrongTypeUrl: 'SDS_ERR_WRONG_TYPE_URL',
   BadRequest: 'SDS_ERR_BAD_REQUEST',
+  // Workload authorization (issue 11).
+  PermissionDenied: 'SDS_ERR_PERMISSION_DENIED',
+  AttestationFailed: 'SDS_ERR_ATTESTATION_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

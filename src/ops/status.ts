@@ -2,6 +2,7 @@ import type { SecretStore } from '../secrets/store.js';
 import type { SecretSourceStatus } from '../sources/source.js';
 import type { StreamRegistry } from '../server/sds-service.js';
 import type { SecretStreamStats, StreamStats } from './stream-stats.js';
+import type { AuthorizationReport } from '../authorization/authorization.js';
 
 /**
  * The operator's view of the server, served at /status: per secret its names, version, the
@@ -11,6 +12,8 @@ export interface StatusReport {
   ready: boolean;
   socket: string;
   streams: { open: number; byApi: Record<string, number> };
+  /** Who may receive what (issue 11); filled in by the app. */
+  authorization?: AuthorizationReport;
   secrets: Array<{
     name: string;
     kind: string;

@@ -23,7 +23,9 @@ export type Resolution =
   | { kind: 'ready'; entry: SecretEntry }
   /** Configured (or possibly configured, while sources are still loading) but not available yet. */
   | { kind: 'pending' }
-  | { kind: 'unknown' };
+  | { kind: 'unknown' }
+  /** The caller may not have this secret (a per-caller catalog view); `reason` names secret and caller, never content. */
+  | { kind: 'denied'; reason: string };
 
 /** Called with the requested name whose resolution may have changed. */
 export type NameListener = (name: string) => void;
@@ -149,6 +151,11 @@ export class SecretStore implements SecretCatalog {
 
   names(): string[] {
     return [...this.declared.keys()];
+  }
+
+  /** The kind of a declared (canonical) secret, published or not. */
+  kindOf(canonical: string): SecretKind | undefined {
+    return this.declared.get(canonical)?.kind;
   }
 
   /** Every alias currently pointing at a canonical name (for status output). */

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
+import type { SdsServiceDeps } from './sds-service.js';
 import type { Logger } from '../ops/logger.js';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { V2, V3, type ApiVersion } from '../api/api-version.js';
@@ -16,6 +17,8 @@ export interface SdsServerOptions {
   socketMode?: number;
   socketGroup?: number;
   catalog: SecretCatalog;
+  /** Per-caller catalogs (authorization on): streams then wait for their caller's attestation. */
+  catalogFor?: SdsServiceDeps['catalogFor'];
   log: Logger;
   bundleFormat?: BundleFormatSetting;
   hooks?: StreamHooks;
@@ -60,6 +63,7 @@ export class SdsServer {
     for (const api of this.options.apis ?? [V3, V2]) {
       const { definition, implementation } = createSdsService(api, {
         catalog: this.options.catalog,
+        ...(this.options.catalogFor ? { catalogFor: this.options.catalogFor } : {}),
         nonces,
         log,
         hooks: this.options.hooks ?? {},

@@ -2,7 +2,7 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, DeltaRequest, NodeInfo } from './types.js';
 import type { StreamContext } from './sotw-stream.js';
-import { describeUnknown } from './versions.js';
+import { describeDenied, describeUnknown } from './versions.js';
 
 const WILDCARD = '*';
 
@@ -124,6 +124,13 @@ export class DeltaStream {
   /** Sends every tracked secret whose version differs from what the client holds. */
   private sendPending(): void {
     if (this.closed) return;
+    for (const n of this.subscribed) {
+      const resolution = this.ctx.catalog.resolve(n);
+      if (resolution.kind === 'denied') {
+        this.fail(GrpcStatus.PERMISSION_DENIED, describeDenied(resolution.reason));
+        return;
+      }
+    }
     const unknown = [...this.subscribed].filter((n) => this.ctx.catalog.resolve(n).kind === 'unknown' && !this.clientHas.has(n));
     if (unknown.length > 0) {
       this.fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));

@@ -3,7 +3,7 @@ import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
 import type { NonceSource } from './nonce.js';
-import { combinedVersion, describeUnknown } from './versions.js';
+import { combinedVersion, describeDenied, describeUnknown } from './versions.js';
 
 export type FetchResult = { ok: true; response: Buffer; names: string[] } | { ok: false; failure: StreamFailure };
 
@@ -27,6 +27,7 @@ export function fetchSecrets(
     const r = deps.catalog.resolve(name);
     if (r.kind === 'ready') ready.push({ name, entry: r.entry });
     else if (r.kind === 'unknown') unknown.push(name);
+    else if (r.kind === 'denied') return fail(GrpcStatus.PERMISSION_DENIED, describeDenied(r.reason));
     else pending.push(name);
   }
   if (unknown.length > 0) return fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));

@@ -5,7 +5,7 @@ import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, NodeInfo, ResourceEncoder, SotwRequest, StreamHooks, StreamSink } from './types.js';
 import type { NonceSource } from './nonce.js';
 import type { SharedResponses } from './shared-responses.js';
-import { combinedVersion, describeUnknown } from './versions.js';
+import { combinedVersion, describeDenied, describeUnknown } from './versions.js';
 
 export interface StreamContext {
   streamId: number;
@@ -131,6 +131,10 @@ export class SotwStream {
         ready += 1;
         if (this.sent.get(name) !== resolution.entry.version) changed = true;
       } else if (resolution.kind === 'unknown' && !this.wildcard) (unknown ??= []).push(name);
+      else if (resolution.kind === 'denied' && !this.wildcard) {
+        this.fail(GrpcStatus.PERMISSION_DENIED, describeDenied(resolution.reason));
+        return;
+      }
     }
     if (unknown) {
       this.fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));

@@ -18,6 +18,12 @@ export function combinedVersion(sent: ReadonlyMap<string, string>): string {
   return hash.digest('hex').slice(0, 16);
 }
 
+/** Contract 1: the message of the PERMISSION_DENIED that ends a stream asking for a `denied` name. */
+export function describeDenied(reason: string): string {
+  const message = `${ErrorCode.PermissionDenied}: ${reason}`;
+  return message.length <= 1000 ? message : `${message.slice(0, 997)}...`;
+}
+
 export function describeUnknown(names: string[]): string {
   const list = names.map((n) => JSON.stringify(n)).join(', ');
   return `${ErrorCode.UnknownSecret}: secret ${list} is not configured on this server`;
