@@ -110,7 +110,7 @@ describe('DeltaSecrets (v3 incremental)', () => {
     d.end();
   });
 
-  it('holds a configured but unavailable secret and ends the stream for an unknown one', async () => {
+  it('holds a configured but unavailable secret, and answers an unknown one with removed_resources without ending the stream', async () => {
     const LATE = 'spiffe://example.org/late';
     srv.store.declare(LATE, 'tls-certificate');
     const d = client.delta();
@@ -119,11 +119,16 @@ describe('DeltaSecrets (v3 incremental)', () => {
     srv.store.publish(LATE, (await tlsValue(ca, LATE)).value);
     expect((await d.next()).resources.map((r) => r.name)).toEqual([LATE]);
 
-    const bad = client.delta();
-    bad.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: ['nope'] });
-    const end = await bad.ended;
-    expect(end.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(end.details).toContain('"nope"');
+    // Used to end the stream with INVALID_ARGUMENT; Delta now says "does not exist" the xDS way.
+    const other = client.delta();
+    other.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: ['nope'] });
+    const gone = await other.next();
+    expect(gone.removed_resources).toEqual(['nope']);
+    expect(gone.resources).toHaveLength(0);
+    other.send({ type_url: client.typeUrl, response_nonce: gone.nonce, resource_names_subscribe: [FRONT] });
+    expect((await other.next()).resources.map((r) => r.name)).toEqual([FRONT]);
+    other.end();
+    expect((await other.ended).code).toBe(grpc.status.OK);
     d.end();
   });
 

@@ -37,6 +37,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     aliases: config.aliases,
     ...(config.defaultCertificate ? { defaultCertificate: config.defaultCertificate } : {}),
     ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
+    log,
   });
   const stats = new StreamStats();
   let ca: CaSource | undefined;

@@ -11,15 +11,15 @@ export interface SecretStreamStats {
 export class StreamStats implements StreamHooks {
   readonly bySecret = new Map<string, SecretStreamStats>();
 
-  onResponse(info: { names: string[] }): void {
+  onResponse(info: { names: readonly string[] }): void {
     for (const name of info.names) this.stats(name).responses += 1;
   }
 
-  onAck(info: { names: string[] }): void {
+  onAck(info: { names: readonly string[] }): void {
     for (const name of info.names) this.stats(name).acks += 1;
   }
 
-  onNack(info: { names: string[]; reason: string; node?: { id: string } | undefined }): void {
+  onNack(info: { names: readonly string[]; reason: string; node?: { id: string } | undefined }): void {
     for (const name of info.names) {
       const s = this.stats(name);
       s.nacks += 1;

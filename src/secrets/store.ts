@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { SecretValue, TrustBundleValue, TrustDomainBundle } from './secret.js';
 import { parseSpiffeId, trustDomainId } from '../x509/spiffe.js';
+import { createLogger, type Logger } from '../ops/logger.js';
 
 /**
  * The versioned secret store: the one place that knows which secrets exist, under which names,
@@ -24,7 +25,11 @@ export type Resolution =
   /** Configured (or possibly configured, while sources are still loading) but not available yet. */
   | { kind: 'pending' }
   | { kind: 'unknown' }
-  /** The caller may not have this secret (a per-caller catalog view); `reason` names secret and caller, never content. */
+  /**
+   * The caller may not have this secret (a per-caller catalog view says so). Streams and Fetch end
+   * with PERMISSION_DENIED `SDS_ERR_PERMISSION_DENIED: <reason>`; `reason` names the rule, never
+   * secret content.
+   */
   | { kind: 'denied'; reason: string };
 
 /** Called with the requested name whose resolution may have changed. */
@@ -59,6 +64,8 @@ export interface SecretStoreOptions {
   /** Canonical name the root-bundle alias points at; otherwise the bundle of the default certificate's trust domain, else the first declared bundle. */
   rootBundle?: string;
   now?: () => Date;
+  /** Where a listener that throws is reported (with the secret name, never its content); default: a JSON logger on stdout. */
+  log?: Logger;
 }
 
 interface Declared {
@@ -77,6 +84,7 @@ export class SecretStore implements SecretCatalog {
   private allBundlesEntry: SecretEntry | undefined;
   private settled = false;
   private readonly now: () => Date;
+  private listenerLog: Logger | undefined;
 
   constructor(private readonly options: SecretStoreOptions = {}) {
     this.aliasNames = { ...DEFAULT_ALIASES, ...options.aliases };
@@ -191,12 +199,28 @@ export class SecretStore implements SecretCatalog {
     return n;
   }
 
+  /**
+   * Tells every watcher of each name. Each listener is isolated: one that throws is logged (with
+   * the name, no secret content) and every other listener still gets the push.
+   */
   private notify(names: Set<string>): void {
     for (const name of names) {
       const set = this.watchers.get(name);
       // Copy: a listener may unsubscribe (stream ends) while we iterate.
-      if (set) for (const listener of [...set]) listener(name);
-      for (const listener of [...this.wildcardWatchers]) listener(name);
+      if (set) for (const listener of [...set]) this.call(listener, name);
+      for (const listener of [...this.wildcardWatchers]) this.call(listener, name);
+    }
+  }
+
+  private call(listener: NameListener, name: string): void {
+    try {
+      listener(name);
+    } catch (err) {
+      const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      (this.listenerLog ??= this.options.log ?? createLogger()).error('a secret listener failed; the other listeners were still notified', {
+        secret: name.length > 200 ? `${name.slice(0, 200)}...` : name,
+        error: error.length > 512 ? `${error.slice(0, 512)}...` : error,
+      });
     }
   }
 

@@ -1,186 +1,136 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { ErrorCode } from '../ops/errors.js';
-import type { BundleFormat, DeltaRequest, NodeInfo } from './types.js';
-import type { StreamContext } from './sotw-stream.js';
-import { describeDenied, describeUnknown } from './versions.js';
-
-const WILDCARD = '*';
+import type { DeltaRequest } from './types.js';
+import { StreamCore, type NonceVerdict, type StreamContext } from './stream-core.js';
+import { Subscription } from './subscription.js';
+import { describeDenied } from './versions.js';
 
 /**
  * One incremental DeltaSecrets stream. The client tells us what it subscribes to and, after a
  * reconnect, which versions it already holds (`initial_resource_versions`); we send only what it
- * lacks, and `removed_resources` when a secret it holds is no longer configured.
+ * lacks, and `removed_resources` for a name it holds or asked for that is not configured.
+ *
+ * Rules:
+ * - subscribe / unsubscribe are applied on every request, whatever its nonce (a Delta client may
+ *   carry them on an ACK, a NACK or a fresh request; dropping one would leave a secret unserved);
+ * - every subscribe is answered, except for a name the client reported holding at the current
+ *   version on its first request;
+ * - an unknown name never ends the stream: the client is told with `removed_resources` (as the xDS
+ *   spec says for "resource does not exist" in the incremental variants, and as go-control-plane
+ *   does); the name stays subscribed and is sent if it is configured later;
+ * - a denied name ends the stream with PERMISSION_DENIED;
+ * - NACKs are logged (rate-limited) and the rejected version is not resent.
  */
-export class DeltaStream {
-  private node: NodeInfo | undefined;
-  private format: BundleFormat | undefined;
-  private readonly subscribed = new Set<string>();
-  private wildcard = false;
+export class DeltaStream extends StreamCore<DeltaRequest> {
+  private readonly subscription = new Subscription();
   private first = true;
-  private closed = false;
-  private lastNonce = '';
   private systemVersion = 0;
   /** What the client holds: name -> version (from initial_resource_versions, then from what we sent). */
   private readonly clientHas = new Map<string, string>();
-  /** Names the client explicitly (re)subscribed to: must be sent even if it already holds them. */
-  private readonly mustSend = new Set<string>();
-  private readonly unwatchers = new Map<string, () => void>();
-  private writeBlocked = false;
-  private flushWanted = false;
+  /** Names the client (re)subscribed to and has not been answered for yet. */
+  private readonly mustAnswer = new Set<string>();
 
-  constructor(private readonly ctx: StreamContext) {}
+  constructor(ctx: StreamContext) {
+    super(ctx);
+  }
 
-  onRequest(request: DeltaRequest): void {
-    if (this.closed) return;
-    if (!this.node && request.node) {
-      this.node = request.node;
-      this.format = this.ctx.bundleFormat(request.node);
-    }
-    if (request.typeUrl !== '' && request.typeUrl !== this.ctx.encoder.typeUrl) {
-      this.fail(GrpcStatus.INVALID_ARGUMENT, `${ErrorCode.WrongTypeUrl}: this service serves ${this.ctx.encoder.typeUrl}, the request asked for ${request.typeUrl}`);
-      return;
-    }
-
-    // Subscription changes are applied whatever the nonce: a Delta client may piggyback them on
-    // any request, and dropping one would leave a secret unserved.
-    if (request.responseNonce !== '' && request.responseNonce === this.lastNonce) {
-      if (request.errorDetail) {
-        const reason = request.errorDetail.message;
-        this.ctx.log.warn('Envoy rejected secret (NACK); keeping its previous version, not resending this one', {
-          secrets: [...this.subscribed],
-          rejectedNonce: request.responseNonce,
-          reason,
-          node: this.node?.id,
-        });
-        this.ctx.hooks.onNack?.({ streamId: this.ctx.streamId, names: [...this.subscribed], nonce: request.responseNonce, reason, node: this.node });
-      } else {
-        this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: [...this.subscribed], versionInfo: String(this.systemVersion), node: this.node });
-      }
-    }
+  protected handle(request: DeltaRequest, verdict: NonceVerdict): void {
+    if (verdict === 'nack') this.noteNack(request, [...this.clientHas.keys()]);
+    else if (verdict === 'ack') this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: [...this.clientHas.keys()], versionInfo: String(this.systemVersion), node: this.node });
+    else if (verdict === 'stale') this.logStale(request);
 
     const initial = this.first;
-    if (this.first) {
-      this.first = false;
-      for (const [name, version] of Object.entries(request.initialResourceVersions)) this.clientHas.set(name, version);
-      // A first request that names nothing (or `*`) is a wildcard subscription.
-      if (request.subscribe.length === 0 || request.subscribe.includes(WILDCARD)) this.startWildcard();
-    } else if (request.subscribe.includes(WILDCARD)) {
-      this.startWildcard();
+    this.first = false;
+    const change = this.subscription.updateDelta(request.subscribe, request.unsubscribe);
+    if (initial) {
+      // Only what the stream subscribes to: a held version of anything else means nothing here.
+      for (const [name, version] of Object.entries(request.initialResourceVersions)) {
+        if (this.interestedIn(name)) this.clientHas.set(name, version);
+      }
     }
-
-    for (const name of request.unsubscribe) {
-      if (name === WILDCARD) this.stopWildcard();
-      this.subscribed.delete(name);
-      this.clientHas.delete(name);
-      this.mustSend.delete(name);
-      this.unwatchers.get(name)?.();
-      this.unwatchers.delete(name);
+    if (change) {
+      for (const name of change.added) this.watch(name);
+      for (const name of change.removed) {
+        this.unwatch(name);
+        this.mustAnswer.delete(name);
+        // Still covered by a wildcard: answer again (the current version, or removed).
+        if (this.subscription.wildcard) this.mustAnswer.add(name);
+        else this.clientHas.delete(name);
+      }
+      if (change.wildcardChanged) {
+        if (this.subscription.wildcard) this.watchAll();
+        else {
+          this.unwatch('*');
+          for (const name of [...this.clientHas.keys()]) if (!this.subscription.has(name)) this.clientHas.delete(name);
+        }
+      }
     }
     for (const name of request.subscribe) {
-      if (name === WILDCARD) continue;
-      if (!this.subscribed.has(name)) {
-        this.subscribed.add(name);
-        this.unwatchers.set(name, this.ctx.catalog.watch(name, (n) => this.onChange(n)));
-      }
-      // The protocol requires answering every (re)subscription, except for what the client
-      // already reported holding on a reconnected stream.
-      if (!initial || !this.clientHas.has(name)) this.mustSend.add(name);
+      if (name === '*') continue;
+      // The protocol answers every (re)subscription, except what the client reported holding on
+      // its first request (sent again only if the version differs).
+      if (!initial || !this.clientHas.has(name)) this.mustAnswer.add(name);
     }
-    this.sendPending();
+    this.requestFlush();
   }
 
-  close(): void {
-    this.closed = true;
-    this.stopWildcard();
-    for (const stop of this.unwatchers.values()) stop();
-    this.unwatchers.clear();
+  protected storeChanged(name: string): void {
+    if (this.subscription.wildcard || this.subscription.has(name) || this.clientHas.has(name)) this.requestFlush();
   }
 
-  private startWildcard(): void {
-    if (this.wildcard) return;
-    this.wildcard = true;
-    this.unwatchers.set(WILDCARD, this.ctx.catalog.watchAll((n) => this.onChange(n)));
+  private interestedIn(name: string): boolean {
+    return this.subscription.has(name) || this.subscription.wildcard;
   }
 
-  private stopWildcard(): void {
-    this.wildcard = false;
-    this.unwatchers.get(WILDCARD)?.();
-    this.unwatchers.delete(WILDCARD);
-  }
-
-  private onChange(name: string): void {
-    if (this.subscribed.has(name) || (this.wildcard && this.ctx.catalog.names().includes(name)) || this.clientHas.has(name)) {
-      this.sendPending();
-    }
-  }
-
-  private tracked(): string[] {
-    const names = new Set(this.subscribed);
-    if (this.wildcard) for (const n of this.ctx.catalog.names()) names.add(n);
+  /** Every name this stream tracks: explicit names, the catalog's under a wildcard, and what the client holds. */
+  private tracked(): Set<string> {
+    const names = new Set(this.subscription.names);
+    if (this.subscription.wildcard) for (const n of this.ctx.catalog.names()) names.add(n);
     for (const n of this.clientHas.keys()) names.add(n);
-    return [...names];
+    return names;
   }
 
-  /** Sends every tracked secret whose version differs from what the client holds. */
-  private sendPending(): void {
-    if (this.closed) return;
-    for (const n of this.subscribed) {
-      const resolution = this.ctx.catalog.resolve(n);
-      if (resolution.kind === 'denied') {
-        this.fail(GrpcStatus.PERMISSION_DENIED, describeDenied(resolution.reason));
-        return;
-      }
-    }
-    const unknown = [...this.subscribed].filter((n) => this.ctx.catalog.resolve(n).kind === 'unknown' && !this.clientHas.has(n));
-    if (unknown.length > 0) {
-      this.fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
-      return;
-    }
-    this.flushWanted = true;
-    this.flush();
-  }
-
-  private flush(): void {
-    if (!this.flushWanted || this.writeBlocked || this.closed) return;
-    this.flushWanted = false;
+  /** Sends every tracked secret whose version differs from what the client holds, and removals. */
+  protected writeNewest(): void {
     const format = this.format ?? this.ctx.bundleFormat(this.node);
     const resources: { name: string; version: string; resource: Buffer }[] = [];
     const removed: string[] = [];
     for (const name of this.tracked()) {
       const resolution = this.ctx.catalog.resolve(name);
-      if (resolution.kind === 'ready') {
-        const { entry } = resolution;
-        if (this.clientHas.get(name) === entry.version && !this.mustSend.has(name)) continue;
-        resources.push({ name, version: entry.version, resource: this.ctx.encoder.encodeResource(entry, name, format) });
-      } else if (resolution.kind === 'unknown' && this.clientHas.has(name)) {
-        removed.push(name);
+      switch (resolution.kind) {
+        case 'ready': {
+          const { entry } = resolution;
+          if (this.clientHas.get(name) === entry.version && !this.mustAnswer.has(name)) continue;
+          resources.push({ name, version: entry.version, resource: this.ctx.encoder.encodeResource(entry, name, format) });
+          break;
+        }
+        case 'denied':
+          if (this.subscription.has(name)) {
+            this.fail(GrpcStatus.PERMISSION_DENIED, describeDenied(resolution.reason));
+            return;
+          }
+          // A name only a wildcard brought in: gone, as far as this caller is concerned.
+          if (this.clientHas.has(name) || this.mustAnswer.has(name)) removed.push(name);
+          break;
+        case 'unknown':
+          if (this.clientHas.has(name) || this.mustAnswer.has(name)) removed.push(name);
+          break;
+        case 'pending':
+          break; // answered once it is published
       }
     }
     if (resources.length === 0 && removed.length === 0) return;
     for (const r of resources) {
       this.clientHas.set(r.name, r.version);
-      this.mustSend.delete(r.name);
+      this.mustAnswer.delete(r.name);
     }
-    for (const name of removed) this.clientHas.delete(name);
+    for (const name of removed) {
+      this.clientHas.delete(name);
+      this.mustAnswer.delete(name);
+    }
     this.systemVersion += 1;
     const nonce = this.ctx.nonces.next();
-    this.lastNonce = nonce;
-    const accepted = this.ctx.sink.write(
-      this.ctx.encoder.encodeDeltaResponse({ systemVersionInfo: String(this.systemVersion), resources, removed, nonce }),
-    );
-    this.ctx.hooks.onResponse?.({ streamId: this.ctx.streamId, names: resources.map((r) => r.name), versionInfo: String(this.systemVersion), nonce, node: this.node });
-    if (!accepted) {
-      this.writeBlocked = true;
-      this.ctx.sink.onDrain(() => {
-        this.writeBlocked = false;
-        this.flush();
-      });
-    }
-  }
-
-  private fail(code: number, message: string): void {
-    this.ctx.log.warn('ending stream', { code, error: message, node: this.node?.id });
-    this.close();
-    this.ctx.sink.fail({ code, message });
+    const systemVersionInfo = String(this.systemVersion);
+    this.write(this.ctx.encoder.encodeDeltaResponse({ systemVersionInfo, resources, removed, nonce }), nonce);
+    this.ctx.hooks.onResponse?.({ streamId: this.ctx.streamId, names: resources.map((r) => r.name), versionInfo: systemVersionInfo, nonce, node: this.node });
   }
 }

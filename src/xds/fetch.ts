@@ -3,36 +3,43 @@ import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
 import type { NonceSource } from './nonce.js';
-import { combinedVersion, describeDenied, describeUnknown } from './versions.js';
+import { combinedVersion, describeDenied, describeUnknown, describeWrongTypeUrl } from './versions.js';
+import { describeNames } from './bounded.js';
 
 export type FetchResult = { ok: true; response: Buffer; names: string[] } | { ok: false; failure: StreamFailure };
 
 /**
  * Unary FetchSecrets: the current state of the requested names (all secrets when none are named).
- * Nothing to wait on here, so a configured-but-not-ready secret is UNAVAILABLE (retry later).
+ * Nothing to wait on here, so a configured-but-not-ready secret is UNAVAILABLE (retry later); an
+ * unknown name is INVALID_ARGUMENT, a denied one PERMISSION_DENIED (checked first). Messages name
+ * at most a few names, each bounded (see bounded.ts).
  */
 export function fetchSecrets(
   request: SotwRequest,
   deps: { catalog: SecretCatalog; encoder: ResourceEncoder; nonces: NonceSource; format: BundleFormat },
 ): FetchResult {
   if (request.typeUrl !== '' && request.typeUrl !== deps.encoder.typeUrl) {
-    return fail(GrpcStatus.INVALID_ARGUMENT, `${ErrorCode.WrongTypeUrl}: this service serves ${deps.encoder.typeUrl}, the request asked for ${request.typeUrl}`);
+    return fail(GrpcStatus.INVALID_ARGUMENT, describeWrongTypeUrl(deps.encoder.typeUrl, request.typeUrl));
   }
   const wildcard = request.resourceNames.length === 0;
   const names = wildcard ? deps.catalog.names() : [...new Set(request.resourceNames)];
   const ready: Array<{ name: string; entry: SecretEntry }> = [];
   const unknown: string[] = [];
   const pending: string[] = [];
+  let deniedReason: string | undefined;
   for (const name of names) {
     const r = deps.catalog.resolve(name);
     if (r.kind === 'ready') ready.push({ name, entry: r.entry });
     else if (r.kind === 'unknown') unknown.push(name);
-    else if (r.kind === 'denied') return fail(GrpcStatus.PERMISSION_DENIED, describeDenied(r.reason));
-    else pending.push(name);
+    else if (r.kind === 'denied') {
+      // A wildcard lists only what the caller may see; a denied name there is simply left out.
+      if (!wildcard) deniedReason ??= r.reason;
+    } else pending.push(name);
   }
+  if (deniedReason !== undefined) return fail(GrpcStatus.PERMISSION_DENIED, describeDenied(deniedReason));
   if (unknown.length > 0) return fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
   if (!wildcard && pending.length > 0) {
-    return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: secret ${pending.map((n) => JSON.stringify(n)).join(', ')} is configured but not available yet`);
+    return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: secret ${describeNames(pending)} is configured but not available yet`);
   }
   if (ready.length === 0) return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: no secret is available yet`);
   const versions = new Map(ready.map(({ name, entry }) => [name, entry.version]));

@@ -1,83 +1,34 @@
-import { status as GrpcStatus } from '@grpc/grpc-js';
-import type { SecretCatalog } from '../secrets/store.js';
-import type { Logger } from '../ops/logger.js';
-import { ErrorCode } from '../ops/errors.js';
-import type { BundleFormat, NodeInfo, ResourceEncoder, SotwRequest, StreamHooks, StreamSink } from './types.js';
-import type { NonceSource } from './nonce.js';
-import type { SharedResponses } from './shared-responses.js';
-import { combinedVersion, describeDenied, describeUnknown } from './versions.js';
+import type { Resolution } from '../secrets/store.js';
+import type { SotwRequest } from './types.js';
+import { StreamCore, type NonceVerdict, type StreamContext } from './stream-core.js';
+import { Subscription } from './subscription.js';
+import { combinedVersion } from './versions.js';
 
-export interface StreamContext {
-  streamId: number;
-  catalog: SecretCatalog;
-  encoder: ResourceEncoder;
-  sink: StreamSink;
-  nonces: NonceSource;
-  log: Logger;
-  hooks: StreamHooks;
-  bundleFormat: (node: NodeInfo | undefined) => BundleFormat;
-  /** Responses shared by the streams of one service (encode once per push); optional. */
-  responses?: SharedResponses;
-}
+export type { StreamContext } from './stream-core.js';
+
+const EMPTY_SENT: ReadonlyMap<string, string> = new Map();
 
 /**
  * One state-of-the-world StreamSecrets stream, following Envoy's rules:
- * answer the first request (empty nonce) and every change of `resource_names`; treat a request
- * with the last nonce as ACK (no reply) or NACK (`error_detail`: log, do not resend); ignore a
- * stale nonce; push when a subscribed secret changes; never send zero resources or a resource
- * that was not asked for.
+ * - the first request is answered whatever nonce it carries (nothing sent yet = nothing stale);
+ * - a request with the last nonce is an ACK (no reply) or a NACK (`error_detail`: logged,
+ *   rate-limited, not resent); either one's `resource_names` is applied, and a changed set is
+ *   answered with exactly the new set;
+ * - a stale nonce is ignored, names included;
+ * - wildcard only as `Subscription` allows it; an empty list after named requests holds nothing:
+ *   no response, no push, the stream stays open;
+ * - a subscribed secret that changes is pushed; never zero resources, never a resource that was
+ *   not asked for; an explicitly requested unknown name ends the stream (INVALID_ARGUMENT), a
+ *   denied one too (PERMISSION_DENIED).
  */
-export class SotwStream {
-  private node: NodeInfo | undefined;
-  private format: BundleFormat | undefined;
-  /** Requested names; empty with `wildcard` = every secret this caller may see. */
-  private names: string[] = [];
-  private wildcard = false;
+export class SotwStream extends StreamCore<SotwRequest> {
+  private readonly subscription = new Subscription();
   private started = false;
-  private closed = false;
-  private lastNonce = '';
   /** name -> version of the last response written; pushes happen only when this would change. */
-  private sent = new Map<string, string>();
-  private unwatch: Array<() => void> = [];
-  private writeBlocked = false;
-  private flushWanted = false;
+  private sent: ReadonlyMap<string, string> = EMPTY_SENT;
 
-  constructor(private readonly ctx: StreamContext) {}
-
-  onRequest(request: SotwRequest): void {
-    if (this.closed) return;
-    if (!this.node && request.node) {
-      this.node = request.node;
-      this.format = this.ctx.bundleFormat(request.node);
-    }
-    if (request.typeUrl !== '' && request.typeUrl !== this.ctx.encoder.typeUrl) {
-      this.fail(GrpcStatus.INVALID_ARGUMENT, `${ErrorCode.WrongTypeUrl}: this service serves ${this.ctx.encoder.typeUrl}, the request asked for ${request.typeUrl}`);
-      return;
-    }
-
-    if (request.responseNonce !== '') {
-      if (request.responseNonce !== this.lastNonce) {
-        this.ctx.log.debug('ignoring request with stale nonce', { nonce: request.responseNonce, current: this.lastNonce });
-        return;
-      }
-      if (request.errorDetail) {
-        this.onNack(request);
-        return;
-      }
-      this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: this.namesForLog(), versionInfo: request.versionInfo, node: this.node });
-      if (this.started && sameNames(request.resourceNames, this.names)) return;
-    }
-
-    this.subscribe(request.resourceNames);
-    this.started = true;
-    this.respond(true);
-  }
-
-  /** Stops watching the store; called when the transport stream ends. */
-  close(): void {
-    this.closed = true;
-    for (const stop of this.unwatch) stop();
-    this.unwatch = [];
+  constructor(ctx: StreamContext) {
+    super(ctx);
   }
 
   /** The names and versions this stream last sent (for status output). */
@@ -85,89 +36,92 @@ export class SotwStream {
     return this.sent;
   }
 
-  get nodeInfo(): NodeInfo | undefined {
-    return this.node;
-  }
+  protected handle(request: SotwRequest, verdict: NonceVerdict): void {
+    if (verdict === 'stale') {
+      this.logStale(request);
+      return;
+    }
+    if (verdict === 'nack') this.noteNack(request, this.namesForLog(), { keptVersion: request.versionInfo });
+    else if (verdict === 'ack') this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: this.namesForLog(), versionInfo: request.versionInfo, node: this.node });
 
-  private onNack(request: SotwRequest): void {
-    const reason = request.errorDetail?.message ?? '';
-    this.ctx.log.warn('Envoy rejected secret (NACK); keeping its previous version, not resending this one', {
-      secrets: this.namesForLog(),
-      rejectedNonce: request.responseNonce,
-      keptVersion: request.versionInfo,
-      reason,
-      node: this.node?.id,
-    });
-    this.ctx.hooks.onNack?.({ streamId: this.ctx.streamId, names: this.namesForLog(), nonce: request.responseNonce, reason, node: this.node });
-  }
-
-  private subscribe(requested: string[]): void {
-    for (const stop of this.unwatch) stop();
-    this.unwatch = [];
-    this.names = [...new Set(requested)];
-    this.wildcard = this.names.length === 0;
-    const onChange = (): void => this.respond(false);
-    if (this.wildcard) {
-      this.unwatch.push(this.ctx.catalog.watchAll(onChange));
-    } else {
-      for (const name of this.names) this.unwatch.push(this.ctx.catalog.watch(name, onChange));
+    const change = this.subscription.setSotw(request.resourceNames);
+    if (change) {
+      for (const name of change.removed) this.unwatch(name);
+      for (const name of change.added) this.watch(name);
+      if (change.wildcardChanged) {
+        if (this.subscription.wildcard) this.watchAll();
+        else this.unwatch('*');
+      }
+      // What the client holds is now whatever it holds of the new set; the answer is forced anyway.
+      if (this.subscription.isEmpty) this.sent = EMPTY_SENT;
+    }
+    if (!this.started || change || verdict === 'request') {
+      this.started = true;
+      this.respond(true);
     }
   }
 
+  protected storeChanged(): void {
+    this.respond(false);
+  }
+
   /**
-   * Sends the current state of the requested names. `force` answers even when nothing changed
+   * Sends the current state of the subscribed names. `force` answers even when nothing changed
    * since the last response (a new stream, a reconnect, a changed name set).
    */
   private respond(force: boolean): void {
-    if (this.closed || !this.started) return;
-    const names = this.wildcard ? this.ctx.catalog.names() : this.names;
+    if (this.closed || !this.started || this.subscription.isEmpty) return;
+    const sub = this.subscription;
+    const names = sub.wildcard ? this.wildcardNames() : sub.names;
     // One pass, no per-name allocations: this runs for every subscribed stream on every push.
     let ready = 0;
     let changed = false;
     let unknown: string[] | undefined;
+    let denied: Extract<Resolution, { kind: 'denied' }> | undefined;
     for (const name of names) {
       const resolution = this.ctx.catalog.resolve(name);
       if (resolution.kind === 'ready') {
         ready += 1;
         if (this.sent.get(name) !== resolution.entry.version) changed = true;
-      } else if (resolution.kind === 'unknown' && !this.wildcard) (unknown ??= []).push(name);
-      else if (resolution.kind === 'denied' && !this.wildcard) {
-        this.fail(GrpcStatus.PERMISSION_DENIED, describeDenied(resolution.reason));
-        return;
+      } else if (resolution.kind === 'unknown' || resolution.kind === 'denied') {
+        // Names a wildcard brings in are the catalog's own: only explicit ones can be refused.
+        if (sub.wildcard && !sub.has(name)) continue;
+        if (resolution.kind === 'denied') denied ??= resolution;
+        else (unknown ??= []).push(name);
       }
     }
-    if (unknown) {
-      this.fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
+    const problem = this.problemOf(denied, unknown);
+    if (problem) {
+      this.fail(problem.code, problem.message);
       return;
     }
     // Zero resources would be NACKed by Envoy: wait until something is available.
     if (ready === 0) return;
     if (!force && !changed && ready === this.sent.size) return;
-    this.flushWanted = true;
-    this.flush();
+    this.requestFlush();
   }
 
-  /** Writes the latest state; under back-pressure, only the newest state is written on drain. */
-  private flush(): void {
-    if (!this.flushWanted || this.writeBlocked || this.closed) return;
-    this.flushWanted = false;
+  /** Writes the latest state; under back-pressure only the newest state is written on drain. */
+  protected writeNewest(): void {
+    if (this.subscription.isEmpty) return;
     const format = this.format ?? this.ctx.bundleFormat(this.node);
+    const sub = this.subscription;
     // The common case (Envoy asks for one secret per stream): the response every stream of this
     // secret sends in this event-loop turn, encoded once.
-    if (!this.wildcard && this.names.length === 1 && this.ctx.responses) {
-      const name = this.names[0]!;
+    if (!sub.wildcard && sub.names.length === 1 && this.ctx.responses) {
+      const name = sub.names[0]!;
       const resolution = this.ctx.catalog.resolve(name);
       if (resolution.kind !== 'ready') return;
       const shared = this.ctx.responses.get(resolution.entry, name, format);
       if (shared.nonce !== this.lastNonce) {
         // Reuse the one-entry map of the previous response to this name (no allocation per push).
-        const sent = this.sent.size === 1 && this.sent.has(name) ? this.sent : new Map<string, string>();
+        const sent = this.sent.size === 1 && this.sent.has(name) && this.sent !== EMPTY_SENT ? (this.sent as Map<string, string>) : new Map<string, string>();
         sent.set(name, shared.versionInfo);
-        this.send(shared.bytes, shared.versionInfo, shared.nonce, sent, this.names);
+        this.send(shared.bytes, shared.versionInfo, shared.nonce, sent, sub.names);
         return;
       }
     }
-    const names = this.wildcard ? this.ctx.catalog.names() : this.names;
+    const names = sub.wildcard ? this.wildcardNames() : sub.names;
     const resources: Buffer[] = [];
     const sent = new Map<string, string>();
     for (const name of names) {
@@ -182,37 +136,21 @@ export class SotwStream {
     this.send(this.ctx.encoder.encodeSotwResponse({ versionInfo, resources, nonce }), versionInfo, nonce, sent, [...sent.keys()]);
   }
 
-  private send(bytes: Buffer, versionInfo: string, nonce: string, sent: Map<string, string>, names: string[]): void {
-    this.lastNonce = nonce;
+  private send(bytes: Buffer, versionInfo: string, nonce: string, sent: ReadonlyMap<string, string>, names: readonly string[]): void {
     this.sent = sent;
-    const accepted = this.ctx.sink.write(bytes);
+    this.write(bytes, nonce);
     this.ctx.hooks.onResponse?.({ streamId: this.ctx.streamId, names, versionInfo, nonce, node: this.node });
-    if (!accepted) {
-      this.writeBlocked = true;
-      this.ctx.sink.onDrain(() => {
-        this.writeBlocked = false;
-        this.flush();
-      });
-    }
   }
 
-  private fail(code: number, message: string): void {
-    this.ctx.log.warn('ending stream', { code, error: message, node: this.node?.id });
-    this.close();
-    this.ctx.sink.fail({ code, message });
+  /** Every name a wildcard stream gets: the catalog's names, plus explicit names (aliases) next to `*`. */
+  private wildcardNames(): readonly string[] {
+    const all = this.ctx.catalog.names();
+    const explicit = this.subscription.names;
+    if (explicit.length === 0) return all;
+    return [...new Set([...all, ...explicit])];
   }
 
-  private namesForLog(): string[] {
-    return this.wildcard ? [...this.sent.keys()] : this.names;
+  private namesForLog(): readonly string[] {
+    return this.subscription.wildcard ? [...this.sent.keys()] : this.subscription.names;
   }
-}
-
-function sameNames(a: string[], b: string[]): boolean {
-  // Fast path: Envoy repeats the same list in every ACK.
-  if (a.length === b.length && a.every((x, i) => x === b[i])) return true;
-  const setA = new Set(a);
-  const setB = new Set(b);
-  if (setA.size !== setB.size) return false;
-  for (const x of setA) if (!setB.has(x)) return false;
-  return true;
 }

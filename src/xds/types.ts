@@ -76,7 +76,7 @@ export interface StreamFailure {
 
 /** Observation points for metrics and status; the protocol code calls them, never the reverse. */
 export interface StreamHooks {
-  onResponse?(info: { streamId: number; names: string[]; versionInfo: string; nonce: string; node?: NodeInfo }): void;
-  onAck?(info: { streamId: number; names: string[]; versionInfo: string; node?: NodeInfo }): void;
-  onNack?(info: { streamId: number; names: string[]; nonce: string; reason: string; node?: NodeInfo }): void;
+  onResponse?(info: { streamId: number; names: readonly string[]; versionInfo: string; nonce: string; node?: NodeInfo }): void;
+  onAck?(info: { streamId: number; names: readonly string[]; versionInfo: string; node?: NodeInfo }): void;
+  onNack?(info: { streamId: number; names: readonly string[]; nonce: string; reason: string; node?: NodeInfo }): void;
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ErrorCode } from '../ops/errors.js';
+import { boundText, describeNames } from './bounded.js';
 
 /**
  * version_info of a response: the resource's own content version when there is one resource
@@ -18,13 +19,23 @@ export function combinedVersion(sent: ReadonlyMap<string, string>): string {
   return hash.digest('hex').slice(0, 16);
 }
 
-/** Contract 1: the message of the PERMISSION_DENIED that ends a stream asking for a `denied` name. */
-export function describeDenied(reason: string): string {
-  const message = `${ErrorCode.PermissionDenied}: ${reason}`;
-  return message.length <= 1000 ? message : `${message.slice(0, 997)}...`;
+/**
+ * `SDS_ERR_UNKNOWN_SECRET: secret "a", "b", "c" and 9997 more (10000 names) is not configured on
+ * this server`. Bounded: at most a few names, each cut to 100 characters, then the count, so the
+ * status always fits in a `grpc-message` header.
+ */
+export function describeUnknown(names: readonly string[]): string {
+  const noun = names.length === 1 ? 'secret' : 'secrets';
+  const verb = names.length === 1 ? 'is' : 'are';
+  return `${ErrorCode.UnknownSecret}: ${noun} ${describeNames(names)} ${verb} not configured on this server`;
 }
 
-export function describeUnknown(names: string[]): string {
-  const list = names.map((n) => JSON.stringify(n)).join(', ');
-  return `${ErrorCode.UnknownSecret}: secret ${list} is not configured on this server`;
+/** `SDS_ERR_PERMISSION_DENIED: <reason>` with the reason bounded (contract 1 of the brief). */
+export function describeDenied(reason: string): string {
+  return `${ErrorCode.PermissionDenied}: ${boundText(reason)}`;
+}
+
+/** `SDS_ERR_WRONG_TYPE_URL: ...` with the client's type URL bounded. */
+export function describeWrongTypeUrl(served: string, asked: string): string {
+  return `${ErrorCode.WrongTypeUrl}: this service serves ${served}, the request asked for ${boundText(asked, 200)}`;
 }
