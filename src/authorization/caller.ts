@@ -3,13 +3,9 @@
  * connection (contract 3, provided by src/attestation/). Everything in src/authorization/ imports
  * the type from here.
  */
-export interface Caller {
-  pid: number;
-  uid: number;
-  gid: number;
-  /** SPIRE-style selectors such as `unix:uid:1001`, `k8s:ns:shop`, `k8s:sa:back`. */
-  selectors: string[];
-}
+import type { Caller } from '../attestation/types.js';
+
+export type { Caller };
 
 /** `uid=1001 pid=4242 selectors=[unix:uid:1001, ...]`: how a caller is named in refusals and logs. */
 export function describeCaller(caller: Caller): string {

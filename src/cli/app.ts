@@ -13,6 +13,7 @@ import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
+import { CallerAttestation, UnixWorkloadAttestor } from '../attestation/index.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -49,7 +50,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     socketMode: config.socket.mode,
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
-    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization) } : {}),
+    // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: stats,

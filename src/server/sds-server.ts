@@ -10,6 +10,8 @@ import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
 import { applySocketPermissions, prepareSocketPath, removeSocket } from './unix-socket.js';
+import type { CallerAttestation } from '../attestation/caller-attestation.js';
+import type { Caller } from '../attestation/types.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -24,7 +26,17 @@ export interface SdsServerOptions {
   hooks?: StreamHooks;
   /** API versions served on the socket; both by default. */
   apis?: ApiVersion[];
+  /**
+   * Attest every accepted connection (peer credentials, workload attestors). When set, each
+   * connection's `remoteAddress` -- so grpc-js's `call.getPeer()` -- is `sds-conn:<id>` and
+   * {@link SdsServer.callerOf} gives its caller; a connection whose peer credentials cannot be read
+   * is closed at once.
+   */
+  attestation?: CallerAttestation;
 }
+
+/** Prefix of the peer tag (`call.getPeer()`) of an attested connection: `sds-conn:<id>`. */
+export const CONNECTION_TAG_PREFIX = 'sds-conn:';
 
 /** grpc-js options of the SDS server (exported for the benchmark's floor server). */
 export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
@@ -46,6 +58,8 @@ export class SdsServer {
   readonly streams = new StreamRegistry();
   private server: grpc.Server | undefined;
   private listener: net.Server | undefined;
+  private readonly callers = new Map<string, Promise<Caller>>();
+  private nextConnectionId = 1;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -63,7 +77,7 @@ export class SdsServer {
     for (const api of this.options.apis ?? [V3, V2]) {
       const { definition, implementation } = createSdsService(api, {
         catalog: this.options.catalog,
-        ...(this.options.catalogFor ? { catalogFor: this.options.catalogFor } : {}),
+        ...(this.options.catalogFor ? { catalogFor: this.options.catalogFor, callerOf: (peer: string) => this.callerOf(peer) } : {}),
         nonces,
         log,
         hooks: this.options.hooks ?? {},
@@ -74,7 +88,10 @@ export class SdsServer {
     }
     // We accept connections ourselves (to choose the backlog) and hand them to grpc-js.
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    const listener = net.createServer((socket) => injector.injectConnection(socket));
+    const listener = net.createServer((socket) => {
+      if (this.options.attestation && !this.admit(socket, this.options.attestation)) return;
+      injector.injectConnection(socket);
+    });
     await new Promise<void>((resolve, reject) => {
       listener.once('error', (err) => reject(new SdsError(ErrorCode.SocketSetup, `cannot listen on ${socketPath}: ${err.message}`)));
       listener.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => resolve());
@@ -84,6 +101,56 @@ export class SdsServer {
     this.listener = listener;
     await applySocketPermissions(socketPath, this.options.socketMode ?? 0o660, this.options.socketGroup);
     log.info('listening', { socket: socketPath, apis: (this.options.apis ?? [V3, V2]).map((a) => a.label) });
+  }
+
+  /**
+   * The caller behind a gRPC peer string (`call.getPeer()`), while its connection is open: a promise
+   * of the attested caller that rejects with an `SdsError` when attestation failed (fail closed).
+   * Undefined when attestation is off or the peer is unknown (its connection has closed).
+   */
+  callerOf(peer: string): Promise<Caller> | undefined {
+    return this.callers.get(peer);
+  }
+
+  /** Number of open connections with an attestation entry (for tests and `/status`). */
+  get attestedConnections(): number {
+    return this.callers.size;
+  }
+
+  /**
+   * Reads the peer credentials of a just-accepted socket (synchronously, before anything else can
+   * touch it), starts its attestation and tags it. False if it was refused and closed.
+   */
+  private admit(socket: net.Socket, attestation: CallerAttestation): boolean {
+    const log = this.options.log;
+    let started;
+    try {
+      started = attestation.begin(socket);
+    } catch (err) {
+      const code = err instanceof SdsError ? err.code : ErrorCode.PeerCredentials;
+      log.warn('connection refused: cannot read its peer credentials', { code, error: (err as Error).message });
+      socket.destroy();
+      return false;
+    }
+    const { peer, caller } = started;
+    const tag = `${CONNECTION_TAG_PREFIX}${this.nextConnectionId++}`;
+    // grpc-js reads socket.remoteAddress for call.getPeer(); without a remotePort it returns it as is.
+    Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true, enumerable: true });
+    this.callers.set(tag, caller);
+    socket.once('close', () => this.callers.delete(tag));
+    caller.then(
+      (c) => log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors }),
+      (err: unknown) =>
+        log.warn('caller attestation failed', {
+          connection: tag,
+          pid: peer.pid,
+          uid: peer.uid,
+          gid: peer.gid,
+          code: err instanceof SdsError ? err.code : ErrorCode.AttestationFailed,
+          error: err instanceof Error ? err.message : String(err),
+        }),
+    );
+    return true;
   }
 
   /** Stops accepting, ends every stream with status OK, waits up to `graceMs`, removes the socket. */

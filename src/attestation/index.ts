@@ -1,0 +1,9 @@
+/**
+ * Caller attestation: who is on the other end of a Unix-socket connection (peer credentials), and
+ * what can be said about that process (workload attestors turning it into selectors).
+ */
+export { readPeerCredentials, type PeerCredentials } from './peer-credentials.js';
+export type { Caller, WorkloadAttestor } from './types.js';
+export { CallerAttestation, type CallerAttestationOptions, type ConnectionAttestation, type ProcessStartTime } from './caller-attestation.js';
+export { UnixWorkloadAttestor, type UnixAttestorOptions } from './unix-attestor.js';
+export { DEFAULT_PROC_ROOT, parseIdNames, parseStartTime, parseStat, parseStatus, readStartTime, readStartTimeSync, type ProcStat, type ProcStatus } from './proc.js';
