@@ -70,7 +70,7 @@ export class Authorization {
         refusedNames: new Set(),
       };
       this.connections.set(origin.peer, record);
-      this.opts.log.info('caller attested', {
+      this.opts.log.info('caller authorized', {
         peer: origin.peer,
         pid: who.pid,
         uid: who.uid,
