@@ -341,6 +341,8 @@ function installExitHook(): void {
 
 export interface StartEnvoyOptions {
   bin: string;
+  /** Run Envoy as this user (the test runs as root); its bootstrap and binary must be readable by it. */
+  user?: { uid: number; gid: number };
   /** Label in output and errors, e.g. `server-side`. */
   name: string;
   bootstrapFile: string;
@@ -388,7 +390,7 @@ export class EnvoyProcess {
       '--log-level', opts.logLevel ?? 'info',
       '--concurrency', '1',
     ];
-    const child = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.user ?? {}) });
     running.add(child);
     const envoy = new EnvoyProcess(opts.name, opts.adminPort, opts.bootstrapFile, child);
     await new Promise<void>((resolve, reject) => {
