@@ -1,5 +1,6 @@
 import type { AliasNames, NameListener, Resolution, SecretCatalog, SecretEntry, SecretKind } from '../secrets/store.js';
 import type { Caller } from './caller.js';
+import { parseSpiffeId } from '../x509/spiffe.js';
 import { noIdentityReason, notEntitledReason, type Grant } from './entitlements.js';
 
 /** The part of the store a caller's view reads (SecretStore implements it). */
@@ -99,7 +100,13 @@ export class CallerCatalog implements SecretCatalog {
   private decide(name: string, target: string): 'allow' | Resolution {
     if (name === this.store.aliasNames.allBundles) return 'allow';
     const canonical = this.store.canonicalOf(target);
-    if (canonical === undefined) return 'allow'; // not configured: the store says pending or unknown
+    if (canonical === undefined) {
+      // A workload SPIFFE ID the caller is not granted is refused whether or not it exists (yet):
+      // the answer must not depend on what other callers have asked for. Other names: the store
+      // says pending or unknown.
+      const id = parseSpiffeId(target);
+      return id && id.path !== '' && !this.identities.has(target) ? this.deny(name, notEntitledReason(name, this.caller)) : 'allow';
+    }
     if (this.store.kindOf(canonical) === 'trust-bundle') return 'allow';
     if (this.entitledTo(target, canonical)) return 'allow';
     // A certificate not loaded yet, named differently from its SPIFFE ID: decided once it is readable.

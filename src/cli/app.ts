@@ -13,7 +13,7 @@ import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
-import { CallerAttestation, UnixWorkloadAttestor } from '../attestation/index.js';
+import { CallerAttestation, K8sWorkloadAttestor, UnixWorkloadAttestor, type WorkloadAttestor } from '../attestation/index.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -51,7 +51,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
-    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }) } : {}),
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: stats,
@@ -193,4 +193,22 @@ class LateIssuer implements IdentityIssuer {
     if (this.target) this.target.removeIdentity(spiffeId);
     else this.queued.delete(spiffeId);
   }
+}
+
+/** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
+function callerAttestation(config: ServerConfig): CallerAttestation {
+  const attestors: WorkloadAttestor[] = [new UnixWorkloadAttestor()];
+  const k = config.authorization.kubernetes;
+  if (k) {
+    attestors.push(
+      new K8sWorkloadAttestor({
+        ...(k.kubeletUrl ? { url: k.kubeletUrl } : {}),
+        ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}),
+        ...(k.caFile ? { caFile: k.caFile } : {}),
+        ...(k.skipKubeletVerification ? { skipVerification: true } : {}),
+        ...(k.procRoot ? { procRoot: k.procRoot } : {}),
+      }),
+    );
+  }
+  return new CallerAttestation({ attestors });
 }

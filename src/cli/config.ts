@@ -58,6 +58,21 @@ export interface AuthorizationConfig {
   onDemandIdleSeconds: number;
   /** `onDemandLifetime:` lifetime of on-demand identities (default 1h; `--cert-lifetime` too). */
   onDemandLifetimeSeconds: number;
+  /** `attestation.kubernetes:` turns on the Kubernetes workload attestor (`k8s:*` selectors); the unix attestor always runs. */
+  kubernetes?: KubernetesAttestorConfig;
+}
+
+/** The Kubernetes attestor's kubelet access (SPIRE's k8s workload attestor settings). */
+export interface KubernetesAttestorConfig {
+  /** Default https://127.0.0.1:10250 (needs hostNetwork); http://127.0.0.1:10255 is the read-only port. */
+  kubeletUrl?: string;
+  /** Default the pod's service-account token. */
+  tokenFile?: string;
+  /** CA of the kubelet's serving certificate; default the service-account CA. */
+  caFile?: string;
+  skipKubeletVerification?: boolean;
+  /** Where `<pid>/cgroup` is read; default /proc (the host's: hostPID: true). */
+  procRoot?: string;
 }
 
 export const CA_BACKENDS = ['embedded', 'aws-pca', 'cfssl'] as const;
@@ -357,7 +372,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     config.ca.bundleNames.forEach((n, j) => claim(n, `ca.bundleNames[${j}]`));
   }
 
-  parseAuthorization(root, config, check);
+  parseAuthorization(root, config, check, resolvePath);
 
   for (const alias of Object.values(config.aliases)) {
     const owner = names.get(alias);
@@ -476,7 +491,7 @@ function parseIdentities(value: Json, config: ServerConfig, check: Checker): voi
 }
 
 /** Top-level keys of the authorization settings (parsed by `parseAuthorization`). */
-const AUTHORIZATION_KEYS = ['workloads', 'identityTemplate', 'onDemandIdleSeconds', 'onDemandLifetime'] as const;
+const AUTHORIZATION_KEYS = ['workloads', 'identityTemplate', 'onDemandIdleSeconds', 'onDemandLifetime', 'attestation'] as const;
 
 /** A selector as SPIRE writes it: `type:name:value` (`unix:uid:1001`, `k8s:ns:shop`, `k8s:pod-label:app:web`). */
 const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
@@ -485,8 +500,29 @@ const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
  * `workloads`, `identityTemplate`, `onDemandIdleSeconds`, `onDemandLifetime`: who may receive what.
  * Runs after certificates and identities are parsed, so entries can be checked against them.
  */
-function parseAuthorization(root: Record<string, Json>, config: ServerConfig, check: Checker): void {
+function parseAuthorization(root: Record<string, Json>, config: ServerConfig, check: Checker, resolvePath: (p: string) => string): void {
   const a = config.authorization;
+  const attestation = check.object(root.attestation, 'attestation');
+  if (attestation) {
+    check.unknownKeys(attestation, 'attestation', ['kubernetes']);
+    const k = check.object(attestation.kubernetes, 'attestation.kubernetes');
+    const kube: KubernetesAttestorConfig = {};
+    if (k || attestation.kubernetes === null) a.kubernetes = kube;
+    if (k) {
+      check.unknownKeys(k, 'attestation.kubernetes', ['kubeletUrl', 'tokenFile', 'caFile', 'skipKubeletVerification', 'procRoot']);
+      const url = check.string(k.kubeletUrl, 'attestation.kubernetes.kubeletUrl');
+      if (url && !/^https?:\/\/[^/]+\/?$/.test(url)) check.problem('attestation.kubernetes.kubeletUrl', `expected http(s)://host:port such as https://127.0.0.1:10250, got ${JSON.stringify(url)}`);
+      else if (url) kube.kubeletUrl = url;
+      for (const key of ['tokenFile', 'caFile', 'procRoot'] as const) {
+        const v = check.string(k[key], `attestation.kubernetes.${key}`);
+        if (v) kube[key] = resolvePath(v);
+      }
+      if (k.skipKubeletVerification !== undefined) {
+        if (typeof k.skipKubeletVerification !== 'boolean') check.problem('attestation.kubernetes.skipKubeletVerification', `expected true or false, got ${describe(k.skipKubeletVerification)}`);
+        else kube.skipKubeletVerification = k.skipKubeletVerification;
+      }
+    }
+  }
   const configured = new Set([
     ...config.certificates.flatMap((c) => [c.name, ...c.names]),
     ...config.identities.flatMap((i) => [i.spiffeId, ...i.names]),

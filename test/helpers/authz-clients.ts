@@ -56,15 +56,21 @@ export async function runClient(
   socketPath: string,
   user: { uid: number; gid: number },
   calls: Array<{ method?: ClientResult['method']; names: string[] }>,
-  opts: { hold?: boolean } = {},
+  opts: { hold?: boolean; beforeConnect?: (pid: number) => Promise<void> } = {},
 ): Promise<HeldClient> {
   const args = [client, socketPath, JSON.stringify(calls.map((c) => ({ method: c.method ?? 'StreamSecrets', names: c.names })))];
   if (opts.hold) args.push('--hold');
+  if (opts.beforeConnect) args.push('--wait-go');
   const child = spawn(process.execPath, args, { cwd: path.dirname(client), stdio: ['pipe', 'pipe', 'pipe'], uid: user.uid, gid: user.gid });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let out = '';
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  if (opts.beforeConnect) {
+    if (child.pid === undefined) throw new Error('client did not start');
+    await opts.beforeConnect(child.pid);
+    child.stdin.write('go\n');
+  }
   const run = await new Promise<ClientRun>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
