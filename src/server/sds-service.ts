@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
 import type { LogFields, Logger } from '../ops/logger.js';
-import { ErrorCode } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../ops/errors.js';
 import type { ApiVersion } from '../api/api-version.js';
 import { SecretEncoder } from '../api/secret-encoder.js';
 import { RequestDecoder } from '../api/request-decoder.js';
@@ -296,7 +296,9 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
       if (!pending) throw new Error(`no attested caller is known for connection ${peer}`);
       caller = await pending;
     } catch (err) {
-      const message = `${ErrorCode.AttestationFailed}: could not attest the caller: ${(err as Error).message}`.slice(0, 1000);
+      // The attestation's own code when it has one (SDS_ERR_CALLER_GONE, SDS_ERR_PID_REUSED, ...).
+      const code = err instanceof SdsError ? err.code : ErrorCode.AttestationFailed;
+      const message = `${code}: could not attest the caller: ${(err as Error).message}`.slice(0, 1000);
       log.warn('caller attestation failed; refusing the stream', { stream: id, peer, error: message });
       return { ok: false, failure: { code: grpc.status.UNAVAILABLE, message } };
     }
