@@ -27,6 +27,8 @@ export interface AuthorizationReport {
   workloads?: number;
   identityTemplate?: string;
   connections?: ConnectionReport[];
+  /** The last connections that were refused something and have gone (newest last). */
+  recentlyRefused?: ConnectionReport[];
   onDemand?: OnDemandStatus[];
 }
 
@@ -41,6 +43,8 @@ interface ConnectionRecord {
 
 /** Keeps at most this many refusals per connection in /status (a misbehaving client cannot grow memory). */
 const MAX_REFUSALS = 20;
+/** How many gone connections with refusals /status remembers. */
+const MAX_RECENTLY_REFUSED = 20;
 
 /**
  * Per-caller catalogs (contract 2's `catalogFor`) under one policy, and the record of every
@@ -48,6 +52,7 @@ const MAX_REFUSALS = 20;
  */
 export class Authorization {
   private readonly connections = new Map<string, ConnectionRecord>();
+  private readonly recentlyRefused: ConnectionReport[] = [];
 
   constructor(
     private readonly opts: {
@@ -100,10 +105,23 @@ export class Authorization {
         if (closed) return;
         closed = true;
         rec.report.streams -= 1;
-        if (rec.report.streams === 0 && this.connections.get(origin.peer) === rec) this.connections.delete(origin.peer);
+        if (rec.report.streams === 0 && this.connections.get(origin.peer) === rec) {
+          this.connections.delete(origin.peer);
+          if (rec.report.refused.length > 0) {
+            // One entry per connection (a refused caller's streams come and go one by one).
+            const same = this.recentlyRefused.findIndex((r) => r.peer === origin.peer);
+            if (same >= 0) this.recentlyRefused.splice(same, 1);
+            this.recentlyRefused.push({ ...rec.report, streams: 0 });
+            if (this.recentlyRefused.length > MAX_RECENTLY_REFUSED) this.recentlyRefused.shift();
+          }
+        }
       },
     };
-    return new CallerCatalog(this.opts.store, who, grant, this.opts.onDemand, decisions);
+    const catalog = new CallerCatalog(this.opts.store, who, grant, this.opts.onDemand, decisions);
+    // A caller granted nothing is refused as a whole (the stream ends before any name is resolved).
+    const refusal = catalog.refusal();
+    if (refusal !== undefined) decisions.refused('*', refusal);
+    return catalog;
   }
 
   status(): AuthorizationReport {
@@ -114,6 +132,7 @@ export class Authorization {
       workloads: policy.workloads.length,
       ...(policy.template ? { identityTemplate: policy.template.text } : {}),
       connections: [...this.connections.values()].map((r) => ({ ...r.report, granted: [...r.report.granted], refused: [...r.report.refused] })),
+      recentlyRefused: [...this.recentlyRefused],
       ...(this.opts.onDemand ? { onDemand: this.opts.onDemand.status() } : {}),
     };
   }

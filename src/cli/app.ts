@@ -74,10 +74,15 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   await server.start();
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport => ({
-    ...buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats }),
-    authorization: authorization?.status() ?? { enabled: false, summary: AUTHORIZATION_OFF },
-  });
+  const status = (): StatusReport => {
+    const report = buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats });
+    const auth = authorization?.status() ?? { enabled: false, summary: AUTHORIZATION_OFF };
+    // Readiness is about the configured secrets: an on-demand identity being issued for a new caller
+    // must not flip the server to not-ready.
+    const onDemandNames = new Set((auth.onDemand ?? []).map((o) => o.spiffeId));
+    const ready = report.secrets.every((s) => s.version !== undefined || onDemandNames.has(s.name));
+    return { ...report, ready, authorization: auth };
+  };
   try {
     if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
       const c = config.ca;

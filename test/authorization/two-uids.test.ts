@@ -106,6 +106,12 @@ workloads:
       expect(r.message).toMatch(new RegExp(`^SDS_ERR_PERMISSION_DENIED: caller uid=1 pid=${run.pid} selectors=\\[unix:uid:1.*\\] matches no workload entry; it is granted no identity and no trust bundle$`));
       expect(r.secrets).toBeUndefined();
     }
+    // The refused connection is gone; /status remembers it among the recent refusals.
+    await waitFor('the refused caller in /status', () => app.status().authorization?.recentlyRefused?.some((c) => c.pid === run.pid) === true);
+    expect(app.status().authorization?.recentlyRefused?.filter((c) => c.pid === run.pid)).toHaveLength(1);
+    const seen = app.status().authorization?.recentlyRefused?.find((c) => c.pid === run.pid);
+    expect(seen).toMatchObject({ uid: 1, identities: [], granted: [], refused: [expect.objectContaining({ name: '*', reason: expect.stringContaining('matches no workload entry') })] });
+    expect(seen?.selectors).toContain('unix:uid:1');
   });
 
   it('/status shows per connection the caller pid, uid, selectors and what it was granted or refused', async () => {
