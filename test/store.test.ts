@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SecretStore } from '../src/secrets/store.js';
+import { createLogger } from '../src/ops/logger.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 
 describe('SecretStore', () => {
@@ -52,5 +53,31 @@ describe('SecretStore', () => {
     if (all.kind !== 'ready' || all.entry.value.kind !== 'trust-bundle') return;
     expect(all.entry.value.bundles).toHaveLength(1);
     expect(all.entry.value.bundles[0]?.rootsPem).toEqual([a.certPem, b.certPem]);
+  });
+
+  it('isolates listeners: one that throws is logged with the name (no secret content) and every other listener still gets the push', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const store = new SecretStore({ log: createLogger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }) });
+    const seen: string[] = [];
+    store.watch('a', () => seen.push('before'));
+    store.watch('a', () => {
+      throw new Error('listener bug');
+    });
+    store.watch('a', () => seen.push('after'));
+    store.watchAll(() => {
+      throw new TypeError('wildcard listener bug');
+    });
+    store.watchAll((n) => seen.push(`all:${n}`));
+    const { value } = await tlsValue(await rootCa('example.org'), 'spiffe://example.org/a');
+    expect(() => store.publish('a', value)).not.toThrow();
+    // 'a' and the names learned from it (its SPIFFE ID, `default`) each reach every listener.
+    expect(seen.slice(0, 3)).toEqual(['before', 'after', 'all:a']);
+    const wildcardCalls = seen.filter((x) => x.startsWith('all:')).length;
+    expect(wildcardCalls).toBeGreaterThan(1);
+    const errors = lines.filter((l) => l.level === 'error');
+    expect(errors.filter((e) => e.error === 'Error: listener bug')).toEqual([expect.objectContaining({ secret: 'a' })]);
+    expect(errors.filter((e) => e.error === 'TypeError: wildcard listener bug')).toHaveLength(wildcardCalls);
+    expect(JSON.stringify(lines)).not.toContain('PRIVATE KEY');
+    expect(JSON.stringify(lines)).not.toContain(value.kind === 'tls-certificate' ? value.certificateChainPem.slice(30, 90) : '-');
   });
 });

@@ -18,7 +18,10 @@ import { describeDenied } from './versions.js';
  *   spec says for "resource does not exist" in the incremental variants, and as go-control-plane
  *   does); the name stays subscribed and is sent if it is configured later;
  * - a denied name ends the stream with PERMISSION_DENIED;
- * - NACKs are logged (rate-limited) and the rejected version is not resent.
+ * - NACKs are logged (rate-limited) and the rejected version is not resent;
+ * - the first request is always answered once nothing it names is pending, with an empty response
+ *   when the client already holds every current version (Envoy's reconnect back-off resets only
+ *   when a message arrives).
  */
 export class DeltaStream extends StreamCore<DeltaRequest> {
   private readonly subscription = new Subscription();
@@ -28,6 +31,8 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
   private readonly clientHas = new Map<string, string>();
   /** Names the client (re)subscribed to and has not been answered for yet. */
   private readonly mustAnswer = new Set<string>();
+  /** Nothing written yet on this stream: the first request gets an answer even when the client lacks nothing. */
+  private answeredOnce = false;
 
   constructor(ctx: StreamContext) {
     super(ctx);
@@ -94,6 +99,7 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
     const format = this.format ?? this.ctx.bundleFormat(this.node);
     const resources: { name: string; version: string; resource: Buffer }[] = [];
     const removed: string[] = [];
+    let pending = false;
     for (const name of this.tracked()) {
       const resolution = this.ctx.catalog.resolve(name);
       switch (resolution.kind) {
@@ -115,10 +121,17 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
           if (this.clientHas.has(name) || this.mustAnswer.has(name)) removed.push(name);
           break;
         case 'pending':
-          break; // answered once it is published
+          pending = true; // answered once it is published
+          break;
       }
     }
-    if (resources.length === 0 && removed.length === 0) return;
+    // A reconnect where the client already holds every current version: answer anyway, with an
+    // empty response. Envoy resets its reconnect back-off (and its "stream closed since" timer)
+    // only when a message arrives on the new stream; without one, every server restart made the
+    // next reconnect of an up-to-date Delta stream wait longer (issue 9). Not sent while a
+    // subscribed secret is still pending: its arrival is the answer.
+    if (resources.length === 0 && removed.length === 0 && (this.answeredOnce || pending)) return;
+    this.answeredOnce = true;
     for (const r of resources) {
       this.clientHas.set(r.name, r.version);
       this.mustAnswer.delete(r.name);
