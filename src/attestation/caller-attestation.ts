@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { readPeerCredentials } from './peer-credentials.js';
-import { DEFAULT_PROC_ROOT, readStartTime, readStartTimeSync } from './proc.js';
+import { DEFAULT_PROC_ROOT, readStartTimeSync } from './proc.js';
 import type { Caller, PeerCredentials, WorkloadAttestor } from './types.js';
 
 /** Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22); undefined = no such process. */
@@ -94,7 +94,7 @@ export class CallerAttestation {
     const results = await Promise.allSettled(this.options.attestors.map((a) => a.attest(peer)));
     if (this.options.beforeRecheck) await this.options.beforeRecheck(peer);
     // The re-check comes first: if the process changed, that is the reason, whatever an attestor said.
-    const now = await readStartTime(peer.pid, this.procRoot);
+    const now = readStartTimeSync(peer.pid, this.procRoot);
     if (now === undefined) {
       throw new SdsError(ErrorCode.CallerGone, `caller pid ${peer.pid} (uid ${peer.uid}) exited before its attestation finished`);
     }

@@ -10,3 +10,4 @@ export { DEFAULT_PROC_ROOT, parseIdNames, parseStartTime, parseStat, parseStatus
 export { parseCgroupFile, parseCgroupPath, type ContainerRef } from './cgroup.js';
 export { K8sWorkloadAttestor, type K8sAttestorOptions } from './k8s-attestor.js';
 export { KubeletClient, DEFAULT_CA_FILE, DEFAULT_KUBELET_URL, DEFAULT_TOKEN_FILE, type KubeletClientOptions, type Pod, type PodList, type ContainerStatus } from './kubelet-client.js';
+export { createCallerAttestation, type AttestationSettings } from './create.js';

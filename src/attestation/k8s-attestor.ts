@@ -1,4 +1,4 @@
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { parseCgroupFile, type ContainerRef } from './cgroup.js';
@@ -50,7 +50,7 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
     const file = path.join(this.procRoot, String(peer.pid), 'cgroup');
     let text: string;
     try {
-      text = await fs.readFile(file, 'utf8');
+      text = fs.readFileSync(file, 'utf8'); // procfs: no disk wait, see unix-attestor.ts
     } catch (err) {
       throw new SdsError(ErrorCode.AttestationFailed, `k8s attestor: cannot read ${file} of pid ${peer.pid}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

@@ -98,8 +98,10 @@ export function readPeerCredentials(socket: net.Socket): PeerCredentials {
     throw new SdsError(ErrorCode.PeerCredentials, `getsockopt(SO_PEERCRED) returned ${length[0]} bytes, expected ${UCRED_SIZE}`);
   }
   const pid = value.readInt32LE(0);
-  // pid 0: the peer is in another pid namespace the kernel cannot map (or a socketpair with no
-  // process); nothing can be attested about it.
-  if (pid <= 0) throw new SdsError(ErrorCode.PeerCredentials, `the peer's pid is not visible from this pid namespace (pid ${pid})`);
+  // pid 0: not a Unix socket (TCP answers pid 0), or the peer lives in a pid namespace this
+  // process cannot see (a container without hostPID): nothing can be attested about it.
+  if (pid <= 0) {
+    throw new SdsError(ErrorCode.PeerCredentials, `the kernel names no peer process (pid ${pid}): not a Unix socket, or the client is in a pid namespace this server cannot see (run it in the host's, e.g. hostPID: true)`);
+  }
   return { pid, uid: value.readUInt32LE(4), gid: value.readUInt32LE(8) };
 }

@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CallerAttestation } from '../../src/attestation/caller-attestation.js';
+import { createCallerAttestation } from '../../src/attestation/create.js';
 import { UnixWorkloadAttestor } from '../../src/attestation/unix-attestor.js';
 import type { PeerCredentials, WorkloadAttestor } from '../../src/attestation/types.js';
 import { readStartTimeSync } from '../../src/attestation/proc.js';
@@ -49,6 +50,17 @@ describe('CallerAttestation (this test process as the caller)', () => {
   it('refuses when the start time read at accept differs from the one after attestation', async () => {
     const a = new CallerAttestation({ attestors: [] });
     await expect(a.attest(me, a.startTimeOf(me.pid)! - 1)).rejects.toMatchObject({ code: 'SDS_ERR_PID_REUSED' });
+  });
+});
+
+describe('createCallerAttestation (settings -> attestors)', () => {
+  it.each([
+    { settings: {}, names: ['unix'] },
+    { settings: { k8s: {} }, names: ['unix', 'k8s'] },
+    { settings: { unix: false as const, k8s: { url: 'http://127.0.0.1:10255' } }, names: ['k8s'] },
+    { settings: { k8s: false as const }, names: ['unix'] },
+  ])('$settings -> $names', ({ settings, names }) => {
+    expect(createCallerAttestation(settings).attestorNames).toEqual(names);
   });
 });
 
