@@ -13,7 +13,7 @@ import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
-import { CallerAttestation, K8sWorkloadAttestor, UnixWorkloadAttestor, type WorkloadAttestor } from '../attestation/index.js';
+import { createCallerAttestation, type CallerAttestation } from '../attestation/index.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -202,18 +202,19 @@ class LateIssuer implements IdentityIssuer {
 
 /** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
 function callerAttestation(config: ServerConfig): CallerAttestation {
-  const attestors: WorkloadAttestor[] = [new UnixWorkloadAttestor()];
   const k = config.authorization.kubernetes;
-  if (k) {
-    attestors.push(
-      new K8sWorkloadAttestor({
-        ...(k.kubeletUrl ? { url: k.kubeletUrl } : {}),
-        ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}),
-        ...(k.caFile ? { caFile: k.caFile } : {}),
-        ...(k.skipKubeletVerification ? { skipVerification: true } : {}),
-        ...(k.procRoot ? { procRoot: k.procRoot } : {}),
-      }),
-    );
-  }
-  return new CallerAttestation({ attestors });
+  return createCallerAttestation({
+    ...(k
+      ? {
+          k8s: {
+            ...(k.kubeletUrl ? { url: k.kubeletUrl } : {}),
+            ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}),
+            ...(k.caFile ? { caFile: k.caFile } : {}),
+            ...(k.skipKubeletVerification ? { skipVerification: true } : {}),
+            // Only where cgroups are read; the pid-reuse guard always reads the real /proc.
+            ...(k.procRoot ? { procRoot: k.procRoot } : {}),
+          },
+        }
+      : {}),
+  });
 }
