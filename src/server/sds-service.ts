@@ -90,6 +90,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   private waiting: Buffer[] | undefined;
   catalog: StreamCatalog | undefined;
   private ended = false;
+  private finished = false;
   private lastNode: NodeInfo | undefined;
   private readonly openedAtMs = Date.now();
 
@@ -133,6 +134,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   }
 
   finish(): void {
+    this.finished = true;
     this.machine?.close();
     this.catalog?.close?.();
     this.catalog = undefined;
@@ -140,8 +142,9 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     this.registry.open.delete(this.id);
   }
 
+  /** Ended by us, or finished because the client went away (cancelled, closed): start nothing more. */
   get isEnded(): boolean {
-    return this.ended;
+    return this.ended || this.finished;
   }
 
   /** Holds requests until `start` (the caller is being attested). */
@@ -260,7 +263,11 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
       stream.hold();
       log.debug('stream opened; attesting caller', { stream: stream.id, kind, peer });
       void callerCatalog(catalogFor, peer, stream.id).then((result) => {
-        if (stream.isEnded) return;
+        if (stream.isEnded) {
+          // The client went away while it was attested: nothing to watch or hold for it.
+          if (result.ok) result.catalog.close?.();
+          return;
+        }
         if (!result.ok) {
           stream.fail(result.failure);
           stream.finish();

@@ -63,7 +63,7 @@ describe('streams wait for the caller attestation (attestor test double)', () =>
       await server.stop(500);
       await removeTempDir(dir);
     };
-    return { attestor, client, authorization };
+    return { attestor, client, authorization, server, store };
   };
 
   it('a request that arrives before the caller is attested is answered once it is, not before', async () => {
@@ -77,6 +77,25 @@ describe('streams wait for the caller attestation (attestor test double)', () =>
     const res = await stream.next();
     expect(res.resources).toHaveLength(1);
     stream.cancel();
+  });
+
+  it('a stream the client cancels while its caller is attested leaves nothing behind (no watch, no connection record)', async () => {
+    const { attestor, client, authorization, server, store } = await start();
+    const stream = client.stream();
+    stream.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    await waitFor('the attestor to be asked', () => attestor.asked.length === 1);
+    await waitFor('the stream to be open on the server', () => server.streams.open.size === 1);
+    stream.cancel();
+    await waitFor('the server to see the stream gone', () => server.streams.open.size === 0);
+    attestor.release(['test:caller:front']);
+    // A later stream on the same (now attested) connection is served; the release has been handled by then.
+    const next = client.stream();
+    next.send({ node: envoyNode(), resource_names: ['spiffe://example.org'], type_url: client.typeUrl });
+    await next.next();
+    expect(attestor.asked).toHaveLength(1);
+    expect(store.watcherCount).toBe(1); // only the second stream's
+    expect(authorization.status().connections?.map((c) => c.streams)).toEqual([1]);
+    next.cancel();
   });
 
   it.each([
