@@ -98,6 +98,28 @@ describe('streams wait for the caller attestation (attestor test double)', () =>
     next.cancel();
   });
 
+  it("Delta and Fetch see the caller's view too: its identity (also as `default`) is served, another is PERMISSION_DENIED", async () => {
+    const { attestor, client, store } = await start();
+    store.declare('spiffe://example.org/back', 'tls-certificate');
+    store.publish('spiffe://example.org/back', (await tlsValue(await rootCa('example.org'), 'spiffe://example.org/back')).value);
+    const delta = client.delta();
+    delta.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: ['default', 'spiffe://example.org'] });
+    await waitFor('the attestor to be asked', () => attestor.asked.length === 1);
+    attestor.release(['test:caller:front']);
+    const res = await delta.next();
+    expect(res.resources.map((r) => r.name).sort()).toEqual(['default', 'spiffe://example.org']);
+    const refused = client.delta();
+    refused.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: ['spiffe://example.org/back'] });
+    expect(await refused.ended).toMatchObject({ code: grpc.status.PERMISSION_DENIED, details: expect.stringMatching(/^SDS_ERR_PERMISSION_DENIED: secret "spiffe:\/\/example.org\/back" is not granted to caller uid=\d+ pid=\d+ selectors=\[test:caller:front\]$/) });
+    await expect(client.fetch({ node: envoyNode(), resource_names: ['spiffe://example.org/back'], type_url: client.typeUrl })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    const fetched = await client.fetch({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    expect(fetched.resources).toHaveLength(1);
+    // The refused stream and Fetch did not disturb the first stream.
+    store.publish(FRONT, (await tlsValue(await rootCa('example.org'), FRONT)).value);
+    expect((await delta.next()).resources.map((r) => r.name)).toEqual(['default']);
+    delta.cancel();
+  });
+
   it.each([
     ['an attestor error', new Error('cannot read /proc/123/status'), ErrorCode.AttestationFailed],
     ['the pid-reuse guard', new SdsError(ErrorCode.PidReused, 'caller pid 123 now belongs to another process'), ErrorCode.PidReused],
