@@ -132,6 +132,47 @@ describe('DeltaSecrets (v3 incremental)', () => {
     d.end();
   });
 
+  it('a reconnect subscribing [front, gone] with initial versions gets removed_resources [gone], and its ACK and NACK keep the stream open', async () => {
+    const GONE = 'spiffe://example.org/gone';
+    const d = client.delta();
+    d.send({
+      node: envoyNode(),
+      type_url: client.typeUrl,
+      resource_names_subscribe: [FRONT, GONE],
+      initial_resource_versions: { [FRONT]: srv.store.get(FRONT)!.version, [GONE]: 'v-before-restart' },
+    });
+    const first = await d.next();
+    expect(first.resources).toHaveLength(0);
+    expect(first.removed_resources).toEqual([GONE]);
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce });
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce, error_detail: { code: 13, message: 'whatever' } });
+    const rotated = await tlsValue(ca, FRONT);
+    srv.store.publish(FRONT, rotated.value);
+    const push = await d.next();
+    expect(push.resources.map((r) => r.name)).toEqual([FRONT]);
+    d.send({ type_url: client.typeUrl, response_nonce: push.nonce });
+    expect(await d.nothingWithin(200)).toBe(true);
+    d.end();
+    expect((await d.ended).code).toBe(grpc.status.OK);
+  });
+
+  it('answers a reconnect that already holds every current version with one empty response', async () => {
+    const d = client.delta();
+    d.send({
+      node: envoyNode(),
+      type_url: client.typeUrl,
+      resource_names_subscribe: [FRONT, TD],
+      initial_resource_versions: { [FRONT]: srv.store.get(FRONT)!.version, [TD]: srv.store.get(TD)!.version },
+    });
+    const first = await d.next();
+    expect(first.resources).toHaveLength(0);
+    expect(first.removed_resources).toHaveLength(0);
+    expect(first.nonce).not.toBe('');
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce });
+    expect(await d.nothingWithin(200)).toBe(true);
+    d.end();
+  });
+
   it('treats a first request without names as a wildcard subscription', async () => {
     const d = client.delta();
     d.send({ node: envoyNode(), type_url: client.typeUrl });

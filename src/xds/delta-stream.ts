@@ -43,6 +43,7 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
     else if (verdict === 'ack') this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: [...this.clientHas.keys()], versionInfo: String(this.systemVersion), node: this.node });
     else if (verdict === 'stale') this.logStale(request);
 
+    if (this.rejectOverlongNames(request.subscribe)) return;
     const initial = this.first;
     this.first = false;
     const change = this.subscription.updateDelta(request.subscribe, request.unsubscribe);
