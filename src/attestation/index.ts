@@ -2,7 +2,7 @@
  * Caller attestation: who is on the other end of a Unix-socket connection (peer credentials), and
  * what can be said about that process (workload attestors turning it into selectors).
  */
-export { readPeerCredentials, type PeerCredentials } from './peer-credentials.js';
+export { openPeerPidfd, pidfdAlive, readPeerCredentials, type PeerCredentials, type PeerPidfd } from './peer-credentials.js';
 export type { Caller, WorkloadAttestor } from './types.js';
 export { CallerAttestation, type CallerAttestationOptions, type ConnectionAttestation, type ProcessStartTime } from './caller-attestation.js';
 export { UnixWorkloadAttestor, type UnixAttestorOptions } from './unix-attestor.js';

@@ -1,9 +1,8 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { parseCgroupFile, type ContainerRef } from './cgroup.js';
 import { KubeletClient, type ContainerStatus, type KubeletClientOptions, type Pod, type PodList } from './kubelet-client.js';
-import { DEFAULT_PROC_ROOT } from './proc.js';
+import { DEFAULT_PROC_ROOT, readProcFileSync } from './proc.js';
 import type { PeerCredentials, WorkloadAttestor } from './types.js';
 
 export interface K8sAttestorOptions extends KubeletClientOptions {
@@ -50,7 +49,7 @@ export class K8sWorkloadAttestor implements WorkloadAttestor {
     const file = path.join(this.procRoot, String(peer.pid), 'cgroup');
     let text: string;
     try {
-      text = fs.readFileSync(file, 'utf8'); // procfs: no disk wait, see unix-attestor.ts
+      text = readProcFileSync(file, 'utf8'); // procfs: no disk wait, see readProcFileSync
     } catch (err) {
       throw new SdsError(ErrorCode.AttestationFailed, `k8s attestor: cannot read ${file} of pid ${peer.pid}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

@@ -19,13 +19,21 @@ export interface PeerCredentials {
 /** Linux constants, from <asm-generic/socket.h> (x86-64, arm64, riscv: all use the generic values). */
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+/** Linux >= 6.5: a pidfd for the process that connected (socket(7)). */
+const SO_PEERPIDFD = 77;
+/** pidfd_send_signal(2), the same number on every architecture (unified syscall table, Linux >= 5.1). */
+const SYS_PIDFD_SEND_SIGNAL = 424;
+const ESRCH = 3;
 /** sizeof(struct ucred): three 32-bit integers. */
 const UCRED_SIZE = 12;
 
 type GetSockOpt = (fd: number, level: number, name: number, value: Buffer, length: Uint32Array) => number;
 
+type PidfdSendSignal = (pidfd: number, signal: number, info: null, flags: number) => number;
+
 interface Libc {
   getsockopt: GetSockOpt;
+  pidfdSendSignal: PidfdSendSignal;
   errno: () => number;
 }
 
@@ -51,7 +59,10 @@ function loadLibc(): Libc {
     const koffi = require('koffi') as typeof import('koffi');
     const lib = koffi.load('libc.so.6');
     const getsockopt = lib.func('int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)') as unknown as GetSockOpt;
-    libc = { getsockopt, errno: () => koffi.errno() };
+    const syscall = lib.func('long syscall(long number, ...)');
+    const pidfdSendSignal: PidfdSendSignal = (pidfd, signal, _info, flags) =>
+      Number(syscall(SYS_PIDFD_SEND_SIGNAL, 'int', pidfd, 'int', signal, 'void *', null, 'unsigned int', flags));
+    libc = { getsockopt, pidfdSendSignal, errno: () => koffi.errno() };
     return libc;
   } catch (err) {
     libcProblem = `cannot bind getsockopt from the C library through koffi: ${(err as Error).message}`;
@@ -104,4 +115,49 @@ export function readPeerCredentials(socket: net.Socket): PeerCredentials {
     throw new SdsError(ErrorCode.PeerCredentials, `the kernel names no peer process (pid ${pid}): not a Unix socket, or the client is in a pid namespace this server cannot see (run it in the host's, e.g. hostPID: true)`);
   }
   return { pid, uid: value.readUInt32LE(4), gid: value.readUInt32LE(8) };
+}
+
+/** What SO_PEERPIDFD gave for a connection. */
+export type PeerPidfd =
+  /** A pidfd of the connecting process; the receiver must close it (fs.closeSync). */
+  | { kind: 'pidfd'; fd: number }
+  /** The kernel refused a pidfd because the connecting process has already exited (kernels before pidfs kept no pidfd for exited tasks). */
+  | { kind: 'exited' }
+  /** No SO_PEERPIDFD (Linux older than 6.5, not Linux, no fd): only the start time guards. */
+  | { kind: 'unsupported' };
+
+const ENOPROTOOPT = 92;
+
+/**
+ * A pidfd for the process that connected (`SO_PEERPIDFD`, Linux >= 6.5): unlike the pid, it can
+ * never come to name another process. Read it in the `connection` callback, like the credentials.
+ */
+export function openPeerPidfd(socket: net.Socket): PeerPidfd {
+  let lib: Libc;
+  let fd: number;
+  try {
+    lib = loadLibc();
+    fd = socketFd(socket);
+  } catch {
+    return { kind: 'unsupported' };
+  }
+  const value = Buffer.alloc(4);
+  const length = new Uint32Array([4]);
+  if (lib.getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, value, length) !== 0) {
+    const errno = lib.errno();
+    // EINVAL/ESRCH: the socket has a peer pid whose process is gone (6.5 <= kernel < pidfs).
+    return errno === ENOPROTOOPT || errno === 0 ? { kind: 'unsupported' } : { kind: 'exited' };
+  }
+  const pidfd = value.readInt32LE(0);
+  return length[0] === 4 && pidfd >= 0 ? { kind: 'pidfd', fd: pidfd } : { kind: 'unsupported' };
+}
+
+/**
+ * Whether the process behind a pidfd still runs: pidfd_send_signal(pidfd, 0) fails with ESRCH once
+ * it has exited (a zombie still counts as running here; the start-time check catches those).
+ * EPERM (not allowed to signal it) means it exists.
+ */
+export function pidfdAlive(pidfd: number): boolean {
+  const lib = loadLibc();
+  return lib.pidfdSendSignal(pidfd, 0, null, 0) === 0 || lib.errno() !== ESRCH;
 }

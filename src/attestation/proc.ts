@@ -4,6 +4,34 @@ import path from 'node:path';
 /** Where procfs is mounted; tests pass a folder of their own (`<root>/<pid>/stat` etc.). */
 export const DEFAULT_PROC_ROOT = '/proc';
 
+// One buffer for every synchronous procfs read (JavaScript runs them one at a time). `stat` is
+// under 1 KiB and `status` under 2 KiB; 16 KiB leaves room for very long `Groups:` lines.
+const scratch = Buffer.alloc(16 * 1024);
+
+/**
+ * Reads a small procfs file synchronously: open, read until EOF, close. procfs content is made by
+ * the kernel on read (no disk wait); this is 2-3x cheaper than fs.readFileSync, which stats the
+ * file (size 0 in procfs) and grows its buffer. Measured per call here: /proc/<pid>/stat 24-35 us
+ * against 70-180 us.
+ *
+ * @throws the fs error (ENOENT / ESRCH when the process is gone) or RangeError past 16 KiB.
+ */
+export function readProcFileSync(file: string, encoding: 'latin1' | 'utf8'): string {
+  const fd = fs.openSync(file, 'r');
+  try {
+    let length = 0;
+    for (;;) {
+      const n = fs.readSync(fd, scratch, length, scratch.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length === scratch.length) throw new RangeError(`${file} is larger than ${scratch.length} bytes`);
+    }
+    return scratch.toString(encoding, 0, length);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** The two fields of a `/proc/<pid>/stat` line the pid-reuse guard needs (proc(5)). */
 export interface ProcStat {
   /** Field 3: `R`, `S`, `D`, `Z` (zombie: exited, not yet reaped), `X` (dead), ... */
@@ -26,11 +54,18 @@ export interface ProcStat {
 export function parseStat(stat: string): ProcStat | undefined {
   const close = stat.lastIndexOf(')');
   if (close < 0) return undefined;
-  // After ") " come field 3 (state) onwards; field 22 is the 20th of them.
-  const fields = stat.slice(close + 1).trim().split(/\s+/);
-  const state = fields[0];
-  const value = fields[22 - 3];
-  if (!state || value === undefined || !/^\d+$/.test(value)) return undefined;
+  // After ") " come field 3 (state) onwards, one space apart; field 22 is 19 spaces further.
+  let start = close + 2;
+  const stateEnd = stat.indexOf(' ', start);
+  const state = stat.slice(start, stateEnd < 0 ? undefined : stateEnd);
+  for (let field = 3; field < 22; field++) {
+    const space = stat.indexOf(' ', start);
+    if (space < 0) return undefined;
+    start = space + 1;
+  }
+  const end = stat.indexOf(' ', start);
+  const value = stat.slice(start, end < 0 ? undefined : end).trim();
+  if (!/^[A-Za-z]$/.test(state) || !/^\d+$/.test(value)) return undefined;
   const startTime = Number(value);
   return Number.isSafeInteger(startTime) ? { state, startTime } : undefined;
 }
@@ -54,7 +89,7 @@ export function parseStartTime(stat: string): number | undefined {
  */
 export function readStartTimeSync(pid: number, procRoot = DEFAULT_PROC_ROOT): number | undefined {
   try {
-    return parseStartTime(fs.readFileSync(path.join(procRoot, String(pid), 'stat'), 'latin1'));
+    return parseStartTime(readProcFileSync(path.join(procRoot, String(pid), 'stat'), 'latin1'));
   } catch {
     return undefined;
   }
@@ -90,13 +125,12 @@ function ids(value: string | undefined): number[] {
 
 /** Parses the `Uid:`, `Gid:` and `Groups:` lines of a `/proc/<pid>/status` text. */
 export function parseStatus(text: string): ProcStatus {
-  const lines = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0) lines.set(line.slice(0, colon), line.slice(colon + 1));
-  }
-  return { uids: ids(lines.get('Uid')), gids: ids(lines.get('Gid')), groups: ids(lines.get('Groups')) };
+  return { uids: ids(UID_LINE.exec(text)?.[1]), gids: ids(GID_LINE.exec(text)?.[1]), groups: ids(GROUPS_LINE.exec(text)?.[1]) };
 }
+
+const UID_LINE = /^Uid:(.*)$/m;
+const GID_LINE = /^Gid:(.*)$/m;
+const GROUPS_LINE = /^Groups:(.*)$/m;
 
 /** One `name:x:id:...` entry per id from `/etc/passwd` or `/etc/group` (first entry wins, as getpwuid does). */
 export function parseIdNames(text: string): Map<number, string> {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, SdsError } from '../ops/errors.js';
-import { DEFAULT_PROC_ROOT, parseIdNames, parseStatus } from './proc.js';
+import { DEFAULT_PROC_ROOT, parseIdNames, parseStatus, readProcFileSync } from './proc.js';
 import type { PeerCredentials, WorkloadAttestor } from './types.js';
 
 export interface UnixAttestorOptions {
@@ -43,11 +43,11 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
 
   async attest(peer: PeerCredentials): Promise<string[]> {
     const dir = path.join(this.procRoot, String(peer.pid));
-    // procfs is served from kernel memory (no disk wait): synchronous reads cost ~20-60 us here,
-    // a third of going through the libuv thread pool (measured in the commit adding this).
+    // procfs is made by the kernel on read (no disk wait): synchronous reads cost tens of us,
+    // a fraction of going through the libuv thread pool (see readProcFileSync).
     let statusText: string;
     try {
-      statusText = fs.readFileSync(path.join(dir, 'status'), 'utf8');
+      statusText = readProcFileSync(path.join(dir, 'status'), 'utf8');
     } catch (err) {
       throw new SdsError(ErrorCode.AttestationFailed, `unix attestor: cannot read ${path.join(dir, 'status')} of pid ${peer.pid}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

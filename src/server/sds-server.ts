@@ -10,7 +10,7 @@ import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
 import { applySocketPermissions, prepareSocketPath, removeSocket } from './unix-socket.js';
-import type { CallerAttestation } from '../attestation/caller-attestation.js';
+import type { CallerAttestation, ConnectionAttestation } from '../attestation/caller-attestation.js';
 import type { Caller } from '../attestation/types.js';
 
 export interface SdsServerOptions {
@@ -123,7 +123,7 @@ export class SdsServer {
    */
   private admit(socket: net.Socket, attestation: CallerAttestation): boolean {
     const log = this.options.log;
-    let started;
+    let started: ConnectionAttestation;
     try {
       started = attestation.begin(socket);
     } catch (err) {

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { CallerAttestation } from '../../src/attestation/caller-attestation.js';
@@ -197,5 +198,48 @@ describe('pid-reuse guard with real processes', () => {
       return;
     }
     throw new Error('could not get a freed pid back in 10 attempts');
+  });
+
+  it.skipIf(!asRoot)('a pid reused even before the connection is accepted is caught by the pidfd (SO_PEERPIDFD), which the start time alone cannot see', async () => {
+    // Accept connections but attest them only when the test says so.
+    const accepted: net.Socket[] = [];
+    let onAccept: () => void = () => {};
+    const listener = net.createServer({ pauseOnConnect: true }, (socket) => {
+      accepted.push(socket);
+      onAccept();
+    });
+    const socketPath = path.join(dir, 'raw.sock');
+    await new Promise<void>((resolve) => listener.listen(socketPath, resolve));
+    await fs.chmod(socketPath, 0o666);
+    try {
+      for (let attempt = 1; attempt <= 10; attempt++) {
+        const acceptedNow = new Promise<void>((resolve) => (onAccept = resolve));
+        const peer = await startPeer(dir, socketPath);
+        peers.push(peer);
+        await acceptedNow;
+        const socket = accepted.at(-1)!;
+        const pid = peer.info.pid;
+        await peer.stop();
+        const impostor = await spawnWithPid(pid);
+        if (!impostor) continue;
+        // Attestation starts only now: the pid already names the impostor.
+        const withPidfd = new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }).begin(socket);
+        const startTimeOnly = new CallerAttestation({ attestors: [new UnixWorkloadAttestor()], pidfd: false }).begin(socket);
+        if (!withPidfd.pidfd) {
+          // A kernel without SO_PEERPIDFD: nothing more than the start time to go on.
+          await expect(startTimeOnly.caller).resolves.toMatchObject({ pid });
+          return;
+        }
+        expect(withPidfd.peer.pid).toBe(pid);
+        await expect(withPidfd.caller).rejects.toMatchObject({ code: 'SDS_ERR_PID_REUSED', message: expect.stringContaining('pidfd') });
+        // The limit the pidfd removes: by start time alone the impostor passes as the caller.
+        await expect(startTimeOnly.caller).resolves.toMatchObject({ pid });
+        return;
+      }
+      throw new Error('could not get a freed pid back in 10 attempts');
+    } finally {
+      for (const s of accepted) s.destroy();
+      listener.close();
+    }
   });
 });

@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseIdNames, parseStartTime, parseStat, parseStatus, readStartTime, readStartTimeSync } from '../../src/attestation/proc.js';
+import { parseIdNames, parseStartTime, parseStat, parseStatus, readProcFileSync, readStartTime, readStartTimeSync } from '../../src/attestation/proc.js';
+import { readFileSync } from 'node:fs';
 
 // Real lines from this kernel's /proc/<pid>/stat, with comm values chosen to trip naive parsing.
 const STAT_TAIL = '1 2 3 4 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456789 2215936 134 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0';
@@ -36,6 +37,27 @@ describe('/proc/<pid>/status and passwd/group parsing', () => {
   it('maps ids to names, first entry wins, comments and junk skipped', () => {
     const names = parseIdNames('# comment\nroot:x:0:\nnogroup:x:65534:\nshadow:x:42:a,b\ntoor:x:0:\nbroken\n:x:7:\nbad:x:notanumber:\n');
     expect([...names.entries()]).toEqual([[0, 'root'], [65534, 'nogroup'], [42, 'shadow']]);
+  });
+});
+
+describe('readProcFileSync', () => {
+  it('reads procfs files (size 0 to stat) whole', () => {
+    const status = readProcFileSync(`/proc/${process.pid}/status`, 'utf8');
+    expect(status).toMatch(/^Name:/);
+    expect(status).toContain(`\nPid:\t${process.pid}\n`);
+    expect(parseStatus(status).groups).toEqual(parseStatus(readFileSync(`/proc/${process.pid}/status`, 'utf8')).groups);
+    expect(readProcFileSync('/proc/self/cgroup', 'utf8')).toBe(readFileSync('/proc/self/cgroup', 'utf8'));
+  });
+
+  it('refuses a file larger than its buffer, and throws ENOENT for a missing process', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-proc-big-'));
+    try {
+      await fs.writeFile(path.join(dir, 'big'), 'x'.repeat(20_000));
+      expect(() => readProcFileSync(path.join(dir, 'big'), 'latin1')).toThrow(RangeError);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    expect(() => readProcFileSync('/proc/999999999/stat', 'latin1')).toThrow(expect.objectContaining({ code: 'ENOENT' }));
   });
 });
 
