@@ -94,7 +94,8 @@ export class CallerAttestation {
   }
 
   /**
-   * Runs every attestor for `peer`, then re-reads the start time of `peer.pid`.
+   * Runs every attestor for `peer`, then checks the connecting process still holds `peer.pid`: its
+   * pidfd (when there is one) still names a running process, and the start time is unchanged.
    *
    * @param startTime the start time read when the connection was accepted ({@link startTimeOf}).
    * @param pidfd what SO_PEERPIDFD gave ({@link openPeerPidfd}); a pidfd is closed by this call.
