@@ -182,8 +182,9 @@ export function mtlsGet(port: number, client: IssuedLeaf, serverCas: Certificate
 }
 
 /**
- * A copy of an example bootstrap made runnable here: every `pipe.path` becomes `socketPath` and
- * every `port_value` is replaced through `ports` (a port the map does not name is an error, so an
+ * A copy of an example bootstrap made runnable here: every `pipe.path` becomes `socketPath`,
+ * `0.0.0.0` becomes 127.0.0.1 (tests listen on loopback only) and every `port_value` is replaced
+ * through `ports` (a port the map does not name is an error, so an
  * example cannot bind a fixed port in a test).
  */
 export function rewriteExampleBootstrap(config: unknown, socketPath: string, ports: Map<number, number>): Config {
@@ -194,6 +195,8 @@ export function rewriteExampleBootstrap(config: unknown, socketPath: string, por
     for (const [key, value] of Object.entries(node as Config)) {
       if (key === 'pipe' && value !== null && typeof value === 'object') {
         out[key] = { ...(value as Config), path: socketPath };
+      } else if (key === 'address' && value === '0.0.0.0') {
+        out[key] = '127.0.0.1';
       } else if (key === 'port_value' && typeof value === 'number') {
         const port = ports.get(value);
         if (port === undefined) throw new Error(`example binds port ${value}, which the test did not map`);
