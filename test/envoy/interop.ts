@@ -14,7 +14,8 @@ import { defaultConfig, type ServerConfig } from '../../src/cli/config.js';
 import { createLogger } from '../../src/ops/logger.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { RenameWriter } from '../helpers/files.js';
-import { TYPE, sdsConfigSource, type Config } from './harness.js';
+import { TYPE, sdsConfigSource, type Config, type SdsConfigSourceOptions } from './harness.js';
+import type tls from 'node:tls';
 
 /** One trust domain: its CA, its bundle file and the leaves issued for it. */
 export interface TrustDomainFiles {
@@ -106,7 +107,15 @@ export class MultiDomainSecrets {
  * secret `certificate`, peers are validated with the SDS secret `validation` (merged with
  * `matchSan` URI SANs when given), and it answers 200 `<name>` itself.
  */
-export function mtlsDirectListener(o: { name: string; port: number; certificate: string; validation: string; matchSan?: string[] }): Config {
+export function mtlsDirectListener(o: {
+  name: string;
+  port: number;
+  certificate: string;
+  validation: string;
+  matchSan?: string[];
+  /** SotW (default) or Delta, for both secrets. */
+  sds?: SdsConfigSourceOptions;
+}): Config {
   return {
     name: o.name,
     address: { socket_address: { address: '127.0.0.1', port_value: o.port } },
@@ -132,12 +141,12 @@ export function mtlsDirectListener(o: { name: string; port: number; certificate:
             '@type': TYPE.downstreamTls,
             require_client_certificate: true,
             common_tls_context: {
-              tls_certificate_sds_secret_configs: [{ name: o.certificate, sds_config: sdsConfigSource() }],
+              tls_certificate_sds_secret_configs: [{ name: o.certificate, sds_config: sdsConfigSource(o.sds) }],
               combined_validation_context: {
                 default_validation_context: o.matchSan
                   ? { match_typed_subject_alt_names: o.matchSan.map((exact) => ({ san_type: 'URI', matcher: { exact } })) }
                   : {},
-                validation_context_sds_secret_config: { name: o.validation, sds_config: sdsConfigSource() },
+                validation_context_sds_secret_config: { name: o.validation, sds_config: sdsConfigSource(o.sds) },
               },
             },
           },
@@ -147,7 +156,8 @@ export function mtlsDirectListener(o: { name: string; port: number; certificate:
   };
 }
 
-export type MtlsResult = { ok: true; status: number; body: string } | { ok: false; error: string };
+/** `peerSerial`: the serial of the certificate the server presented (upper-case hex, as Node prints it). */
+export type MtlsResult = { ok: true; status: number; body: string; peerSerial: string } | { ok: false; error: string };
 
 /**
  * One GET over a new mTLS connection to 127.0.0.1:`port`, presenting `client` and trusting
@@ -170,9 +180,10 @@ export function mtlsGet(port: number, client: IssuedLeaf, serverCas: Certificate
       },
       (res) => {
         const chunks: Buffer[] = [];
+        const peerSerial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber;
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', (err) => resolve({ ok: false, error: err.message }));
-        res.on('end', () => resolve({ ok: true, status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => resolve({ ok: true, status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), peerSerial }));
       },
     );
     req.on('timeout', () => req.destroy(new Error(`GET https://127.0.0.1:${port}/ timed out`)));
