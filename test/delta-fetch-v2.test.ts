@@ -75,30 +75,6 @@ describe('DeltaSecrets (v3 incremental)', () => {
     d2.end();
   });
 
-  it('answers a reconnect that already holds every version with an empty response (Envoy resets its back-off only on a message), then pushes changes', async () => {
-    const d1 = client.delta();
-    d1.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, TD] });
-    const first = await d1.next();
-    const versions = Object.fromEntries(first.resources.map((r) => [r.name, r.version]));
-    d1.cancel();
-
-    const d2 = client.delta();
-    d2.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, TD], initial_resource_versions: versions });
-    const answer = await d2.next();
-    expect(answer.resources).toHaveLength(0);
-    expect(answer.removed_resources).toHaveLength(0);
-    expect(answer.nonce).not.toBe('');
-    // The ACK of that answer gets nothing; a rotation afterwards is pushed as usual.
-    d2.send({ type_url: client.typeUrl, response_nonce: answer.nonce });
-    expect(await d2.nothingWithin(300)).toBe(true);
-    const rotated = await tlsValue(ca, FRONT);
-    srv.store.publish(FRONT, rotated.value);
-    const push = await d2.next();
-    expect(push.resources.map((r) => r.name)).toEqual([FRONT]);
-    expect(serialOfSecret(push.resources[0]!.resource!.value)).toBe(rotated.leaf.serialNumber);
-    d2.end();
-  });
-
   it('answers a new subscription on a live stream and stops pushing after unsubscribe', async () => {
     const d = client.delta();
     d.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT] });
@@ -153,6 +129,47 @@ describe('DeltaSecrets (v3 incremental)', () => {
     expect((await other.next()).resources.map((r) => r.name)).toEqual([FRONT]);
     other.end();
     expect((await other.ended).code).toBe(grpc.status.OK);
+    d.end();
+  });
+
+  it('a reconnect subscribing [front, gone] with initial versions gets removed_resources [gone], and its ACK and NACK keep the stream open', async () => {
+    const GONE = 'spiffe://example.org/gone';
+    const d = client.delta();
+    d.send({
+      node: envoyNode(),
+      type_url: client.typeUrl,
+      resource_names_subscribe: [FRONT, GONE],
+      initial_resource_versions: { [FRONT]: srv.store.get(FRONT)!.version, [GONE]: 'v-before-restart' },
+    });
+    const first = await d.next();
+    expect(first.resources).toHaveLength(0);
+    expect(first.removed_resources).toEqual([GONE]);
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce });
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce, error_detail: { code: 13, message: 'whatever' } });
+    const rotated = await tlsValue(ca, FRONT);
+    srv.store.publish(FRONT, rotated.value);
+    const push = await d.next();
+    expect(push.resources.map((r) => r.name)).toEqual([FRONT]);
+    d.send({ type_url: client.typeUrl, response_nonce: push.nonce });
+    expect(await d.nothingWithin(200)).toBe(true);
+    d.end();
+    expect((await d.ended).code).toBe(grpc.status.OK);
+  });
+
+  it('answers a reconnect that already holds every current version with one empty response', async () => {
+    const d = client.delta();
+    d.send({
+      node: envoyNode(),
+      type_url: client.typeUrl,
+      resource_names_subscribe: [FRONT, TD],
+      initial_resource_versions: { [FRONT]: srv.store.get(FRONT)!.version, [TD]: srv.store.get(TD)!.version },
+    });
+    const first = await d.next();
+    expect(first.resources).toHaveLength(0);
+    expect(first.removed_resources).toHaveLength(0);
+    expect(first.nonce).not.toBe('');
+    d.send({ type_url: client.typeUrl, response_nonce: first.nonce });
+    expect(await d.nothingWithin(200)).toBe(true);
     d.end();
   });
 

@@ -180,7 +180,30 @@ describe('StreamSecrets (v3 state of the world) over a Unix socket', () => {
     expect(end.details).toContain('SDS_ERR_WRONG_TYPE_URL');
   });
 
-  it('treats empty resource_names as every secret, under canonical names', async () => {
+  it('an empty-names ACK after a named request holds nothing: no other secret, no push on rotations, stream stays open', async () => {
+    const s = client.stream();
+    s.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    const first = await s.next();
+    s.send({ version_info: first.version_info, resource_names: [], type_url: client.typeUrl, response_nonce: first.nonce });
+    srv.store.publish(FRONT, (await tlsValue(ca, FRONT)).value);
+    const ca2 = await rootCa('example.org');
+    srv.store.publish(TD, bundleValue('example.org', ca, ca2));
+    expect(await s.nothingWithin(300)).toBe(true);
+    // Still open and usable: naming a secret again is answered with exactly it.
+    s.send({ version_info: first.version_info, resource_names: [TD], type_url: client.typeUrl, response_nonce: first.nonce });
+    expect((await s.next()).resources.map((r) => decodeSecret(r).name)).toEqual([TD]);
+    s.end();
+    expect((await s.ended).code).toBe(grpc.status.OK);
+  });
+
+  it('answers a first request that carries a nonce and version from an earlier stream', async () => {
+    const s = client.stream();
+    s.send({ node: envoyNode(), version_info: 'abc', resource_names: [FRONT], type_url: client.typeUrl, response_nonce: 'deadbeef-7' });
+    expect((await s.next()).resources.map((r) => decodeSecret(r).name)).toEqual([FRONT]);
+    s.end();
+  });
+
+  it('treats empty resource_names on the first request as every secret, under canonical names', async () => {
     const s = client.stream();
     s.send({ node: envoyNode(), resource_names: [], type_url: client.typeUrl });
     const res = await s.next();

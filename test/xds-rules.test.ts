@@ -9,6 +9,7 @@ import { SharedResponses } from '../src/xds/shared-responses.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { fetchSecrets } from '../src/xds/fetch.js';
+import { Subscription } from '../src/xds/subscription.js';
 import type { StreamContext } from '../src/xds/stream-core.js';
 import type { DeltaRequest, SotwRequest, StreamFailure, StreamSink } from '../src/xds/types.js';
 import { createLogger, type Logger } from '../src/ops/logger.js';
@@ -146,17 +147,20 @@ function nextValue(name: string): SecretValue {
   return value;
 }
 
+/** Values issued per name: one initial value plus at least the rotations the rows make (counted by hand, with room). */
+const POOL_SIZE: Record<string, number> = { [FRONT]: 30, [BACK]: 16, [LATE]: 12, [GONE]: 4 };
+
 beforeAll(async () => {
   ca = await rootCa('example.org');
   for (const name of [FRONT, BACK, LATE, GONE]) {
-    const values = await Promise.all(Array.from({ length: 60 }, async () => (await tlsValue(ca, name)).value));
+    const values = await Promise.all(Array.from({ length: POOL_SIZE[name]! }, async () => (await tlsValue(ca, name)).value));
     initialValue.set(name, values.shift()!);
     pool.set(name, values);
   }
-  const cas = await Promise.all(Array.from({ length: 20 }, () => rootCa('example.org')));
+  const cas = await Promise.all(Array.from({ length: 4 }, () => rootCa('example.org')));
   initialValue.set(TD, bundleValue('example.org', ca));
   pool.set(TD, cas.map((extra) => bundleValue('example.org', ca, extra)));
-});
+}, 120_000);
 
 function freshStore(log?: Logger): SecretStore {
   const store = new SecretStore(log ? { log } : {});
@@ -306,6 +310,14 @@ const ROWS: Row[] = [
     steps: [{ sotw: { names: [FRONT, 'spiffe://example.org/nobody'] }, fails: { code: grpc.status.INVALID_ARGUMENT, contains: 'SDS_ERR_UNKNOWN_SECRET: secret "spiffe://example.org/nobody"' }, watches: 0 }],
   },
   {
+    name: 'SotW: a name longer than 2048 characters ends the stream with INVALID_ARGUMENT, even on an ACK',
+    kind: 'sotw',
+    steps: [
+      { sotw: { names: [FRONT] }, sent: [[FRONT]] },
+      { sotw: { names: [FRONT, 'x'.repeat(2049)], nonce: 'last' }, fails: { code: grpc.status.INVALID_ARGUMENT, contains: 'SDS_ERR_BAD_REQUEST: resource name of 2049 characters' }, watches: 0 },
+    ],
+  },
+  {
     name: 'SotW: a secret removed from the store ends the stream that names it',
     kind: 'sotw',
     steps: [
@@ -392,22 +404,22 @@ const ROWS: Row[] = [
     steps: [{ delta: { subscribe: [FRONT, TD], initial: { FRONT: 'old', TD: 'current' } }, sent: [{ add: [FRONT] }] }],
   },
   {
-    name: 'Delta (fault 5): a reconnect holding every current version is answered with an empty response (Envoy resets its back-off only on a message); its ACK gets nothing; rotations are pushed',
+    name: 'Delta (for fault 5, Envoy back-off): a reconnect where the client holds every current version gets one empty response, then nothing until a change',
     kind: 'delta',
     steps: [
-      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [] }] },
+      { delta: { subscribe: [FRONT, TD], initial: { FRONT: 'current', TD: 'current' } }, sent: [{ add: [], removed: [] }] },
       { delta: { nonce: 'last' } },
-      { rotate: FRONT, sent: [{ add: [FRONT] }] },
+      { rotate: TD, sent: [{ add: [TD] }] },
     ],
   },
   {
-    name: 'Delta: a first request whose secret has no version yet is answered once it is published, not before',
+    name: 'Delta: a first request naming only a pending secret gets nothing until it is published',
     kind: 'delta',
     steps: [
       { declare: LATE },
       { delta: { subscribe: [LATE] } },
+      { delta: { subscribe: [LATE], nonce: 'foreign' } },
       { rotate: LATE, sent: [{ add: [LATE] }] },
-      { delta: { nonce: 'last' } },
     ],
   },
   {
@@ -432,6 +444,14 @@ const ROWS: Row[] = [
       { delta: { nonce: 'last' } },
       { delta: { nonce: 'last', subscribe: [FRONT] }, sent: [{ add: [FRONT] }] },
       { delta: { nonce: 'last', subscribe: ['nope'] }, sent: [{ add: [], removed: ['nope'] }] },
+    ],
+  },
+  {
+    name: 'Delta: subscribing a name longer than 2048 characters ends the stream with INVALID_ARGUMENT',
+    kind: 'delta',
+    steps: [
+      { delta: { subscribe: [FRONT] }, sent: [{ add: [FRONT] }] },
+      { delta: { nonce: 'last', subscribe: ['x'.repeat(2049)] }, fails: { code: grpc.status.INVALID_ARGUMENT, contains: 'SDS_ERR_BAD_REQUEST' }, watches: 0 },
     ],
   },
   {
@@ -733,16 +753,52 @@ describe('FetchSecrets rules', () => {
     expect(denied).toEqual({ ok: false, failure: { code: grpc.status.PERMISSION_DENIED, message: `SDS_ERR_PERMISSION_DENIED: caller uid 1000 is not entitled to ${BACK}` } });
     const all = fetchSecrets({ versionInfo: '', resourceNames: [], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
     expect(all.ok && all.names.sort()).toEqual([FRONT, TD].sort());
+    const star = fetchSecrets({ versionInfo: '', resourceNames: ['*'], typeUrl: TYPE_URL, responseNonce: '' }, deps(catalog));
+    expect(star.ok && star.names.sort()).toEqual([FRONT, TD].sort());
+  });
+
+  it('a name longer than 2048 characters (the SPIFFE ID limit) is INVALID_ARGUMENT SDS_ERR_BAD_REQUEST', () => {
+    const result = fetchSecrets({ versionInfo: '', resourceNames: [FRONT, 'x'.repeat(2049)], typeUrl: TYPE_URL, responseNonce: '' }, deps(freshStore()));
+    expect(result).toEqual({ ok: false, failure: { code: grpc.status.INVALID_ARGUMENT, message: `SDS_ERR_BAD_REQUEST: resource name of 2049 characters is longer than 2048 (the SPIFFE ID limit): "${'x'.repeat(100)}...(1949 more chars)"` } });
+    // Exactly 2048 is a name like any other (here: not configured).
+    expect(fetchSecrets({ versionInfo: '', resourceNames: [`spiffe://example.org/${'x'.repeat(2027)}`], typeUrl: TYPE_URL, responseNonce: '' }, deps(freshStore()))).toMatchObject({
+      ok: false,
+      failure: { code: grpc.status.INVALID_ARGUMENT, message: expect.stringContaining('SDS_ERR_UNKNOWN_SECRET') },
+    });
   });
 
   it('unknown names: at most three named, each cut to 100 characters, plus the count', () => {
     const store = freshStore();
-    const names = [`spiffe://example.org/${'a'.repeat(1 << 20)}`, ...Array.from({ length: 9999 }, (_, i) => `spiffe://example.org/n${i}`)];
+    const names = [`spiffe://example.org/${'a'.repeat(2000)}`, ...Array.from({ length: 9999 }, (_, i) => `spiffe://example.org/n${i}`)];
     const result = fetchSecrets({ versionInfo: '', resourceNames: names, typeUrl: TYPE_URL, responseNonce: '' }, deps(store));
     expect(result.ok).toBe(false);
     if (result.ok) return;
     expect(result.failure.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(result.failure.message.length).toBeLessThan(600);
-    expect(result.failure.message).toMatch(/^SDS_ERR_UNKNOWN_SECRET: secrets "spiffe:\/\/example\.org\/a+\.\.\.\(\d+ more chars\)", "spiffe:\/\/example\.org\/n0", "spiffe:\/\/example\.org\/n1" and 9997 more \(10000 names\) are not configured on this server$/);
+    expect(result.failure.message).toMatch(/^SDS_ERR_UNKNOWN_SECRET: secrets "spiffe:\/\/example\.org\/a{79}\.\.\.\(1921 more chars\)", "spiffe:\/\/example\.org\/n0", "spiffe:\/\/example\.org\/n1" and 9997 more \(10000 names\) are not configured on this server$/);
+  });
+});
+
+describe('Subscription (the rules both protocols share)', () => {
+  type Op = { sotw: string[] } | { delta: [string[], string[]] };
+  const cases: Array<{ name: string; ops: Op[]; wildcard: boolean; names: string[]; changed: boolean[] }> = [
+    { name: 'SotW legacy wildcard: first empty request', ops: [{ sotw: [] }, { sotw: [] }], wildcard: true, names: [], changed: [true, false] },
+    { name: 'SotW: empty after named is nothing, never wildcard', ops: [{ sotw: ['a'] }, { sotw: [] }, { sotw: [] }], wildcard: false, names: [], changed: [true, true, false] },
+    { name: 'SotW: legacy wildcard then named then empty is nothing', ops: [{ sotw: [] }, { sotw: ['a'] }, { sotw: [] }], wildcard: false, names: [], changed: [true, true, true] },
+    { name: 'SotW: explicit * with a name', ops: [{ sotw: ['*', 'a'] }], wildcard: true, names: ['a'], changed: [true] },
+    { name: 'SotW: same set in another order or with duplicates is no change', ops: [{ sotw: ['a', 'b'] }, { sotw: ['b', 'a'] }, { sotw: ['a', 'a', 'b'] }], wildcard: false, names: ['a', 'b'], changed: [true, false, false] },
+    { name: 'SotW: [a, a] after [a, b] drops b', ops: [{ sotw: ['a', 'b'] }, { sotw: ['a', 'a'] }], wildcard: false, names: ['a'], changed: [true, true] },
+    { name: 'Delta legacy wildcard: first request subscribes nothing', ops: [{ delta: [[], []] }, { delta: [[], []] }], wildcard: true, names: [], changed: [true, false] },
+    { name: 'Delta: named first request, then an empty one, is never wildcard', ops: [{ delta: [['a'], []] }, { delta: [[], []] }], wildcard: false, names: ['a'], changed: [true, false] },
+    { name: 'Delta: legacy wildcard stays wildcard when names are added, until * is unsubscribed', ops: [{ delta: [[], []] }, { delta: [['a'], []] }, { delta: [[], ['*']] }], wildcard: false, names: ['a'], changed: [true, true, true] },
+    { name: 'Delta: unsubscribing every name leaves nothing', ops: [{ delta: [['a', 'b'], []] }, { delta: [[], ['a', 'b']] }, { delta: [[], ['c']] }], wildcard: false, names: [], changed: [true, true, false] },
+  ];
+  it.each(cases.map((c) => [c.name, c] as const))('%s', (_n, c) => {
+    const sub = new Subscription();
+    const changed = c.ops.map((op) => ('sotw' in op ? sub.setSotw(op.sotw) : sub.updateDelta(op.delta[0], op.delta[1])) !== undefined);
+    expect(changed).toEqual(c.changed);
+    expect(sub.wildcard).toBe(c.wildcard);
+    expect([...sub.names].sort()).toEqual(c.names);
+    expect(sub.isEmpty).toBe(!c.wildcard && c.names.length === 0);
   });
 });

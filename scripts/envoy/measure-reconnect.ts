@@ -4,7 +4,9 @@
  * reconnect back-off (500 ms base, 30 s max). Each round restarts the server N times in a row and
  * prints, per restart, the ms until every stream of each kind is open again, and the totals.
  *
- *   npx tsx scripts/envoy/measure-reconnect.ts [--restarts 5] [--rounds 3]
+ *   npx tsx scripts/envoy/measure-reconnect.ts [--restarts 5] [--rounds 3] [--unified-mux]
+ *
+ * `--unified-mux` runs Envoy with `envoy.reloadable_features.unified_mux` (its other xDS mux).
  *
  * Needs Envoy: ENVOY_BIN, `envoy` on PATH, or `bash scripts/envoy/install-envoy.sh`.
  */
@@ -24,12 +26,13 @@ async function main(): Promise<number> {
   const argv = process.argv.slice(2);
   const restarts = intArg(argv, '--restarts', 5);
   const rounds = intArg(argv, '--rounds', 3);
+  const runtime = argv.includes('--unified-mux') ? { 'envoy.reloadable_features.unified_mux': true } : undefined;
   const found = findEnvoy();
   if (!found.found) {
     console.error(`measure-reconnect: ${found.problem}; ${INSTALL_HINT}`);
     return 1;
   }
-  console.log(`Envoy ${envoyVersion(found.bin) ?? '?'} (${found.bin}); ${rounds} rounds of ${restarts} restarts in a row`);
+  console.log(`Envoy ${envoyVersion(found.bin) ?? '?'} (${found.bin}); ${rounds} rounds of ${restarts} restarts in a row${runtime ? ', unified_mux' : ''}`);
   const secrets: SecretOverApi[] = [
     { id: spiffeId('sotw-a'), apiType: 'GRPC' },
     { id: spiffeId('sotw-b'), apiType: 'GRPC' },
@@ -43,7 +46,7 @@ async function main(): Promise<number> {
     let envoy: EnvoyProcess | undefined;
     try {
       await server.start();
-      envoy = await startSdsListenersEnvoy(found.bin, server, secrets, `measure-reconnect-${round}`);
+      envoy = await startSdsListenersEnvoy(found.bin, server, secrets, `measure-reconnect-${round}`, runtime);
       const figures = await measureRestarts(server, secrets, restarts, 40_000);
       totals.sotw.push(total(figures.sotw));
       totals.delta.push(total(figures.delta));

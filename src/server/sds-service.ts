@@ -8,6 +8,7 @@ import { RequestDecoder } from '../api/request-decoder.js';
 import { SotwStream } from '../xds/sotw-stream.js';
 import { DeltaStream } from '../xds/delta-stream.js';
 import { fetchSecrets } from '../xds/fetch.js';
+import { boundText } from '../xds/bounded.js';
 import { SharedResponses } from '../xds/shared-responses.js';
 import type { NonceSource } from '../xds/nonce.js';
 import { bundleFormatFor, type BundleFormatSetting } from '../xds/bundle-format.js';
@@ -393,7 +394,7 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
       }
       const result = fetchSecrets(request, { catalog: deps.catalog, encoder, nonces: deps.nonces, format: formatFor(request.node) });
       if (!result.ok) {
-        log.warn('fetch refused', { error: result.failure.message, node: request.node?.id });
+        log.warn('fetch refused', { error: result.failure.message, node: request.node && boundText(request.node.id, 200) });
         callback({ code: result.failure.code, details: result.failure.message });
         return;
       }

@@ -42,3 +42,16 @@ export function namesForLog(names: Iterable<string>): string[] {
   }
   return out;
 }
+
+/**
+ * Longest resource name accepted, in UTF-16 code units: the SPIFFE ID limit (2048 bytes, SPIFFE
+ * ID specification section 2.3), which bounds every name this server serves. A longer name can
+ * never be configured; refusing it keeps a client from making the server hold megabytes of names.
+ */
+export const MAX_RESOURCE_NAME = 2048;
+
+/** The first name longer than MAX_RESOURCE_NAME, if any. */
+export function firstOverlongName(names: readonly string[]): string | undefined {
+  for (const name of names) if (name.length > MAX_RESOURCE_NAME) return name;
+  return undefined;
+}

@@ -14,20 +14,14 @@ import { describeDenied } from './versions.js';
  *   carry them on an ACK, a NACK or a fresh request; dropping one would leave a secret unserved);
  * - every subscribe is answered, except for a name the client reported holding at the current
  *   version on its first request;
- * - the first request of a stream is always answered, as soon as none of its names is waiting for
- *   its first version: when the client already holds everything it asked for (a reconnect whose
- *   `initial_resource_versions` all match), with a response that adds and removes nothing. Envoy resets
- *   its reconnect back-off, and its "stream closed since" timer, only when a message arrives on
- *   the new stream (GrpcStream::onReceiveMessage, envoy
- *   source/extensions/config_subscription/grpc/grpc_stream.h); without it every server restart
- *   leaves Envoy's back-off one step longer (12-22 s to reconnect after five restarts, issue #9).
- *   Envoy applies an empty Delta response as a no-op: its WatchMap calls no named watch, so no
- *   NACK and no TLS context rebuild;
  * - an unknown name never ends the stream: the client is told with `removed_resources` (as the xDS
  *   spec says for "resource does not exist" in the incremental variants, and as go-control-plane
  *   does); the name stays subscribed and is sent if it is configured later;
  * - a denied name ends the stream with PERMISSION_DENIED;
- * - NACKs are logged (rate-limited) and the rejected version is not resent.
+ * - NACKs are logged (rate-limited) and the rejected version is not resent;
+ * - the first request is always answered once nothing it names is pending, with an empty response
+ *   when the client already holds every current version (Envoy's reconnect back-off resets only
+ *   when a message arrives).
  */
 export class DeltaStream extends StreamCore<DeltaRequest> {
   private readonly subscription = new Subscription();
@@ -37,8 +31,8 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
   private readonly clientHas = new Map<string, string>();
   /** Names the client (re)subscribed to and has not been answered for yet. */
   private readonly mustAnswer = new Set<string>();
-  /** Set by the first request until a response is written: it is answered even with nothing. */
-  private firstUnanswered = false;
+  /** Nothing written yet on this stream: the first request gets an answer even when the client lacks nothing. */
+  private answeredOnce = false;
 
   constructor(ctx: StreamContext) {
     super(ctx);
@@ -49,9 +43,9 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
     else if (verdict === 'ack') this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: [...this.clientHas.keys()], versionInfo: String(this.systemVersion), node: this.node });
     else if (verdict === 'stale') this.logStale(request);
 
+    if (this.rejectOverlongNames(request.subscribe)) return;
     const initial = this.first;
     this.first = false;
-    if (initial) this.firstUnanswered = true;
     const change = this.subscription.updateDelta(request.subscribe, request.unsubscribe);
     if (initial) {
       // Only what the stream subscribes to: a held version of anything else means nothing here.
@@ -128,12 +122,17 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
           if (this.clientHas.has(name) || this.mustAnswer.has(name)) removed.push(name);
           break;
         case 'pending':
-          pending = true;
-          break; // answered once it is published
+          pending = true; // answered once it is published
+          break;
       }
     }
-    if (resources.length === 0 && removed.length === 0 && (!this.firstUnanswered || pending)) return;
-    this.firstUnanswered = false;
+    // A reconnect where the client already holds every current version: answer anyway, with an
+    // empty response. Envoy resets its reconnect back-off (and its "stream closed since" timer)
+    // only when a message arrives on the new stream; without one, every server restart made the
+    // next reconnect of an up-to-date Delta stream wait longer (issue 9). Not sent while a
+    // subscribed secret is still pending: its arrival is the answer.
+    if (resources.length === 0 && removed.length === 0 && (this.answeredOnce || pending)) return;
+    this.answeredOnce = true;
     for (const r of resources) {
       this.clientHas.set(r.name, r.version);
       this.mustAnswer.delete(r.name);

@@ -3,8 +3,9 @@ import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
 import { ErrorCode } from '../ops/errors.js';
 import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
 import type { NonceSource } from './nonce.js';
-import { combinedVersion, describeDenied, describeUnknown, describeWrongTypeUrl } from './versions.js';
-import { describeNames } from './bounded.js';
+import { combinedVersion, describeDenied, describeOverlongName, describeUnknown, describeWrongTypeUrl } from './versions.js';
+import { describeNames, firstOverlongName } from './bounded.js';
+import { Subscription } from './subscription.js';
 
 export type FetchResult = { ok: true; response: Buffer; names: string[] } | { ok: false; failure: StreamFailure };
 
@@ -21,8 +22,13 @@ export function fetchSecrets(
   if (request.typeUrl !== '' && request.typeUrl !== deps.encoder.typeUrl) {
     return fail(GrpcStatus.INVALID_ARGUMENT, describeWrongTypeUrl(deps.encoder.typeUrl, request.typeUrl));
   }
-  const wildcard = request.resourceNames.length === 0;
-  const names = wildcard ? deps.catalog.names() : [...new Set(request.resourceNames)];
+  const overlong = firstOverlongName(request.resourceNames);
+  if (overlong !== undefined) return fail(GrpcStatus.INVALID_ARGUMENT, describeOverlongName(overlong));
+  // The same rules as a stream's first request: no names or `*` = every secret the caller may see.
+  const subscription = new Subscription();
+  subscription.setSotw(request.resourceNames);
+  const wildcard = subscription.wildcard;
+  const names = wildcard ? [...new Set([...deps.catalog.names(), ...subscription.names])] : subscription.names;
   const ready: Array<{ name: string; entry: SecretEntry }> = [];
   const unknown: string[] = [];
   const pending: string[] = [];
@@ -30,15 +36,14 @@ export function fetchSecrets(
   for (const name of names) {
     const r = deps.catalog.resolve(name);
     if (r.kind === 'ready') ready.push({ name, entry: r.entry });
+    else if (wildcard && !subscription.has(name)) continue; // a wildcard only brings in what the caller may see
     else if (r.kind === 'unknown') unknown.push(name);
-    else if (r.kind === 'denied') {
-      // A wildcard lists only what the caller may see; a denied name there is simply left out.
-      if (!wildcard) deniedReason ??= r.reason;
-    } else pending.push(name);
+    else if (r.kind === 'denied') deniedReason ??= r.reason;
+    else pending.push(name);
   }
   if (deniedReason !== undefined) return fail(GrpcStatus.PERMISSION_DENIED, describeDenied(deniedReason));
   if (unknown.length > 0) return fail(GrpcStatus.INVALID_ARGUMENT, describeUnknown(unknown));
-  if (!wildcard && pending.length > 0) {
+  if (pending.length > 0) {
     return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: secret ${describeNames(pending)} is configured but not available yet`);
   }
   if (ready.length === 0) return fail(GrpcStatus.UNAVAILABLE, `${ErrorCode.SecretNotReady}: no secret is available yet`);

@@ -44,6 +44,7 @@ export class SotwStream extends StreamCore<SotwRequest> {
     if (verdict === 'nack') this.noteNack(request, this.namesForLog(), { keptVersion: request.versionInfo });
     else if (verdict === 'ack') this.ctx.hooks.onAck?.({ streamId: this.ctx.streamId, names: this.namesForLog(), versionInfo: request.versionInfo, node: this.node });
 
+    if (this.rejectOverlongNames(request.resourceNames)) return;
     const change = this.subscription.setSotw(request.resourceNames);
     if (change) {
       for (const name of change.removed) this.unwatch(name);

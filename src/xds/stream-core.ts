@@ -4,8 +4,8 @@ import type { Logger } from '../ops/logger.js';
 import type { NonceSource } from './nonce.js';
 import type { SharedResponses } from './shared-responses.js';
 import type { BundleFormat, ErrorDetail, NodeInfo, ResourceEncoder, StreamHooks, StreamSink } from './types.js';
-import { boundText, namesForLog } from './bounded.js';
-import { describeDenied, describeUnknown, describeWrongTypeUrl } from './versions.js';
+import { boundText, firstOverlongName, namesForLog } from './bounded.js';
+import { describeDenied, describeOverlongName, describeUnknown, describeWrongTypeUrl } from './versions.js';
 
 /** Everything one stream state machine is given by the transport. */
 export interface StreamContext {
@@ -116,6 +116,17 @@ export abstract class StreamCore<Req extends XdsRequestCommon> {
     if (this.lastNonce === '' || request.responseNonce === '') return 'request';
     if (request.responseNonce !== this.lastNonce) return 'stale';
     return request.errorDetail ? 'nack' : 'ack';
+  }
+
+  /**
+   * Ends the stream with INVALID_ARGUMENT when a requested name is longer than any name this server
+   * can hold (MAX_RESOURCE_NAME). Returns true when it did.
+   */
+  protected rejectOverlongNames(names: readonly string[]): boolean {
+    const overlong = firstOverlongName(names);
+    if (overlong === undefined) return false;
+    this.fail(GrpcStatus.INVALID_ARGUMENT, describeOverlongName(overlong));
+    return true;
   }
 
   protected logStale(request: Req): void {

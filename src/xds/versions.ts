@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ErrorCode } from '../ops/errors.js';
-import { boundText, describeNames } from './bounded.js';
+import { boundText, describeNames, MAX_RESOURCE_NAME, quoteName } from './bounded.js';
 
 /**
  * version_info of a response: the resource's own content version when there is one resource
@@ -38,4 +38,9 @@ export function describeDenied(reason: string): string {
 /** `SDS_ERR_WRONG_TYPE_URL: ...` with the client's type URL bounded. */
 export function describeWrongTypeUrl(served: string, asked: string): string {
   return `${ErrorCode.WrongTypeUrl}: this service serves ${served}, the request asked for ${boundText(asked, 200)}`;
+}
+
+/** `SDS_ERR_BAD_REQUEST: resource name of N characters is longer than 2048: "spiffe://...(N more chars)"`. */
+export function describeOverlongName(name: string): string {
+  return `${ErrorCode.BadRequest}: resource name of ${name.length} characters is longer than ${MAX_RESOURCE_NAME} (the SPIFFE ID limit): ${quoteName(name)}`;
 }

@@ -11,7 +11,7 @@
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import type { StreamReportEntry } from '../../src/ops/status.js';
 import { describeWithEnvoy } from './find-envoy.js';
-import { sleep, waitUntil, type EnvoyProcess } from './harness.js';
+import { sameSerial, sleep, waitUntil, type EnvoyProcess } from './harness.js';
 import { describeFigures, measureRestarts, startSdsListenersEnvoy, streamOf, total } from './reconnect.js';
 import { FileSecretsServer, spiffeId } from './sds-fixture.js';
 
@@ -115,5 +115,14 @@ describeWithEnvoy('Envoy end to end: Delta SDS reconnects', (envoyBin) => {
     expect(ended).toBe(0);
     expect(streamOf(server, 'delta', gone)?.id).toBe(goneStream);
     expect(streamOf(server, 'delta', kept)).toBeDefined();
+    // Envoy keeps both listeners and the certificate it held for the removed secret (it ignores a
+    // Delta SDS removal), and rejected nothing.
+    const e = envoy;
+    expect(await e.stat('listener_manager.total_listeners_active')).toBe(2);
+    const serials = (await e.certs()).certificates.map((c) => c.cert_chain?.[0]?.serial_number);
+    for (const id of [kept, gone]) {
+      expect(serials.some((sn) => sameSerial(sn, server.leaves.get(id)?.serialNumber)), id).toBe(true);
+      expect(await e.stat(`sds.${id.replace('://', '_')}.update_rejected`, { orZero: true }), id).toBe(0);
+    }
   }, 60_000);
 });

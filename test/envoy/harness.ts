@@ -365,9 +365,18 @@ export function sdsTlsListener(o: SdsTlsListenerOptions): Config {
  * Envoy re-reads it when a file is moved into its directory, so rewrite it with
  * {@link writeLdsFile}), with the `sds` cluster for their secrets.
  */
-export function sdsListenersBootstrap(o: { nodeId: string; adminPort: number; socketPath: string; listeners?: Config[]; ldsFile?: string }): Config {
+export function sdsListenersBootstrap(o: {
+  nodeId: string;
+  adminPort: number;
+  socketPath: string;
+  listeners?: Config[];
+  ldsFile?: string;
+  /** Runtime flags (a static runtime layer), e.g. `{ 'envoy.reloadable_features.unified_mux': true }`. */
+  runtime?: Config;
+}): Config {
   return {
     ...bootstrapBase({ nodeId: o.nodeId, adminPort: o.adminPort }),
+    ...(o.runtime ? { layered_runtime: { layers: [{ name: 'static', static_layer: o.runtime }] } } : {}),
     ...(o.ldsFile
       ? {
           dynamic_resources: {

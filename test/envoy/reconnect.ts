@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { StreamReportEntry } from '../../src/ops/status.js';
-import { EnvoyProcess, freePorts, sdsListenersBootstrap, sdsTlsListener, waitUntil, writeBootstrap, type SdsApiType } from './harness.js';
+import { EnvoyProcess, freePorts, type Config, sdsListenersBootstrap, sdsTlsListener, waitUntil, writeBootstrap, type SdsApiType } from './harness.js';
 import type { FileSecretsServer } from './sds-fixture.js';
 
 export type StreamKind = 'sotw' | 'delta';
@@ -18,11 +18,11 @@ export interface SecretOverApi {
 }
 
 /** One Envoy, one TLS listener per secret, each secret over its API type, Envoy's default back-off. */
-export async function startSdsListenersEnvoy(bin: string, server: FileSecretsServer, secrets: SecretOverApi[], name: string): Promise<EnvoyProcess> {
+export async function startSdsListenersEnvoy(bin: string, server: FileSecretsServer, secrets: SecretOverApi[], name: string, runtime?: Config): Promise<EnvoyProcess> {
   const ports = await freePorts(secrets.length + 1);
   const adminPort = ports[0]!;
   const listeners = secrets.map((s, i) => sdsTlsListener({ name: `l${i}`, port: ports[i + 1]!, certificate: s.id, sds: { apiType: s.apiType, backOff: 'envoy-default' } }));
-  const bootstrap = await writeBootstrap(server.dir, name, sdsListenersBootstrap({ nodeId: name, adminPort, socketPath: server.socketPath(), listeners }));
+  const bootstrap = await writeBootstrap(server.dir, name, sdsListenersBootstrap({ nodeId: name, adminPort, socketPath: server.socketPath(), listeners, ...(runtime ? { runtime } : {}) }));
   return EnvoyProcess.start({ bin, name, bootstrapFile: bootstrap, adminPort });
 }
 
