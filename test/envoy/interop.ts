@@ -14,7 +14,7 @@ import { defaultConfig, type ServerConfig } from '../../src/cli/config.js';
 import { createLogger } from '../../src/ops/logger.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { RenameWriter } from '../helpers/files.js';
-import { TYPE, sdsConfigSource, type Config, type SdsConfigSourceOptions } from './harness.js';
+import { TYPE, directResponseFilter, sdsConfigSource, type Config, type SdsConfigSourceOptions } from './harness.js';
 import type tls from 'node:tls';
 
 /** One trust domain: its CA, its bundle file and the leaves issued for it. */
@@ -122,18 +122,7 @@ export function mtlsDirectListener(o: {
     filter_chains: [
       {
         filters: [
-          {
-            name: 'envoy.filters.network.http_connection_manager',
-            typed_config: {
-              '@type': TYPE.hcm,
-              stat_prefix: o.name,
-              route_config: {
-                name: 'local',
-                virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: o.name } } }] }],
-              },
-              http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': TYPE.router } }],
-            },
-          },
+          directResponseFilter(o.name),
         ],
         transport_socket: {
           name: 'envoy.transport_sockets.tls',
