@@ -9,6 +9,7 @@ import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, type StatusReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
+import { buildCertificatesView } from '../ops/certificates-view.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
 import type { ServerConfig } from './config.js';
 
@@ -101,7 +102,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
     if (config.admin) {
-      admin = new AdminServer({ ...config.admin, status, log });
+      admin = new AdminServer({
+        ...config.admin,
+        status,
+        certificates: () => buildCertificatesView(store, sources.flatMap((s) => s.status()).map((s) => s.name)),
+        log,
+      });
       const address = await admin.start();
       adminAddress = `${address.address}:${address.port}`;
     }

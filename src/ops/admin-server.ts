@@ -3,15 +3,25 @@ import type { AddressInfo } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
 import type { StatusReport } from './status.js';
+import type { CertificatesView } from './certificates-view.js';
 
 /**
  * A small loopback HTTP endpoint for probes and people: /healthz (process up), /ready (every
- * secret servable), /status (JSON report). Read-only; never exposes key material.
+ * secret servable), /status (JSON report), /certificates (served chains and bundle roots, PEM). Read-only; never exposes key material.
  */
 export class AdminServer {
   private server: http.Server | undefined;
 
-  constructor(private readonly opts: { host: string; port: number; status: () => StatusReport; log: Logger }) {}
+  constructor(
+    private readonly opts: {
+      host: string;
+      port: number;
+      status: () => StatusReport;
+      /** Served chains and bundle roots (public material only), for `sds-server doctor`. */
+      certificates?: () => CertificatesView;
+      log: Logger;
+    },
+  ) {}
 
   async start(): Promise<AddressInfo> {
     const server = http.createServer((req, res) => this.handle(req, res));
@@ -48,9 +58,11 @@ export class AdminServer {
       }
       case '/status':
         return send(res, 200, this.opts.status());
-      default:
-        return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready or /status` });
+      case '/certificates':
+        if (this.opts.certificates) return send(res, 200, this.opts.certificates());
+        break;
     }
+    return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready, /status or /certificates` });
   }
 }
 
