@@ -4,7 +4,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CertificatesView } from '../src/ops/certificates-view.js';
-import { checkEnvoy, checkPair, checkServed, clockSkewFindings, dnsMatches, formatReport, parseEnvoyStats, report, type Cause } from '../src/ops/doctor.js';
+import { checkEnvoy, checkPair, correlateEnvoyFindings, checkServed, clockSkewFindings, dnsMatches, formatReport, parseEnvoyStats, report, type Cause } from '../src/ops/doctor.js';
 import { summarizeCertificate } from '../src/x509/certificate-summary.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import { splitPem } from '../src/x509/pem.js';
@@ -145,6 +145,23 @@ describe('checkEnvoy: ssl counters and /certs', () => {
     expect(causes(checkEnvoy('E', holds('0abc'), new Map(), v))).toEqual(['envoy-stale-certificate']);
     // A certificate that is not ours (another SPIFFE ID, static config) is not judged.
     expect(checkEnvoy('E', { certificates: [{ cert_chain: [{ serial_number: '01', subject_alt_names: [{ uri: 'spiffe://x/y' }] }] }] }, new Map(), v)).toEqual([]);
+  });
+});
+
+describe('correlateEnvoyFindings: listener handshake errors explained by a peer refusing a certificate', () => {
+  const L = 'listener.127.0.0.1_10000.ssl';
+  const C = 'cluster.backend.ssl';
+  it.each([
+    { name: 'plaintext alone stays a problem', server: `${L}.connection_error: 1\n`, client: '', expected: [['envoy-handshake-error', 'problem']] },
+    {
+      name: 'the client refused our certificate: the listener errors become a warning',
+      server: `${L}.connection_error: 1\n`,
+      client: `${C}.fail_verify_error: 1\n${C}.connection_error: 1\n`,
+      expected: [['envoy-handshake-error', 'warning'], ['envoy-verify-error', 'problem']],
+    },
+  ])('$name', ({ server, client, expected }) => {
+    const findings = [...checkEnvoy('S', {}, parseEnvoyStats(server), undefined), ...checkEnvoy('C', {}, parseEnvoyStats(client), undefined)];
+    expect(correlateEnvoyFindings(findings).map((f) => [f.cause, f.severity])).toEqual(expected);
   });
 });
 

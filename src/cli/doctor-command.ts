@@ -11,6 +11,7 @@ import {
   checkPair,
   checkServed,
   clockSkewFindings,
+  correlateEnvoyFindings,
   formatReport,
   parseEnvoyStats,
   report,
@@ -126,7 +127,7 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
       findings.push({ severity: 'problem', cause: 'envoy-unreachable', subject: base, summary: (err as Error).message, details: [] });
     }
   }
-  return report(checked, findings);
+  return report(checked, correlateEnvoyFindings(findings));
 }
 
 /** The `doctor` subcommand: prints the report, returns the exit code. */

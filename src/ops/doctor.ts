@@ -349,12 +349,32 @@ export function checkEnvoy(url: string, certs: EnvoyCertsDump, stats: Map<string
     const verifyFailures = n('fail_verify_error') + n('fail_verify_san') + n('fail_verify_no_cert');
     if (n('connection_error') > 0 && verifyFailures === 0) {
       const summary = owner.startsWith('listener.')
-        ? `${n('connection_error')} TLS handshake(s) failed with no certificate verification failure: plaintext (HTTP) sent to this TLS listener, traffic bypassing the client's proxy (WRONG_VERSION_NUMBER)`
+        ? `${n('connection_error')} TLS handshake(s) failed with no certificate verification failure: plaintext (HTTP) sent to this TLS listener, traffic bypassing the client's proxy (WRONG_VERSION_NUMBER); unless a client Envoy refused our certificate (check its fail_verify_* counters, or pass its admin too)`
         : `${n('connection_error')} TLS handshake(s) to the upstream failed with no verification failure here: the upstream refused our certificate or is not speaking TLS`;
       findings.push(problem('envoy-handshake-error', subject, summary, [counts]));
     }
   }
   return findings;
+}
+
+/**
+ * Across the Envoys checked together: when one Envoy's cluster refused a peer certificate
+ * (`fail_verify_*`), the peer's listener counts the aborted handshake as `connection_error` with
+ * no verify failure of its own. Those listener findings are then explained, not a bypass: they
+ * become warnings saying so. With no verify failure anywhere, they stay problems.
+ */
+export function correlateEnvoyFindings(findings: Finding[]): Finding[] {
+  const refusedSomewhere = findings.some((f) => f.cause === 'envoy-verify-error' || f.cause === 'envoy-verify-san' || f.cause === 'envoy-no-peer-certificate');
+  if (!refusedSomewhere) return findings;
+  return findings.map((f) =>
+    f.cause === 'envoy-handshake-error' && / listener\./.test(f.subject)
+      ? {
+          ...f,
+          severity: 'warning' as const,
+          summary: `${f.summary.replace(/:.*$/, '')}: explained by the certificate verification failures reported above (the client aborted the handshake)`,
+        }
+      : f,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
