@@ -342,7 +342,7 @@ export function checkEnvoy(url: string, certs: EnvoyCertsDump, stats: Map<string
     const subject = `${url} ${owner}`;
     const n = (k: string): number => c.get(k) ?? 0;
     const side = owner.startsWith('cluster.') ? 'the upstream server' : 'a downstream client';
-    const counts = `handshake ${n('handshake')}, connection_error ${n('connection_error')}, fail_verify_error ${n('fail_verify_error')}, fail_verify_san ${n('fail_verify_san')}, fail_verify_no_cert ${n('fail_verify_no_cert')} (since the Envoy started)`;
+    const counts = `handshake ${n('handshake')}, connection_error ${n('connection_error')}, fail_verify_error ${n('fail_verify_error')}, fail_verify_san ${n('fail_verify_san')}, fail_verify_no_cert ${n('fail_verify_no_cert')} (since the Envoy started or POST /reset_counters)`;
     if (n('fail_verify_error') > 0) findings.push(problem('envoy-verify-error', subject, `${n('fail_verify_error')} certificate(s) from ${side} failed verification (untrusted CA, or expired / not yet valid)`, [counts]));
     if (n('fail_verify_san') > 0) findings.push(problem('envoy-verify-san', subject, `${n('fail_verify_san')} certificate(s) from ${side} had no SAN matching the expected name`, [counts]));
     if (n('fail_verify_no_cert') > 0) findings.push(problem('envoy-no-peer-certificate', subject, `${n('fail_verify_no_cert')} connection(s) from ${side} presented no certificate`, [counts]));
