@@ -8,6 +8,7 @@ import { checkEnvoy, checkPair, correlateEnvoyFindings, checkServed, clockSkewFi
 import { summarizeCertificate } from '../src/x509/certificate-summary.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import { splitPem } from '../src/x509/pem.js';
+import { issueLeafWithKeyType, type LeafKeyType } from './helpers/key-types.js';
 
 const TD = 'example.org';
 const SERVER = `spiffe://${TD}/server`;
@@ -70,6 +71,21 @@ describe('checkServed: every served certificate against the bundle of its trust 
     const [f] = checkServed(view([[SERVER, 'foreignServer']]));
     expect(f?.summary).toContain('CN=foreign root');
     expect(f?.details.join('\n')).toContain('bundle spiffe://example.org CA: CN=example.org root');
+  });
+});
+
+describe('checkServed: key types Envoy loads (Envoy context_impl.cc, confirmed by test/envoy/key-types.test.ts)', () => {
+  it.each<[LeafKeyType, string, Cause[]]>([
+    ['rsa-2048', 'RSA 2048', []],
+    ['p-384', 'EC P-384', []],
+    ['ed25519', 'Ed25519', []],
+    ['rsa-1024', 'RSA 1024', ['key-type']],
+    ['secp256k1', 'EC secp256k1', ['key-type']],
+  ])('%s', async (type, keyType, expected) => {
+    const leaf = await issueLeafWithKeyType(ca, type, { spiffeId: SERVER, ...valid });
+    const v: CertificatesView = { now: NOW.toISOString(), certificates: [chain(SERVER, leaf)], bundles: [bundle(`spiffe://${TD}`, TD, [ca])] };
+    expect(v.certificates[0]?.chain[0]?.keyType).toBe(keyType);
+    expect(causes(checkServed(v))).toEqual(expected);
   });
 });
 
