@@ -1,6 +1,6 @@
 /**
  * `sds-server fetch NAME --socket PATH`: asks an SDS server (ours, SPIRE's, Istio's) for one
- * secret with a v3 FetchSecrets call and prints what it holds: for a TLS certificate the chain's
+ * secret with a v3 FetchSecrets call (a short StreamSecrets when Fetch is unimplemented) and prints what it holds: for a TLS certificate the chain's
  * subject, SANs, serial, issuer, dates and SHA-256 fingerprint; for a validation context its
  * roots. The private key that comes over the wire is dropped unread and never printed.
  */
@@ -13,7 +13,7 @@ import { summarizeCertificate, type CertificateSummary } from '../x509/certifica
 
 export const FETCH_USAGE = `Usage: sds-server fetch NAME --socket PATH [--json] [--timeout MS]
 
-Fetches one secret over SDS v3 (FetchSecrets) from the Unix socket PATH and prints its summary
+Fetches one secret over SDS v3 (FetchSecrets, else a short StreamSecrets) from the Unix socket PATH and prints its summary
 (never the private key).
 `;
 
@@ -64,25 +64,43 @@ export function summarizeSecret(bytes: Uint8Array, version: string): FetchedSecr
   return { name, version, kind: 'other' };
 }
 
-/** FetchSecrets for `name` over the Unix socket `socketPath`; rejects with the gRPC status text. */
+const SERVICE = '/envoy.service.secret.v3.SecretDiscoveryService';
+
+/**
+ * FetchSecrets for `name` over the Unix socket `socketPath`; when the server does not implement it
+ * (UNIMPLEMENTED: Istio's agent serves StreamSecrets only), a StreamSecrets stream that is closed
+ * after its first response. Rejects with the gRPC status text.
+ */
 export async function fetchSecret(socketPath: string, name: string, timeoutMs = 5_000): Promise<FetchedSecret> {
   const Request = messageType('envoy.service.discovery.v3.DiscoveryRequest');
   const Response = messageType('envoy.service.discovery.v3.DiscoveryResponse');
   const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure());
-  try {
-    const request = Request.encode(
+  const request = Buffer.from(
+    Request.encode(
       Request.fromObject({ node: { id: 'sds-server-fetch', cluster: 'sds-server-cli', userAgentName: 'sds-server-fetch' }, resourceNames: [name], typeUrl: SECRET_TYPE_URL }),
-    ).finish();
-    const bytes = await new Promise<Buffer>((resolve, reject) => {
-      client.makeUnaryRequest(
-        '/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.from(request),
-        { deadline: Date.now() + timeoutMs },
-        (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)),
-      );
-    });
+    ).finish(),
+  );
+  const raw = (b: Buffer): Buffer => b;
+  const deadline = Date.now() + timeoutMs;
+  try {
+    let bytes: Buffer;
+    try {
+      bytes = await new Promise<Buffer>((resolve, reject) => {
+        client.makeUnaryRequest(`${SERVICE}/FetchSecrets`, raw, raw, request, { deadline }, (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)));
+      });
+    } catch (err) {
+      if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) throw err;
+      bytes = await new Promise<Buffer>((resolve, reject) => {
+        const call = client.makeBidiStreamRequest(`${SERVICE}/StreamSecrets`, raw, raw, { deadline });
+        call.once('data', (b: Buffer) => {
+          resolve(b);
+          call.cancel();
+        });
+        call.once('error', reject);
+        call.once('end', () => reject(new Error('the server ended the stream without a response')));
+        call.write(request);
+      });
+    }
     const res = Response.toObject(Response.decode(bytes)) as { versionInfo?: string; resources?: Array<{ typeUrl?: string; value?: Uint8Array }> };
     const resource = res.resources?.[0];
     if (!resource?.value) throw new Error(`the server answered with no resource for ${name}`);
