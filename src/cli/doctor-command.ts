@@ -3,6 +3,7 @@
  * Envoy's /certs and /stats) and explains what would make TLS fail, in plain words. Exit 0 when
  * nothing is wrong, 1 when a problem is found, 2 for a command-line error.
  */
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import type { CertificatesView } from '../ops/certificates-view.js';
@@ -24,13 +25,13 @@ export const DOCTOR_USAGE = `Usage: sds-server doctor --admin ADDR [--client NAM
                          [--envoy-admin URL]... [--json]
 
 Explains a failing or suspect TLS setup; exits 1 when it finds a problem.
-  --admin ADDR         our admin endpoint (host:port or http://host:port): checks every served
+  --admin ADDR         our admin endpoint (host:port, http://host:port or unix:/path): checks every served
                        certificate against the bundles of its trust domain (chain, dates, key type)
   --client NAME --server NAME
                        would the client's Envoy accept the server's certificate, and vice versa
                        (names are secret names or SPIFFE IDs)
   --expect-san SAN     the name the client expects of the server (URI such as a SPIFFE ID, or DNS)
-  --envoy-admin URL    an Envoy admin (e.g. http://127.0.0.1:9901): reads /certs and /stats (repeatable)
+  --envoy-admin URL    an Envoy admin (http://127.0.0.1:9901 or unix:/path): reads /certs and /stats (repeatable)
   --json               machine-readable report
 `;
 
@@ -79,16 +80,31 @@ export function parseDoctorArgs(argv: string[]): DoctorOptions | 'help' {
   };
 }
 
-/** `host:port` or a URL, as a base URL without a trailing slash. */
+/** `host:port`, a URL or `unix:/path`, as a base without a trailing slash. */
 export function baseUrl(address: string): string {
+  if (address.startsWith('unix:')) return address;
   const withScheme = /^https?:\/\//.test(address) ? address : `http://${address}`;
   return withScheme.replace(/\/+$/, '');
 }
 
-async function getText(url: string, timeoutMs: number): Promise<string> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
-  return res.text();
+/** GET `base` + `pathname`; `base` may be `unix:/path/to/admin.sock` (an admin on a Unix socket). */
+async function getText(base: string, pathname: string, timeoutMs: number): Promise<string> {
+  if (!base.startsWith('unix:')) {
+    const res = await fetch(`${base}${pathname}`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) throw new Error(`GET ${base}${pathname}: HTTP ${res.status}`);
+    return res.text();
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath: base.slice('unix:'.length), path: pathname, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('error', reject);
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${base} ${pathname}: HTTP ${res.statusCode ?? 0}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${base} ${pathname} timed out`)));
+    req.on('error', reject);
+  });
 }
 
 /** Runs every check the options ask for. `now` is this machine's clock. */
@@ -99,7 +115,7 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
   if (o.admin !== undefined) {
     const url = `${baseUrl(o.admin)}/certificates`;
     try {
-      view = JSON.parse(await getText(url, timeoutMs)) as CertificatesView;
+      view = JSON.parse(await getText(baseUrl(o.admin), '/certificates', timeoutMs)) as CertificatesView;
     } catch (err) {
       throw new SdsError(ErrorCode.ConfigInvalid, `doctor: cannot read ${url}: ${(err as Error).message}`);
     }
@@ -119,7 +135,7 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
   for (const envoy of o.envoyAdmins) {
     const base = baseUrl(envoy);
     try {
-      const [certs, stats] = await Promise.all([getText(`${base}/certs`, timeoutMs), getText(`${base}/stats`, timeoutMs)]);
+      const [certs, stats] = await Promise.all([getText(base, '/certs', timeoutMs), getText(base, '/stats', timeoutMs)]);
       checked.push(`Envoy admin ${base}: /certs and /stats`);
       findings.push(...checkEnvoy(base, JSON.parse(certs) as EnvoyCertsDump, parseEnvoyStats(stats), view));
     } catch (err) {
