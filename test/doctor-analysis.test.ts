@@ -4,7 +4,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CertificatesView } from '../src/ops/certificates-view.js';
-import { checkEnvoy, checkPair, correlateEnvoyFindings, checkServed, clockSkewFindings, dnsMatches, formatReport, parseEnvoyStats, report, type Cause } from '../src/ops/doctor.js';
+import { checkEnvoy, checkPair, correlateEnvoyFindings, envoyHoldings, checkServed, clockSkewFindings, dnsMatches, formatReport, parseEnvoyStats, report, type Cause } from '../src/ops/doctor.js';
 import { summarizeCertificate } from '../src/x509/certificate-summary.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import { splitPem } from '../src/x509/pem.js';
@@ -158,6 +158,8 @@ describe('checkEnvoy: ssl counters and /certs', () => {
     const served = v.certificates[0]!.chain[0]!;
     const holds = (serial: string) => ({ certificates: [{ cert_chain: [{ serial_number: serial, subject_alt_names: [{ uri: SERVER }] }] }] });
     expect(checkEnvoy('E', holds(served.serialNumber.toLowerCase()), new Map(), v)).toEqual([]);
+    expect(envoyHoldings(holds(served.serialNumber.toLowerCase()), v)).toEqual([`holds ${SERVER} serial ${served.serialNumber}: the version we serve (v-${SERVER})`]);
+    expect(envoyHoldings(holds('0abc'), v)).toEqual([`holds ${SERVER} serial 0ABC, not the serial we serve (${served.serialNumber})`]);
     expect(causes(checkEnvoy('E', holds('0abc'), new Map(), v))).toEqual(['envoy-stale-certificate']);
     // A certificate that is not ours (another SPIFFE ID, static config) is not judged.
     expect(checkEnvoy('E', { certificates: [{ cert_chain: [{ serial_number: '01', subject_alt_names: [{ uri: 'spiffe://x/y' }] }] }] }, new Map(), v)).toEqual([]);

@@ -13,6 +13,7 @@ import {
   checkServed,
   clockSkewFindings,
   correlateEnvoyFindings,
+  envoyHoldings,
   formatReport,
   parseEnvoyStats,
   report,
@@ -136,8 +137,10 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
     const base = baseUrl(envoy);
     try {
       const [certs, stats] = await Promise.all([getText(base, '/certs', timeoutMs), getText(base, '/stats', timeoutMs)]);
-      checked.push(`Envoy admin ${base}: /certs and /stats`);
-      findings.push(...checkEnvoy(base, JSON.parse(certs) as EnvoyCertsDump, parseEnvoyStats(stats), view));
+      const dump = JSON.parse(certs) as EnvoyCertsDump;
+      const holds = view ? envoyHoldings(dump, view) : [];
+      checked.push(`Envoy admin ${base}: /certs and /stats${holds.length > 0 ? `; ${holds.join('; ')}` : ''}`);
+      findings.push(...checkEnvoy(base, dump, parseEnvoyStats(stats), view));
     } catch (err) {
       checked.push(`Envoy admin ${base}: unreadable`);
       findings.push({ severity: 'problem', cause: 'envoy-unreachable', subject: base, summary: (err as Error).message, details: [] });

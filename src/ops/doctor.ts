@@ -307,6 +307,29 @@ export function normalizeSerial(serial: string): string {
 }
 
 /**
+ * What one Envoy holds of ours, one line per certificate in its `/certs` whose URI SAN is one of
+ * our served SPIFFE IDs: `holds <id> serial <s>: the version we serve (<version>)`, or `..., not
+ * the serial we serve (<s>)`. Certificates that are not ours (static config) are left out.
+ */
+export function envoyHoldings(certs: EnvoyCertsDump, view: CertificatesView): string[] {
+  const lines: string[] = [];
+  for (const entry of certs.certificates ?? []) {
+    const leaf = entry.cert_chain?.[0];
+    if (!leaf?.serial_number) continue;
+    const uris = (leaf.subject_alt_names ?? []).map((s) => s.uri).filter((u): u is string => typeof u === 'string');
+    const ours = view.certificates.find((c) => c.chain[0]?.spiffeId !== undefined && uris.includes(c.chain[0].spiffeId));
+    if (!ours) continue;
+    const served = ours.chain[0]?.serialNumber ?? '';
+    lines.push(
+      normalizeSerial(served) === normalizeSerial(leaf.serial_number)
+        ? `holds ${ours.chain[0]?.spiffeId} serial ${served}: the version we serve (${ours.version})`
+        : `holds ${ours.chain[0]?.spiffeId} serial ${leaf.serial_number.toUpperCase()}, not the serial we serve (${served})`,
+    );
+  }
+  return lines;
+}
+
+/**
  * One Envoy: does it hold a certificate version we serve (leaf serials in `/certs` against our
  * served leaves), and what do its `*.ssl.*` counters say (counts since the Envoy started)?
  */

@@ -74,6 +74,10 @@ describeWithEnvoy('sds-server doctor names each TLS failure cause, from our stat
       expect(r.findings).toEqual([]);
       expect(r.ok).toBe(true);
     }
+    // Each Envoy holds the serial we serve for the identity it presents.
+    const checked = (await doctor({ envoy: true })).checked.join('\n');
+    expect(checked).toContain(`holds ${SERVER_ID} serial ${mesh.files.serverLeaf.serialNumber}: the version we serve`);
+    expect(checked).toContain(`holds ${CLIENT_ID} serial ${mesh.files.clientLeaf.serialNumber}: the version we serve`);
   });
 
   it('plain HTTP to the TLS listener: handshake errors without verify failures (WRONG_VERSION_NUMBER, bypass)', async () => {
