@@ -9,6 +9,7 @@ import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
+import { buildCertificatesView } from '../ops/certificates-view.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
 import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
@@ -120,7 +121,13 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
     if (config.admin) {
-      admin = new AdminServer({ ...config.admin, status, streams: () => buildStreamsReport(server.streams), log });
+      admin = new AdminServer({
+        ...config.admin,
+        status,
+        streams: () => buildStreamsReport(server.streams),
+        certificates: () => buildCertificatesView(store, sources.flatMap((s) => s.status()).map((s) => s.name)),
+        log,
+      });
       const address = await admin.start();
       adminAddress = `${address.address}:${address.port}`;
     }

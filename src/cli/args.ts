@@ -26,6 +26,9 @@ import { MAX_SECRET_FILE_BYTES } from '../sources/read-secret-file.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 
 export const USAGE = `Usage: sds-server [options]
+       sds-server doctor --admin ADDR [--client NAME --server NAME [--expect-san SAN]] [--envoy-admin URL]... [--json]
+       sds-server check [--config FILE | --cert FILE --key FILE [--ca FILE]]
+       sds-server fetch NAME --socket PATH [--json]
 
 Envoy Secret Discovery Service (v3 and v2) on a Unix domain socket.
 
@@ -58,7 +61,7 @@ Identity and names:
   --bundle-format FMT    auto | spiffe | trusted-ca (default auto: SPIFFE validator for Envoy >= 1.18)
 
 Operations:
-  --admin ADDR           serve /healthz, /ready and /status on host:port (e.g. 127.0.0.1:15001)
+  --admin ADDR           serve /healthz, /ready, /status and /certificates on host:port (e.g. 127.0.0.1:15001)
   --log-format FMT       json | text (default json)
   --log-level LEVEL      debug | info | warn | error (default info)
   --poll-interval MS     re-read watched files every MS milliseconds as a safety net (default 10000, 0 = off)

@@ -4,6 +4,22 @@ import { createLogger } from '../ops/logger.js';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
+import { doctorMain } from './doctor-command.js';
+import { checkMain } from './check-command.js';
+import { fetchMain } from './fetch-command.js';
+
+/** Subcommands; `sds-server` without one (or with options only) runs the server. */
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = { doctor: doctorMain, check: checkMain, fetch: fetchMain };
+
+/** Runs a subcommand; command-line errors exit 2 (docs/errors.md). */
+async function subcommand(run: (argv: string[]) => Promise<number>, argv: string[]): Promise<number> {
+  try {
+    return await run(argv);
+  } catch (err) {
+    process.stderr.write(`sds-server: ${err instanceof SdsError ? `${err.code}: ${err.message}` : String(err)}\n`);
+    return 2;
+  }
+}
 
 /**
  * Start-up failures an operator fixes by changing the configuration or the socket's surroundings
@@ -20,6 +36,9 @@ const EXIT_2_AT_START = new Set<string>([
 
 /** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */
 async function main(): Promise<number> {
+  const first = process.argv[2];
+  const sub = first !== undefined ? SUBCOMMANDS[first] : undefined;
+  if (sub) return subcommand(sub, process.argv.slice(3));
   let command;
   try {
     command = parseCommandLine(process.argv.slice(2));

@@ -3,15 +3,27 @@ import type { AddressInfo } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
 import type { StatusReport, StreamsReport } from './status.js';
+import type { CertificatesView } from './certificates-view.js';
 
 /**
  * A small loopback HTTP endpoint for probes and people: /healthz (process up), /ready (every
- * secret servable), /status (JSON report), /streams (per-stream names asked for and sent). Read-only; never exposes key material.
+ * secret servable), /status (JSON report), /streams (per-stream names asked for and sent),
+ * /certificates (served chains and bundle roots, PEM). Read-only; never exposes key material.
  */
 export class AdminServer {
   private server: http.Server | undefined;
 
-  constructor(private readonly opts: { host: string; port: number; status: () => StatusReport; streams?: () => StreamsReport; log: Logger }) {}
+  constructor(
+    private readonly opts: {
+      host: string;
+      port: number;
+      status: () => StatusReport;
+      streams?: () => StreamsReport;
+      /** Served chains and bundle roots (public material only), for `sds-server doctor`. */
+      certificates?: () => CertificatesView;
+      log: Logger;
+    },
+  ) {}
 
   async start(): Promise<AddressInfo> {
     const server = http.createServer((req, res) => this.handle(req, res));
@@ -50,10 +62,12 @@ export class AdminServer {
         return send(res, 200, this.opts.status());
       case '/streams':
         if (this.opts.streams) return send(res, 200, this.opts.streams());
-        return send(res, 404, { error: 'no stream report on this endpoint' });
-      default:
-        return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready, /status or /streams` });
+        break;
+      case '/certificates':
+        if (this.opts.certificates) return send(res, 200, this.opts.certificates());
+        break;
     }
+    return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready, /status, /streams or /certificates` });
   }
 }
 
