@@ -13,7 +13,7 @@ import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
 const FRONT = 'spiffe://example.org/front';
 const TD = 'spiffe://example.org';
 
-describe('admin endpoint: /healthz, /ready, /status', () => {
+describe('admin endpoint: /healthz, /ready, /status, /streams', () => {
   let dir: string;
   let app: RunningApp | undefined;
   beforeEach(async () => {
@@ -142,5 +142,58 @@ describe('admin endpoint: /healthz, /ready, /status', () => {
     const { parseConfigFile } = await import('../src/cli/config.js');
     const yaml = `certificates:\n  - name: ${FRONT}\n    cert: tls.crt\n    key: ${JSON.stringify(leaf.keyPem)}\n`;
     expect(() => parseConfigFile(yaml, path.join(dir, 'sds.yaml'))).toThrow(/certificates\[0\]\.key: contains a PEM block/);
+  });
+
+  it('/streams lists per stream the names its client named and was sent, keeps ended streams, and never a key', async () => {
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: FRONT });
+    await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
+    await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
+    await fs.writeFile(path.join(dir, 'ca.crt'), ca.certPem);
+    const config = defaultConfig();
+    config.socket.path = path.join(dir, 'sds.sock');
+    config.admin = { host: '127.0.0.1', port: 0 };
+    config.certificates = [{ name: FRONT, cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key'), names: [] }];
+    config.bundles = [{ name: TD, ca: [path.join(dir, 'ca.crt')], trustDomain: 'example.org', names: [] }];
+    app = await startApp(config, silentLogger);
+
+    const client = new SdsTestClient(app.socketPath);
+    const sotw = client.stream();
+    sotw.send({ node: envoyNode(), resource_names: [FRONT], type_url: client.typeUrl });
+    await sotw.next();
+    const delta = client.delta();
+    delta.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [TD] });
+    const d1 = await delta.next();
+    delta.send({ type_url: client.typeUrl, response_nonce: d1.nonce, resource_names_unsubscribe: [TD] });
+    await expect.poll(async () => ((await get('/streams')).json.open as Array<{ requests: number }>).map((x) => x.requests)).toEqual([1, 2]);
+
+    const report = await get('/streams');
+    expect(report.json.openedTotal).toBe(2);
+    expect(report.json.open).toMatchObject([
+      { id: 1, api: 'v3', kind: 'sotw', node: envoyNode().id, requests: 1, named: [FRONT], lastRequestNames: [FRONT], unsubscribed: [], sent: [FRONT] },
+      { id: 2, api: 'v3', kind: 'delta', requests: 2, named: [TD], lastRequestNames: [], unsubscribed: [TD], sent: [TD] },
+    ]);
+    expect(report.text).not.toContain('PRIVATE KEY');
+    expect(report.text).not.toContain(leaf.keyPem.split('\n')[1]!);
+
+    // An ended stream moves to recentlyClosed with what it was sent.
+    sotw.cancel();
+    await expect.poll(async () => ((await get('/streams')).json.recentlyClosed as unknown[]).length).toBe(1);
+    const after = await get('/streams');
+    expect(after.json.recentlyClosed).toMatchObject([{ id: 1, kind: 'sotw', named: [FRONT], sent: [FRONT] }]);
+    expect((after.json.open as Array<{ id: number }>).map((x) => x.id)).toEqual([2]);
+
+    // Bounded: a client naming 100 names (one of 2,000 chars) shows the first 64, cut, and a count.
+    const many = client.delta();
+    const names = Array.from({ length: 100 }, (_, i) => (i === 0 ? 'x'.repeat(2_000) : `n${i}`));
+    many.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: names });
+    await many.next();
+    const bounded = ((await get('/streams')).json.open as Array<{ id: number; named: string[]; namesNotKept?: number }>).find((x) => x.id === 3);
+    expect(bounded?.named).toHaveLength(64);
+    expect(bounded?.named[0]).toBe(`${'x'.repeat(1024)}...(976 more chars)`);
+    expect(bounded?.namesNotKept).toBe(36);
+    many.end();
+    delta.end();
+    client.close();
   });
 });

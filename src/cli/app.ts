@@ -7,7 +7,7 @@ import { CaSource } from '../sources/ca-source.js';
 import { createCaBackend } from '../ca/create-backend.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
-import { buildStatus, type StatusReport } from '../ops/status.js';
+import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
 import type { ServerConfig } from './config.js';
@@ -17,6 +17,8 @@ export interface RunningApp {
   adminAddress?: string;
   store: SecretStore;
   status(): StatusReport;
+  /** Open streams with the names each asked for and was sent (admin `/streams`). */
+  streams(): StreamsReport;
   reload(): Promise<void>;
   /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
   rolloverCaRoot(): Promise<void>;
@@ -101,7 +103,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
     if (config.admin) {
-      admin = new AdminServer({ ...config.admin, status, log });
+      admin = new AdminServer({ ...config.admin, status, streams: () => buildStreamsReport(server.streams), log });
       const address = await admin.start();
       adminAddress = `${address.address}:${address.port}`;
     }
@@ -124,6 +126,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(adminAddress ? { adminAddress } : {}),
     store,
     status,
+    streams: () => buildStreamsReport(server.streams),
     rolloverCaRoot: async () => {
       if (!ca) throw new Error('no CA is configured');
       await ca.rolloverRoot();

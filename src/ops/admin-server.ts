@@ -2,16 +2,16 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
-import type { StatusReport } from './status.js';
+import type { StatusReport, StreamsReport } from './status.js';
 
 /**
  * A small loopback HTTP endpoint for probes and people: /healthz (process up), /ready (every
- * secret servable), /status (JSON report). Read-only; never exposes key material.
+ * secret servable), /status (JSON report), /streams (per-stream names asked for and sent). Read-only; never exposes key material.
  */
 export class AdminServer {
   private server: http.Server | undefined;
 
-  constructor(private readonly opts: { host: string; port: number; status: () => StatusReport; log: Logger }) {}
+  constructor(private readonly opts: { host: string; port: number; status: () => StatusReport; streams?: () => StreamsReport; log: Logger }) {}
 
   async start(): Promise<AddressInfo> {
     const server = http.createServer((req, res) => this.handle(req, res));
@@ -48,8 +48,11 @@ export class AdminServer {
       }
       case '/status':
         return send(res, 200, this.opts.status());
+      case '/streams':
+        if (this.opts.streams) return send(res, 200, this.opts.streams());
+        return send(res, 404, { error: 'no stream report on this endpoint' });
       default:
-        return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready or /status` });
+        return send(res, 404, { error: `unknown path ${url}; try /healthz, /ready, /status or /streams` });
     }
   }
 }

@@ -3,7 +3,7 @@ import type { CertificateInfo } from '../secrets/secret.js';
 import { DEFAULT_EXPIRY_WARNING_MS, expiryState, type ExpiryState } from '../secrets/expiry.js';
 import { ErrorCode, type Problem } from './errors.js';
 import type { SecretSourceStatus } from '../sources/source.js';
-import type { StreamRegistry } from '../server/sds-service.js';
+import type { StreamRecord, StreamRegistry } from '../server/sds-service.js';
 import type { SecretStreamStats, StreamStats } from './stream-stats.js';
 
 /**
@@ -119,4 +119,36 @@ export function buildStatus(deps: {
     streams: { open: deps.streams.open.size, byApi },
     secrets,
   };
+}
+
+/** One open stream in /streams: who it is and the names it asked for and was sent. No key material. */
+export interface StreamReportEntry extends StreamRecord {
+  id: number;
+  api: string;
+  kind: 'sotw' | 'delta';
+  openedAt: string;
+  node?: string;
+}
+
+/** The /streams report: streams opened since start, each open stream's names, and the last ones that ended. */
+export interface StreamsReport {
+  openedTotal: number;
+  open: StreamReportEntry[];
+  recentlyClosed: Array<StreamReportEntry & { closedAt: string }>;
+}
+
+/**
+ * Per-stream names of the open streams (in stream-id order) and of the last streams that ended: what each client named (SotW
+ * `resource_names`, Delta subscribe/unsubscribe) and which secret names it was sent. Shows at a
+ * glance whether a stream got a secret it never named (xDS spec: only a wildcard stream may).
+ */
+export function buildStreamsReport(streams: StreamRegistry): StreamsReport {
+  const open = [...streams.open.values()]
+    .sort((a, b) => a.id - b.id)
+    .map((s) => {
+      const node = s.node()?.id;
+      return { id: s.id, api: s.api, kind: s.kind, openedAt: s.openedAt.toISOString(), ...(node !== undefined ? { node } : {}), ...s.record() };
+    });
+  const recentlyClosed = streams.recentlyClosed.map((s) => ({ ...s, openedAt: s.openedAt.toISOString(), closedAt: s.closedAt.toISOString() }));
+  return { openedTotal: streams.openedTotal, open, recentlyClosed };
 }

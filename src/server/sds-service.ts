@@ -34,21 +34,139 @@ export interface OpenStream {
   readonly kind: 'sotw' | 'delta';
   readonly openedAt: Date;
   node(): NodeInfo | undefined;
+  /** What the client named and what it was sent on this stream, names only (for /streams). */
+  record(): StreamRecord;
   /** Ends the stream with status OK (server shutdown). */
   end(): void;
 }
 
+/**
+ * Names seen on one stream, as the transport saw them (not as the state machine read them), so an
+ * operator or a test can check that a stream was only ever sent what its client named. Bounded:
+ * each list keeps its first {@link RECORD_NAMES_KEPT} distinct names, each cut to
+ * {@link RECORD_NAME_CHARS} code units (`...(N more chars)`), and counts the names it dropped.
+ */
+export interface StreamRecord {
+  /** Requests received. */
+  requests: number;
+  /** Every name the client put in `resource_names` (SotW) or `resource_names_subscribe` (Delta). */
+  named: string[];
+  /** Names of the latest request: SotW `resource_names`, Delta `resource_names_subscribe`. */
+  lastRequestNames: string[];
+  /** Every name in a Delta `resource_names_unsubscribe` (always empty for SotW). */
+  unsubscribed: string[];
+  /** Every secret name a response on this stream carried. */
+  sent: string[];
+  /** Distinct names left out of the lists above (past RECORD_NAMES_KEPT), when there were any. */
+  namesNotKept?: number;
+}
+
+/** Distinct names kept per list of a {@link StreamRecord}. */
+export const RECORD_NAMES_KEPT = 64;
+/** Longest name kept in a {@link StreamRecord}; longer ones are cut. */
+export const RECORD_NAME_CHARS = 1024;
+
+/** The names a request subscribes to and unsubscribes from. */
+type RequestNames<Req> = (request: Req) => { subscribe: readonly string[]; unsubscribe: readonly string[] };
+
+const recordedName = (name: string): string => (name.length <= RECORD_NAME_CHARS ? name : `${name.slice(0, RECORD_NAME_CHARS)}...(${name.length - RECORD_NAME_CHARS} more chars)`);
+
+/**
+ * The names of one stream, bounded (a client may send 10,000 names or 1 MiB ones). Small arrays
+ * created on first use, and the last request's list reused while the client repeats it (Envoy
+ * does in every ACK): a stream naming one secret costs two one-element arrays.
+ */
+class NameRecord {
+  requests = 0;
+  named: string[] | undefined;
+  lastRequestNames: string[] | undefined;
+  unsubscribed: string[] | undefined;
+  sent: string[] | undefined;
+  notKept = 0;
+
+  /** `list` with `names` added (each cut, each once, at most RECORD_NAMES_KEPT). */
+  add(list: string[] | undefined, names: readonly string[]): string[] | undefined {
+    for (const raw of names) {
+      const name = recordedName(raw);
+      if (list?.includes(name)) continue;
+      if ((list?.length ?? 0) >= RECORD_NAMES_KEPT) this.notKept += 1;
+      else (list ??= []).push(name);
+    }
+    return list;
+  }
+
+  noteRequest(subscribe: readonly string[], unsubscribe: readonly string[]): void {
+    this.requests += 1;
+    const last = this.lastRequestNames;
+    const same = last !== undefined ? last.length === subscribe.length && last.every((n, i) => n === subscribe[i]) : subscribe.length === 0;
+    if (!same) this.lastRequestNames = subscribe.length === 0 ? undefined : subscribe.slice(0, RECORD_NAMES_KEPT).map(recordedName);
+    this.named = this.add(this.named, subscribe);
+    if (unsubscribe.length > 0) this.unsubscribed = this.add(this.unsubscribed, unsubscribe);
+  }
+
+  noteSent(names: readonly string[]): void {
+    this.sent = this.add(this.sent, names);
+  }
+
+  snapshot(): StreamRecord {
+    return {
+      requests: this.requests,
+      named: [...(this.named ?? [])],
+      lastRequestNames: [...(this.lastRequestNames ?? [])],
+      unsubscribed: [...(this.unsubscribed ?? [])],
+      sent: [...(this.sent ?? [])],
+      ...(this.notKept > 0 ? { namesNotKept: this.notKept } : {}),
+    };
+  }
+}
+
+/** A stream that has ended, as {@link StreamRegistry.recentlyClosed} keeps it. */
+export interface ClosedStream extends StreamRecord {
+  id: number;
+  api: ApiVersion['label'];
+  kind: 'sotw' | 'delta';
+  openedAt: Date;
+  closedAt: Date;
+  node?: string;
+}
+
+/** How many ended streams {@link StreamRegistry.recentlyClosed} keeps. */
+export const RECENTLY_CLOSED_KEPT = 64;
+
 export class StreamRegistry {
   private nextId = 0;
   readonly open = new Map<number, OpenStream>();
+  /** The last {@link RECENTLY_CLOSED_KEPT} streams that ended, oldest first (names only). */
+  readonly recentlyClosed: ClosedStream[] = [];
 
   allocateId(): number {
     this.nextId += 1;
     return this.nextId;
   }
 
+  /** Streams opened since the server started (open or ended). */
+  get openedTotal(): number {
+    return this.nextId;
+  }
+
   endAll(): void {
     for (const stream of [...this.open.values()]) stream.end();
+  }
+
+  /** Moves a stream from `open` to `recentlyClosed`. */
+  closed(stream: OpenStream): void {
+    this.open.delete(stream.id);
+    const node = stream.node()?.id;
+    this.recentlyClosed.push({
+      id: stream.id,
+      api: stream.api,
+      kind: stream.kind,
+      openedAt: stream.openedAt,
+      closedAt: new Date(),
+      ...(node !== undefined ? { node } : {}),
+      ...stream.record(),
+    });
+    if (this.recentlyClosed.length > RECENTLY_CLOSED_KEPT) this.recentlyClosed.shift();
   }
 }
 
@@ -66,8 +184,10 @@ interface StreamMachine<Req> {
 class TransportStream<Req> implements StreamSink, OpenStream {
   machine!: StreamMachine<Req>;
   private ended = false;
+  private finished = false;
   private lastNode: NodeInfo | undefined;
   private readonly openedAtMs = Date.now();
+  private readonly names = new NameRecord();
 
   constructor(
     readonly id: number,
@@ -75,6 +195,7 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     readonly kind: 'sotw' | 'delta',
     private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>,
     private readonly decode: (b: Buffer) => Req,
+    private readonly requestNames: RequestNames<Req>,
     private readonly registry: StreamRegistry,
   ) {}
 
@@ -84,6 +205,15 @@ class TransportStream<Req> implements StreamSink, OpenStream {
 
   node(): NodeInfo | undefined {
     return this.lastNode;
+  }
+
+  record(): StreamRecord {
+    return this.names.snapshot();
+  }
+
+  /** Called (through the service's hooks) with the names of every response this stream wrote. */
+  noteSent(names: readonly string[]): void {
+    this.names.noteSent(names);
   }
 
   write(message: Buffer): boolean {
@@ -109,8 +239,10 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   }
 
   finish(): void {
+    if (this.finished) return;
+    this.finished = true;
     this.machine.close();
-    this.registry.open.delete(this.id);
+    this.registry.closed(this);
   }
 
   onData(bytes: Buffer): void {
@@ -124,6 +256,8 @@ class TransportStream<Req> implements StreamSink, OpenStream {
     }
     const node = (request as { node?: NodeInfo }).node;
     if (node && !this.lastNode) this.lastNode = node;
+    const { subscribe, unsubscribe } = this.requestNames(request);
+    this.names.noteRequest(subscribe, unsubscribe);
     this.machine.onRequest(request);
   }
 
@@ -197,8 +331,25 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     FetchSecrets: method('FetchSecrets', rawDecode, false, false),
   };
 
-  const runStream = <Req>(kind: 'sotw' | 'delta', call: grpc.ServerDuplexStream<Buffer, Buffer>, decode: (b: Buffer) => Req, makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>): void => {
-    const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, deps.streams);
+  // The service's hooks: the shared ones, plus each stream's record of the names it was sent.
+  const hooks: StreamHooks = {
+    onResponse: (info) => {
+      const stream = deps.streams.open.get(info.streamId);
+      if (stream instanceof TransportStream) stream.noteSent(info.names);
+      deps.hooks.onResponse?.(info);
+    },
+    onAck: (info) => deps.hooks.onAck?.(info),
+    onNack: (info) => deps.hooks.onNack?.(info),
+  };
+
+  const runStream = <Req>(
+    kind: 'sotw' | 'delta',
+    call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    decode: (b: Buffer) => Req,
+    requestNames: RequestNames<Req>,
+    makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>,
+  ): void => {
+    const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, requestNames, deps.streams);
     stream.machine = makeMachine(stream, stream.id);
     deps.streams.open.set(stream.id, stream);
     log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
@@ -219,18 +370,20 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     nonces: deps.nonces,
     // The per-stream child logger is built on first use: most streams never log.
     log: new LazyChildLogger(log, streamId),
-    hooks: deps.hooks,
+    hooks,
     bundleFormat: formatFor,
     responses,
   });
 
   const decodeSotw = (b: Buffer): SotwRequest => decoder.decodeSotw(b);
   const decodeDelta = (b: Buffer): DeltaRequest => decoder.decodeDelta(b);
+  const sotwNames = (r: SotwRequest) => ({ subscribe: r.resourceNames, unsubscribe: [] });
+  const deltaNames = (r: DeltaRequest) => ({ subscribe: r.subscribe, unsubscribe: r.unsubscribe });
   const makeSotw = (sink: StreamSink, id: number): SotwStream => new SotwStream(context(sink, id));
   const makeDelta = (sink: StreamSink, id: number): DeltaStream => new DeltaStream(context(sink, id));
   const implementation: grpc.UntypedServiceImplementation = {
-    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, makeSotw),
-    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, makeDelta),
+    StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, sotwNames, makeSotw),
+    DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, deltaNames, makeDelta),
     FetchSecrets: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
       let request: SotwRequest;
       try {

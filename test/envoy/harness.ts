@@ -6,7 +6,7 @@
  * This file does not import vitest, so scripts (scripts/envoy/measure-rotation.ts) can use it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -112,24 +112,40 @@ export function sdsCluster(socketPath: string): Config {
   };
 }
 
+/** How Envoy reaches SDS: state of the world (`GRPC`) or incremental (`DELTA_GRPC`). */
+export type SdsApiType = 'GRPC' | 'DELTA_GRPC';
+
+export interface SdsConfigSourceOptions {
+  /** Default `GRPC`. */
+  apiType?: SdsApiType;
+  /**
+   * Reconnect back-off of the SDS streams. Default: 0.1 s base, 1 s max, so a restarted server is
+   * found again quickly. `envoy-default`: leave it out, Envoy then uses 500 ms base and 30 s max
+   * (SubscriptionFactory::RetryInitialDelayMs / RetryMaxDelayMs), as most deployments do.
+   */
+  backOff?: { baseInterval: string; maxInterval: string } | 'envoy-default';
+}
+
 /**
- * The config source of every SDS secret: v3 gRPC over the `sds` cluster. No initial fetch timeout
- * (a listener waits for its secrets however long the server takes), and a short reconnect backoff
- * so a restarted server is found again quickly.
+ * The config source of an SDS secret: v3 gRPC over the `sds` cluster. No initial fetch timeout
+ * (a listener waits for its secrets however long the server takes).
  */
-export function sdsConfigSource(): Config {
+export function sdsConfigSource(opts: SdsConfigSourceOptions = {}): Config {
+  const backOff = opts.backOff ?? { baseInterval: '0.1s', maxInterval: '1s' };
   return {
     resource_api_version: 'V3',
     initial_fetch_timeout: '0s',
     api_config_source: {
-      api_type: 'GRPC',
+      api_type: opts.apiType ?? 'GRPC',
       transport_api_version: 'V3',
       set_node_on_first_message_only: true,
       grpc_services: [
         {
           envoy_grpc: {
             cluster_name: SDS_CLUSTER,
-            retry_policy: { retry_back_off: { base_interval: '0.1s', max_interval: '1s' } },
+            ...(backOff === 'envoy-default'
+              ? {}
+              : { retry_policy: { retry_back_off: { base_interval: backOff.baseInterval, max_interval: backOff.maxInterval } } }),
           },
         },
       ],
@@ -300,6 +316,90 @@ export function clientSideBootstrap(o: ClientSideOptions): Config {
   };
 }
 
+export interface SdsTlsListenerOptions {
+  name: string;
+  port: number;
+  /** SDS name of the certificate the listener presents. */
+  certificate: string;
+  sds?: SdsConfigSourceOptions;
+}
+
+/**
+ * A listener on 127.0.0.1 that terminates TLS with a certificate from SDS (no client certificate)
+ * and answers every request itself with 200 `<name>`: no upstream needed.
+ */
+export function sdsTlsListener(o: SdsTlsListenerOptions): Config {
+  return {
+    name: o.name,
+    address: { socket_address: { address: '127.0.0.1', port_value: o.port } },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: 'envoy.filters.network.http_connection_manager',
+            typed_config: {
+              '@type': TYPE.hcm,
+              stat_prefix: o.name,
+              route_config: {
+                name: 'local',
+                virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: o.name } } }] }],
+              },
+              http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': TYPE.router } }],
+            },
+          },
+        ],
+        transport_socket: {
+          name: 'envoy.transport_sockets.tls',
+          typed_config: {
+            '@type': TYPE.downstreamTls,
+            common_tls_context: { tls_certificate_sds_secret_configs: [{ name: o.certificate, sds_config: sdsConfigSource(o.sds) }] },
+          },
+        },
+      },
+    ],
+  };
+}
+
+/**
+ * An Envoy whose listeners are static (`listeners`) or come from a watched LDS file (`ldsFile`:
+ * Envoy re-reads it when a file is moved into its directory, so rewrite it with
+ * {@link writeLdsFile}), with the `sds` cluster for their secrets.
+ */
+export function sdsListenersBootstrap(o: {
+  nodeId: string;
+  adminPort: number;
+  socketPath: string;
+  listeners?: Config[];
+  ldsFile?: string;
+  /** Runtime flags (a static runtime layer), e.g. `{ 'envoy.reloadable_features.unified_mux': true }`. */
+  runtime?: Config;
+}): Config {
+  return {
+    ...bootstrapBase({ nodeId: o.nodeId, adminPort: o.adminPort }),
+    ...(o.runtime ? { layered_runtime: { layers: [{ name: 'static', static_layer: o.runtime }] } } : {}),
+    ...(o.ldsFile
+      ? {
+          dynamic_resources: {
+            lds_config: {
+              resource_api_version: 'V3',
+              path_config_source: { path: o.ldsFile, watched_directory: { path: path.dirname(o.ldsFile) } },
+            },
+          },
+        }
+      : {}),
+    static_resources: { listeners: o.listeners ?? [], clusters: [sdsCluster(o.socketPath)] },
+  };
+}
+
+export const LISTENER_TYPE_URL = 'type.googleapis.com/envoy.config.listener.v3.Listener';
+
+/** Writes the LDS file atomically (temp file in the same directory, then rename), as Envoy expects. */
+export async function writeLdsFile(file: string, listeners: Config[]): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  await writeFile(tmp, toYaml({ resources: listeners.map((l) => ({ '@type': LISTENER_TYPE_URL, ...l })) }, { version: '1.1' }));
+  await rename(tmp, file);
+}
+
 /**
  * Writes `config` as `<dir>/<name>.yaml`. YAML 1.1 rules, as Envoy's parser reads them: strings
  * such as `y` or `on` are quoted rather than becoming booleans.
@@ -352,6 +452,8 @@ export interface StartEnvoyOptions {
   waitReady?: boolean;
   readyTimeoutMs?: number;
   logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** More command-line arguments, e.g. `['--drain-time-s', '1']`. */
+  extraArgs?: string[];
 }
 
 export class EnvoyProcess {
@@ -387,6 +489,7 @@ export class EnvoyProcess {
       '--disable-hot-restart',
       '--log-level', opts.logLevel ?? 'info',
       '--concurrency', '1',
+      ...(opts.extraArgs ?? []),
     ];
     const child = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);

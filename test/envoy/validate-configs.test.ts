@@ -2,12 +2,12 @@
  * Every Envoy config we ship or generate is accepted by the real Envoy binary
  * (`envoy --mode validate`): the example configs under examples/ and this harness's bootstraps.
  */
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { REPO_ROOT, describeWithEnvoy, envoy, envoyVersion, pinnedEnvoyVersion } from './find-envoy.js';
-import { clientSideBootstrap, serverSideBootstrap, validateEnvoyConfig, writeBootstrap } from './harness.js';
+import { clientSideBootstrap, sdsListenersBootstrap, sdsTlsListener, serverSideBootstrap, validateEnvoyConfig, writeBootstrap, writeLdsFile } from './harness.js';
 import { BUNDLE, CLIENT_ID, SERVER_DNS, SERVER_ID, UPSTREAM_CLUSTER } from './mesh.js';
 
 /** `examples/**\/*envoy*.{yaml,yml,json}`, relative to the repository root, sorted. */
@@ -70,7 +70,25 @@ describeWithEnvoy('Envoy configs pass `envoy --mode validate`', (envoyBin) => {
           maxRequestsPerConnection: 1,
         }),
       ),
+      await writeBootstrap(
+        dir,
+        'sds-listeners',
+        sdsListenersBootstrap({
+          nodeId: 'listeners',
+          adminPort: 9901,
+          socketPath: common.socketPath,
+          listeners: [
+            sdsTlsListener({ name: 'sotw', port: 15002, certificate: SERVER_ID, sds: { apiType: 'GRPC', backOff: 'envoy-default' } }),
+            sdsTlsListener({ name: 'delta', port: 15003, certificate: CLIENT_ID, sds: { apiType: 'DELTA_GRPC' } }),
+          ],
+        }),
+      ),
     ];
+    // Listeners from a watched LDS file (test/envoy/listener-removal.test.ts).
+    const ldsFile = path.join(dir, 'lds', 'lds.yaml');
+    await mkdir(path.dirname(ldsFile), { recursive: true });
+    await writeLdsFile(ldsFile, [sdsTlsListener({ name: 'front', port: 15004, certificate: SERVER_ID })]);
+    files.push(await writeBootstrap(dir, 'lds-file', sdsListenersBootstrap({ nodeId: 'lds', adminPort: 9901, socketPath: common.socketPath, ldsFile })));
     await validateAll(files);
   });
 
