@@ -10,6 +10,8 @@ import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
 import { AdminServer } from '../ops/admin-server.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
+import { SdsMetrics, combineHooks } from '../ops/metrics.js';
+import { ClientTracker, type ClientsReport } from '../ops/clients.js';
 import type { ServerConfig } from './config.js';
 
 export interface RunningApp {
@@ -19,6 +21,10 @@ export interface RunningApp {
   status(): StatusReport;
   /** Open streams with the names each asked for and was sent (admin `/streams`). */
   streams(): StreamsReport;
+  /** Who holds what: per open stream its node, versions sent and ACKed, last NACK (admin `/clients`). */
+  clients(): ClientsReport;
+  /** Prometheus metrics (admin `/metrics`). */
+  metrics: SdsMetrics;
   reload(): Promise<void>;
   /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
   rolloverCaRoot(): Promise<void>;
@@ -39,7 +45,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
     log,
   });
-  const stats = new StreamStats();
+  // NACK bookkeeping per served version: the version a name resolves to now is the one refused.
+  const stats = new StreamStats((name) => {
+    const r = store.resolve(name);
+    return r.kind === 'ready' ? r.entry.version : undefined;
+  });
+  const sources: SecretSource[] = [];
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
   const server = new SdsServer({
     socketPath,
@@ -50,10 +61,19 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     catalog: store,
     log,
     bundleFormat: config.bundleFormat,
-    hooks: stats,
+    hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
   });
+  const metrics = new SdsMetrics({
+    store,
+    streams: server.streams,
+    sources: () => sources.flatMap((s) => s.status()),
+    connections: () => server.connectionStats()?.open ?? 0,
+  });
+  const clients = new ClientTracker(server.streams, log);
+  const hooks = combineHooks(stats, clients, metrics);
+  server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
+  metrics.start();
 
-  const sources: SecretSource[] = [];
   if (config.certificates.length > 0 || config.bundles.length > 0) {
     sources.push(
       new FileSource({
@@ -85,7 +105,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     if (config.identities.length > 0) {
       const c = config.ca;
       ca = new CaSource({
-        backend: await createCaBackend(c, log),
+        backend: metrics.instrumentBackend(await createCaBackend(c, log)),
         trustDomain: c.trustDomain,
         identities: config.identities,
         bundleNames: c.bundleNames,
@@ -103,12 +123,13 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
     if (config.admin) {
-      admin = new AdminServer({ ...config.admin, status, streams: () => buildStreamsReport(server.streams), log });
-      const address = await admin.start();
-      adminAddress = `${address.address}:${address.port}`;
+      admin = new AdminServer({ ...config.admin, status, streams: () => buildStreamsReport(server.streams), clients: () => clients.report(), metrics, log });
+      adminAddress = await admin.start();
     }
   } catch (err) {
     expiry.stop();
+    metrics.stop();
+    clients.stop();
     for (const s of sources) await s.close();
     await server.stop(0);
     throw err;
@@ -127,6 +148,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     store,
     status,
     streams: () => buildStreamsReport(server.streams),
+    clients: () => clients.report(),
+    metrics,
     rolloverCaRoot: async () => {
       if (!ca) throw new Error('no CA is configured');
       await ca.rolloverRoot();
@@ -140,6 +163,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     stop: async () => {
       await admin?.stop();
       expiry.stop();
+      metrics.stop();
+      clients.stop();
       for (const s of sources) await s.close();
       await server.stop();
     },

@@ -58,7 +58,8 @@ Identity and names:
   --bundle-format FMT    auto | spiffe | trusted-ca (default auto: SPIFFE validator for Envoy >= 1.18)
 
 Operations:
-  --admin ADDR           serve /healthz, /ready and /status on host:port (e.g. 127.0.0.1:15001)
+  --admin ADDR           serve /healthz, /ready, /status, /streams, /clients and /metrics on host:port
+                         (e.g. 127.0.0.1:15001) or a Unix socket unix:/path (mode 0600)
   --log-format FMT       json | text (default json)
   --log-level LEVEL      debug | info | warn | error (default info)
   --poll-interval MS     re-read watched files every MS milliseconds as a safety net (default 10000, 0 = off)

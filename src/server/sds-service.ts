@@ -138,6 +138,8 @@ export class StreamRegistry {
   readonly open = new Map<number, OpenStream>();
   /** The last {@link RECENTLY_CLOSED_KEPT} streams that ended, oldest first (names only). */
   readonly recentlyClosed: ClosedStream[] = [];
+  /** Told of every stream that opens / ends (metrics, the info log); must not throw. */
+  readonly observers = new Set<{ opened?(stream: OpenStream): void; closed?(stream: ClosedStream): void }>();
 
   allocateId(): number {
     this.nextId += 1;
@@ -157,7 +159,7 @@ export class StreamRegistry {
   closed(stream: OpenStream): void {
     this.open.delete(stream.id);
     const node = stream.node()?.id;
-    this.recentlyClosed.push({
+    const closed: ClosedStream = {
       id: stream.id,
       api: stream.api,
       kind: stream.kind,
@@ -165,8 +167,10 @@ export class StreamRegistry {
       closedAt: new Date(),
       ...(node !== undefined ? { node } : {}),
       ...stream.record(),
-    });
+    };
+    this.recentlyClosed.push(closed);
     if (this.recentlyClosed.length > RECENTLY_CLOSED_KEPT) this.recentlyClosed.shift();
+    for (const o of this.observers) o.closed?.(closed);
   }
 }
 
@@ -352,6 +356,7 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, requestNames, deps.streams);
     stream.machine = makeMachine(stream, stream.id);
     deps.streams.open.set(stream.id, stream);
+    for (const o of deps.streams.observers) o.opened?.(stream);
     log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
     // Three closures per stream (this runs for every one of thousands of streams).
     call.on('data', (bytes: Buffer) => stream.onData(bytes));
