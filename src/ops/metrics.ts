@@ -30,6 +30,14 @@ export interface MetricsDeps {
 /** Stable metric name prefix. */
 const P = 'sds_';
 
+/** One publish being timed: when (monotonic ms, and wall ms to tell older streams apart), and the last write since. */
+interface PendingFanOut {
+  publishedAt: number;
+  publishedWallMs: number;
+  lastWriteAt: number | undefined;
+  timer: NodeJS.Timeout;
+}
+
 export class SdsMetrics implements StreamHooks {
   readonly registry = new Registry();
   private readonly responses: Counter<'secret'>;
@@ -41,7 +49,7 @@ export class SdsMetrics implements StreamHooks {
   private readonly streamsOpened: Counter<'api' | 'kind'>;
   private readonly now: () => number;
   /** Secret names whose publish is being timed: publish time and the last write of that name since. */
-  private readonly pendingFanOut = new Map<string, { publishedAt: number; lastWriteAt: number | undefined; timer: NodeJS.Timeout }>();
+  private readonly pendingFanOut = new Map<string, PendingFanOut>();
   private unwatch: (() => void) | undefined;
 
   constructor(private readonly deps: MetricsDeps) {
@@ -115,7 +123,7 @@ export class SdsMetrics implements StreamHooks {
     });
     this.fanOut = new Histogram({
       name: `${P}push_fanout_seconds`,
-      help: 'Time from a store publish of a secret to the last stream write of that secret within the measuring window.',
+      help: 'Seconds from a store publish of a secret to the last write of it to a stream that was open at the publish (measured over 2 s after the publish).',
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2],
       registers,
     });
@@ -127,9 +135,13 @@ export class SdsMetrics implements StreamHooks {
     });
   }
 
-  /** Starts timing fan-outs: every store change of a name starts a measuring window for that name. */
+  /** Starts timing fan-outs: every store change of a name (seen before any stream is told) starts a measuring window for it. */
   start(): void {
-    this.unwatch = this.deps.store.watchAll((name) => this.published(name));
+    const observe = (names: ReadonlySet<string>): void => {
+      for (const name of names) this.published(name);
+    };
+    this.deps.store.changeObservers.add(observe);
+    this.unwatch = () => this.deps.store.changeObservers.delete(observe);
   }
 
   stop(): void {
@@ -148,13 +160,16 @@ export class SdsMetrics implements StreamHooks {
     return this.registry.contentType;
   }
 
-  onResponse(info: { names: readonly string[] }): void {
+  onResponse(info: { streamId: number; names: readonly string[] }): void {
     const pending = this.pendingFanOut.size > 0;
     for (const name of info.names) {
       this.responses.inc({ secret: name });
       if (pending) {
         const p = this.pendingFanOut.get(name);
-        if (p) p.lastWriteAt = this.now();
+        // Only streams that were open at the publish are part of its fan-out (a stream that opens
+        // later gets the version as its first answer, which is not a push).
+        const openedAt = p && this.deps.streams.open.get(info.streamId)?.openedAt.getTime();
+        if (p && openedAt !== undefined && openedAt <= p.publishedWallMs) p.lastWriteAt = this.now();
       }
     }
   }
@@ -205,13 +220,12 @@ export class SdsMetrics implements StreamHooks {
   private published(name: string): void {
     const previous = this.pendingFanOut.get(name);
     if (previous) this.finishFanOut(name, previous);
-    const entry = { publishedAt: this.now(), lastWriteAt: undefined as number | undefined, timer: undefined as unknown as NodeJS.Timeout };
-    entry.timer = setTimeout(() => this.finishFanOut(name, entry), this.deps.fanOutWindowMs ?? 2000);
+    const entry: PendingFanOut = { publishedAt: this.now(), publishedWallMs: Date.now(), lastWriteAt: undefined, timer: setTimeout(() => this.finishFanOut(name, entry), this.deps.fanOutWindowMs ?? 2000) };
     entry.timer.unref();
     this.pendingFanOut.set(name, entry);
   }
 
-  private finishFanOut(name: string, p: { publishedAt: number; lastWriteAt: number | undefined; timer: NodeJS.Timeout }): void {
+  private finishFanOut(name: string, p: PendingFanOut): void {
     clearTimeout(p.timer);
     if (this.pendingFanOut.get(name) === p) this.pendingFanOut.delete(name);
     if (p.lastWriteAt !== undefined) this.fanOut.observe((p.lastWriteAt - p.publishedAt) / 1000);
