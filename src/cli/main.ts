@@ -4,6 +4,7 @@ import { createLogger } from '../ops/logger.js';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
+import { runStatusCommand } from './status-command.js';
 
 /**
  * Start-up failures an operator fixes by changing the configuration or the socket's surroundings
@@ -20,6 +21,9 @@ const EXIT_2_AT_START = new Set<string>([
 
 /** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */
 async function main(): Promise<number> {
+  if (process.argv[2] === 'status') {
+    return runStatusCommand(process.argv.slice(3), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+  }
   let command;
   try {
     command = parseCommandLine(process.argv.slice(2));
