@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../src/cli/app.js';
-import { parseConfigFile, type ServerConfig } from '../src/cli/config.js';
+import { defaultConfig, parseConfigFile, type ServerConfig } from '../src/cli/config.js';
+import { IdentityTemplate } from '../src/authorization/entitlements.js';
 import { protoRoot } from '../src/api/proto-root.js';
 import { silentLogger } from '../src/ops/logger.js';
 import {
@@ -288,10 +289,24 @@ describe('Kubernetes', () => {
   const configText = String(obj(configMap.data)['sds-server.yaml']);
   const dsConfig = serverConfigFrom(configText, daemonsetFile);
 
-  it('the DaemonSet manifest has the expected kinds, all in one namespace', () => {
-    expect(docs.map((d) => d.kind)).toEqual(['Namespace', 'ServiceAccount', 'ConfigMap', 'DaemonSet']);
+  it('the DaemonSet manifest has the expected kinds, all namespaced ones in one namespace', () => {
+    expect(docs.map((d) => d.kind)).toEqual(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet']);
     const ns = obj(docs[0]?.metadata).name;
-    for (const d of docs.slice(1)) expect(obj(d.metadata).namespace).toBe(ns);
+    for (const d of docs.slice(1).filter((d) => !String(d.kind).startsWith('Cluster'))) expect(obj(d.metadata).namespace).toBe(ns);
+  });
+
+  it("DaemonSet: each pod's Envoy gets the identity of its namespace and service account, issued on demand (Kubernetes attestation)", () => {
+    // The template is the Kubernetes one; the Kubernetes attestor is on and reaches the node's kubelet.
+    expect(dsConfig.authorization).toMatchObject({ enabled: true, identityTemplate: 'spiffe://{trustDomain}/ns/{k8s:ns}/sa/{k8s:sa}', kubernetes: { kubeletUrl: 'https://127.0.0.1:10250' } });
+    expect(dsConfig.identities).toEqual([]);
+    // Caller pids are host pids (SO_PEERCRED), the kubelet listens on the node's loopback.
+    expect(podSpec).toMatchObject({ hostPID: true, hostNetwork: true, automountServiceAccountToken: true, serviceAccountName: 'sds-server' });
+    // The service account may read the kubelet's /pods (nodes/proxy get), as SPIRE's k8s attestor needs.
+    const role = obj(docs.find((d) => d.kind === 'ClusterRole'));
+    expect(list(role.rules).map(obj)).toContainEqual({ apiGroups: [''], resources: ['nodes/proxy'], verbs: ['get'] });
+    const binding = obj(docs.find((d) => d.kind === 'ClusterRoleBinding'));
+    expect(obj(binding.roleRef).name).toBe(obj(role.metadata).name);
+    expect(list(binding.subjects).map(obj)).toContainEqual({ kind: 'ServiceAccount', name: 'sds-server', namespace: obj(docs[0]?.metadata).name });
   });
 
   it("DaemonSet: hostPath socket directory, --socket and the App Mesh controller's default --sds-uds-path agree", () => {
@@ -323,7 +338,6 @@ describe('Kubernetes', () => {
     // The CA files the config names are the mounted Secret.
     const caMount = list(server.volumeMounts).map(obj).find((m) => m.name === 'ca');
     expect(path.posix.dirname(String(dsConfig.ca.embedded.caCert))).toBe(caMount?.mountPath);
-    expect(dsConfig.identities.map((i) => i.spiffeId)).toEqual(['front', 'back'].map((s) => spiffeId(s as Service)));
   });
 
   describe('sidecar variant', () => {
@@ -394,10 +408,19 @@ describe('App Mesh virtual nodes (appmesh.k8s.aws/v1beta2) use SDS secrets the D
   const docs = yamlDocs('examples/appmesh/virtual-nodes.yaml');
   const dsDocs = yamlDocs('examples/kubernetes/daemonset/sds-server-daemonset.yaml');
   const dsConfig = serverConfigFrom(String(obj(obj(dsDocs.find((d) => d.kind === 'ConfigMap')).data)['sds-server.yaml']), 'examples/kubernetes/daemonset/x.yaml');
-  const identities = new Map(dsConfig.identities.map((i) => [i.spiffeId, i]));
+  const template = IdentityTemplate.parse(String(dsConfig.authorization.identityTemplate), dsConfig.ca.trustDomain);
+  /** What the DaemonSet issues to a pod of namespace `ns` running as service account `sa`. */
+  const issuedTo = (ns: string, sa: string): string => {
+    if ('problem' in template) throw new Error(template.problem);
+    const r = template.render([`k8s:ns:${ns}`, `k8s:sa:${sa}`], dsConfig.ca.trustDomain);
+    if ('problem' in r) throw new Error(r.problem);
+    return r.spiffeId;
+  };
+  // Each virtual node's pods run as the service account named after it (README).
+  const identities = new Set(docs.map((d) => issuedTo(String(obj(d.metadata).namespace), String(obj(d.metadata).name))));
   const bundle = `spiffe://${dsConfig.ca.trustDomain}`;
 
-  it('every certificate is an issued identity, every trust is the trust-domain bundle, SANs are identities', () => {
+  it("every certificate is the identity the DaemonSet's template issues to that node's pods, every trust is the trust-domain bundle, SANs are identities", () => {
     expect(docs.map((d) => [d.apiVersion, d.kind])).toEqual(docs.map(() => ['appmesh.k8s.aws/v1beta2', 'VirtualNode']));
     for (const doc of docs) {
       const spec = obj(doc.spec);
@@ -405,9 +428,7 @@ describe('App Mesh virtual nodes (appmesh.k8s.aws/v1beta2) use SDS secrets the D
       const tls = obj(listener.tls);
       expect(tls.mode).toBe('STRICT');
       const own = String(obj(obj(obj(tls.certificate).sds)).secretName);
-      expect(identities.has(own), own).toBe(true);
-      // The service discovery hostname is one of the identity's DNS SANs.
-      expect(identities.get(own)?.dnsNames).toContain(obj(obj(spec.serviceDiscovery).dns).hostname);
+      expect(own).toBe(issuedTo(String(obj(doc.metadata).namespace), String(obj(doc.metadata).name)));
       let certificates = 0;
       let trusts = 0;
       for (const { path: at, key, value } of walk(spec)) {
@@ -468,10 +489,14 @@ describe('the v2 bootstrap (examples/appmesh-v2/bootstrap-v2.yaml)', () => {
 
     beforeAll(async () => {
       dir = await mkdtemp(path.join(tmpdir(), 'sds-examples-v2-'));
-      // The DaemonSet's identities, from a throwaway embedded CA instead of the CA Secret.
+      // The DaemonSet's CA settings, from a throwaway embedded CA instead of the CA Secret. The
+      // DaemonSet issues identities by template to attested pods, which this test process is not:
+      // here the v2 bootstrap's identity is configured and authorization is off.
       const dsDocs = yamlDocs('examples/kubernetes/daemonset/sds-server-daemonset.yaml');
       const config = serverConfigFrom(String(obj(obj(dsDocs.find((d) => d.kind === 'ConfigMap')).data)['sds-server.yaml']), 'examples/kubernetes/daemonset/x.yaml');
       config.ca.embedded = { dataDir: path.join(dir, 'ca') };
+      config.identities = [{ spiffeId: spiffeId('front'), dnsNames: [], keyType: 'ec-p256', lifetimeSeconds: 3600, names: [] }];
+      config.authorization = defaultConfig().authorization;
       config.socket.path = path.join(dir, 'sds.sock');
       delete config.admin;
       app = await startApp(config, silentLogger);

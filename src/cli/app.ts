@@ -13,6 +13,10 @@ import { ExpiryWatch } from '../ops/expiry-watch.js';
 import { SdsMetrics, combineHooks } from '../ops/metrics.js';
 import { ClientTracker, type ClientsReport } from '../ops/clients.js';
 import type { ServerConfig } from './config.js';
+import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
+import { IdentityTemplate } from '../authorization/entitlements.js';
+import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
+import { createCallerAttestation, type CallerAttestation } from '../attestation/index.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -51,6 +55,9 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     return r.kind === 'ready' ? r.entry.version : undefined;
   });
   const sources: SecretSource[] = [];
+  let ca: CaSource | undefined;
+  const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
+  if (!authorization) log.warn(AUTHORIZATION_OFF);
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
   const server = new SdsServer({
     socketPath,
@@ -59,9 +66,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(config.socket.allowSharedDirectory ? { allowSharedSocketDirectory: true } : {}),
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
+    // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
+    onAttestation: (result) => metrics.attestationResult(result),
   });
   const metrics = new SdsMetrics({
     store,
@@ -69,7 +79,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     sources: () => sources.flatMap((s) => s.status()),
     connections: () => server.connectionStats()?.open ?? 0,
   });
-  const clients = new ClientTracker(server.streams, log);
+  const clients = new ClientTracker(server.streams, log, (stream) => server.peerCredentialsOf(stream.peer()));
   const hooks = combineHooks(stats, clients, metrics);
   server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
   metrics.start();
@@ -94,15 +104,21 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   }
   // Bind first: Envoys that start before the secrets are ready connect and wait.
   await server.start();
-  let ca: CaSource | undefined;
   let admin: AdminServer | undefined;
   let adminAddress: string | undefined;
-  const status = (): StatusReport =>
-    buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
   const expiry = new ExpiryWatch(store, log, config.expiryWarningMs);
   expiry.start();
+  const status = (): StatusReport => {
+    const report = buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
+    const auth = authorization?.status() ?? { enabled: false, summary: AUTHORIZATION_OFF };
+    // Readiness is about the configured secrets: an on-demand identity being issued for a new caller
+    // must not flip the server to not-ready.
+    const onDemandNames = new Set((auth.onDemand ?? []).map((o) => o.spiffeId));
+    const ready = report.secrets.every((s) => onDemandNames.has(s.name) || (s.version !== undefined && s.state !== 'expired'));
+    return { ...report, ready, authorization: auth };
+  };
   try {
-    if (config.identities.length > 0) {
+    if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
       const c = config.ca;
       ca = new CaSource({
         backend: metrics.instrumentBackend(await createCaBackend(c, log)),
@@ -117,8 +133,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
         backoff: c.backoff,
         bundleRefreshMs: c.bundleRefreshMs,
         bundlePropagationMs: c.bundlePropagationMs,
+        onDemand: { keyType: 'ec-p256', lifetimeSeconds: config.authorization.onDemandLifetimeSeconds },
       });
       sources.push(ca);
+      issuer.attach(ca);
     }
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
@@ -161,6 +179,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       for (const s of sources) await s.reloadAll?.();
     },
     stop: async () => {
+      onDemand?.close();
       await admin?.stop();
       expiry.stop();
       metrics.stop();
@@ -169,4 +188,78 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       await server.stop();
     },
   };
+}
+
+/**
+ * The authorization of a config with `workloads` or `identityTemplate`; none (authorization off)
+ * otherwise. On-demand identities go to the CA source once it exists (requests that arrive while
+ * the server is still starting are queued).
+ */
+function buildAuthorization(
+  config: ServerConfig,
+  store: SecretStore,
+  log: Logger,
+): { authorization?: Authorization; onDemand?: OnDemandIdentities; issuer: LateIssuer } {
+  const issuer = new LateIssuer();
+  const auth = config.authorization;
+  if (!auth.enabled) return { issuer };
+  let template: IdentityTemplate | undefined;
+  if (auth.identityTemplate !== undefined) {
+    const parsed = IdentityTemplate.parse(auth.identityTemplate, config.ca.trustDomain);
+    if ('problem' in parsed) throw new Error(`identityTemplate: ${parsed.problem}`);
+    template = parsed;
+  }
+  const onDemand = template ? new OnDemandIdentities({ issuer, idleMs: auth.onDemandIdleSeconds * 1000, log }) : undefined;
+  const authorization = new Authorization({
+    store,
+    policy: { workloads: auth.workloads, trustDomain: config.ca.trustDomain, ...(template ? { template } : {}) },
+    ...(onDemand ? { onDemand } : {}),
+    log,
+  });
+  log.info('authorization is on: each caller gets only the identities granted to its selectors', {
+    workloads: auth.workloads.length,
+    ...(auth.identityTemplate ? { identityTemplate: auth.identityTemplate, onDemandIdleSeconds: auth.onDemandIdleSeconds } : {}),
+  });
+  return { authorization, ...(onDemand ? { onDemand } : {}), issuer };
+}
+
+/** An IdentityIssuer whose CA source is created after the socket is bound: earlier requests wait here. */
+class LateIssuer implements IdentityIssuer {
+  private target: IdentityIssuer | undefined;
+  private readonly queued = new Set<string>();
+
+  attach(target: IdentityIssuer): void {
+    this.target = target;
+    for (const id of this.queued) target.addIdentity(id);
+    this.queued.clear();
+  }
+
+  addIdentity(spiffeId: string): void {
+    if (this.target) this.target.addIdentity(spiffeId);
+    else this.queued.add(spiffeId);
+  }
+
+  removeIdentity(spiffeId: string): void {
+    if (this.target) this.target.removeIdentity(spiffeId);
+    else this.queued.delete(spiffeId);
+  }
+}
+
+/** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
+function callerAttestation(config: ServerConfig): CallerAttestation {
+  const k = config.authorization.kubernetes;
+  return createCallerAttestation({
+    ...(k
+      ? {
+          k8s: {
+            ...(k.kubeletUrl ? { url: k.kubeletUrl } : {}),
+            ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}),
+            ...(k.caFile ? { caFile: k.caFile } : {}),
+            ...(k.skipKubeletVerification ? { skipVerification: true } : {}),
+            // Only where cgroups are read; the pid-reuse guard always reads the real /proc.
+            ...(k.procRoot ? { procRoot: k.procRoot } : {}),
+          },
+        }
+      : {}),
+  });
 }

@@ -251,7 +251,8 @@ function embeddedDefaults(
   }
   const trustDomain = id?.trustDomain ?? f.trustDomain;
   if (trustDomain) config.ca.trustDomain = trustDomain;
-  if (config.identities.length === 0 && !hasFiles) {
+  const templated = config.authorization.identityTemplate !== undefined;
+  if (config.identities.length === 0 && !hasFiles && !templated) {
     config.identities.push({
       ...defaultIdentity(config.ca.trustDomain, lifetimeSeconds),
       ...(id && f.spiffeId ? { spiffeId: f.spiffeId } : {}),
@@ -259,7 +260,8 @@ function embeddedDefaults(
   } else if (lifetimeSeconds !== undefined) {
     for (const identity of config.identities) identity.lifetimeSeconds = lifetimeSeconds;
   }
-  if (config.identities.length > 0 && config.ca.backend === 'embedded' && !config.ca.embedded.dataDir && !config.ca.embedded.caCert) {
+  if (lifetimeSeconds !== undefined && templated) config.authorization.onDemandLifetimeSeconds = lifetimeSeconds;
+  if ((config.identities.length > 0 || templated) && config.ca.backend === 'embedded' && !config.ca.embedded.dataDir && !config.ca.embedded.caCert) {
     config.ca.embedded.dataDir = f.dataDir ?? defaultDataDir(env, config.ca.trustDomain);
   } else if (f.dataDir !== undefined) {
     config.ca.embedded.dataDir = f.dataDir;

@@ -7,6 +7,7 @@ import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
+import { IdentityTemplate } from '../authorization/entitlements.js';
 
 /**
  * The server configuration, as read from YAML (`--config`) and command-line flags.
@@ -49,6 +50,39 @@ export interface ServerConfig {
   ca: CaConfig;
   /** Identities issued by the CA. When nothing at all is configured, one default identity is issued. */
   identities: IdentityConfig[];
+  /** Who may receive which identity; see `AuthorizationConfig`. */
+  authorization: AuthorizationConfig;
+}
+
+/**
+ * Workload authorization (issue 11). Off (`enabled: false`) when the config has neither
+ * `workloads` nor `identityTemplate`: then every process that can open the socket gets every secret.
+ */
+export interface AuthorizationConfig {
+  enabled: boolean;
+  /** `workloads:` entries: a caller whose selectors include all of `selectors` may receive `identities`. */
+  workloads: Array<{ selectors: string[]; identities: string[] }>;
+  /** `identityTemplate:` e.g. `spiffe://{trustDomain}/ns/{k8s:ns}/sa/{k8s:sa}`: issued on demand by the CA. */
+  identityTemplate?: string;
+  /** `onDemandIdleSeconds:` drop an on-demand identity this long after its last stream is gone (default 300). */
+  onDemandIdleSeconds: number;
+  /** `onDemandLifetime:` lifetime of on-demand identities (default 1h; `--cert-lifetime` too). */
+  onDemandLifetimeSeconds: number;
+  /** `attestation.kubernetes:` turns on the Kubernetes workload attestor (`k8s:*` selectors); the unix attestor always runs. */
+  kubernetes?: KubernetesAttestorConfig;
+}
+
+/** The Kubernetes attestor's kubelet access (SPIRE's k8s workload attestor settings). */
+export interface KubernetesAttestorConfig {
+  /** Default https://127.0.0.1:10250 (needs hostNetwork); http://127.0.0.1:10255 is the read-only port. */
+  kubeletUrl?: string;
+  /** Default the pod's service-account token. */
+  tokenFile?: string;
+  /** CA of the kubelet's serving certificate; default the service-account CA. */
+  caFile?: string;
+  skipKubeletVerification?: boolean;
+  /** Where `<pid>/cgroup` is read; default /proc (the host's: hostPID: true). */
+  procRoot?: string;
 }
 
 export const CA_BACKENDS = ['embedded', 'aws-pca', 'cfssl'] as const;
@@ -86,6 +120,7 @@ export const DEFAULTS = {
   pollIntervalMs: 10_000,
   trustDomain: 'example.org',
   lifetimeSeconds: 3600,
+  onDemandIdleSeconds: 300,
 } as const;
 
 export function defaultConfig(): ServerConfig {
@@ -111,6 +146,7 @@ export function defaultConfig(): ServerConfig {
       bundlePropagationMs: 2000,
     },
     identities: [],
+    authorization: { enabled: false, workloads: [], onDemandIdleSeconds: DEFAULTS.onDemandIdleSeconds, onDemandLifetimeSeconds: DEFAULTS.lifetimeSeconds },
   };
 }
 
@@ -263,7 +299,7 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const resolvePath = (p: string): string => path.resolve(base, p);
   const root = check.object(doc ?? {}, '(top level)');
   if (!root) throw configError(check);
-  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'expiryWarning', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities']);
+  check.unknownKeys(root, '', ['socket', 'bundleFormat', 'aliases', 'default', 'rootBundle', 'watch', 'log', 'admin', 'certificates', 'bundles', 'ca', 'identities', 'expiryWarning', ...AUTHORIZATION_KEYS]);
 
   const socket = check.object(root.socket, 'socket');
   if (socket) {
@@ -387,6 +423,8 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
     config.ca.bundleNames.forEach((n, j) => claim(n, `ca.bundleNames[${j}]`));
   }
 
+  parseAuthorization(root, config, check, resolvePath);
+
   for (const alias of Object.values(config.aliases)) {
     const owner = names.get(alias);
     if (owner) check.problem(owner, `the same name is reserved as an alias (${aliasFieldOf(config, alias)})`);
@@ -501,6 +539,97 @@ function parseIdentities(value: Json, config: ServerConfig, check: Checker): voi
     const names = check.stringList(o.names, `${field}.names`);
     if (spiffeId && parsed?.path) config.identities.push({ spiffeId, dnsNames, keyType, lifetimeSeconds, names });
   });
+}
+
+/** Top-level keys of the authorization settings (parsed by `parseAuthorization`). */
+const AUTHORIZATION_KEYS = ['workloads', 'identityTemplate', 'onDemandIdleSeconds', 'onDemandLifetime', 'attestation'] as const;
+
+/** A selector as SPIRE writes it: `type:name:value` (`unix:uid:1001`, `k8s:ns:shop`, `k8s:pod-label:app:web`). */
+const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
+
+/**
+ * `workloads`, `identityTemplate`, `onDemandIdleSeconds`, `onDemandLifetime`: who may receive what.
+ * Runs after certificates and identities are parsed, so entries can be checked against them.
+ */
+function parseAuthorization(root: Record<string, Json>, config: ServerConfig, check: Checker, resolvePath: (p: string) => string): void {
+  const a = config.authorization;
+  const attestation = check.object(root.attestation, 'attestation');
+  if (attestation) {
+    check.unknownKeys(attestation, 'attestation', ['kubernetes']);
+    const k = check.object(attestation.kubernetes, 'attestation.kubernetes');
+    const kube: KubernetesAttestorConfig = {};
+    if (k || attestation.kubernetes === null) a.kubernetes = kube;
+    if (k) {
+      check.unknownKeys(k, 'attestation.kubernetes', ['kubeletUrl', 'tokenFile', 'caFile', 'skipKubeletVerification', 'procRoot']);
+      const url = check.string(k.kubeletUrl, 'attestation.kubernetes.kubeletUrl');
+      if (url && !/^https?:\/\/[^/]+\/?$/.test(url)) check.problem('attestation.kubernetes.kubeletUrl', `expected http(s)://host:port such as https://127.0.0.1:10250, got ${JSON.stringify(url)}`);
+      else if (url) kube.kubeletUrl = url;
+      for (const key of ['tokenFile', 'caFile', 'procRoot'] as const) {
+        const v = check.string(k[key], `attestation.kubernetes.${key}`);
+        if (v) kube[key] = resolvePath(v);
+      }
+      if (k.skipKubeletVerification !== undefined) {
+        if (typeof k.skipKubeletVerification !== 'boolean') check.problem('attestation.kubernetes.skipKubeletVerification', `expected true or false, got ${describe(k.skipKubeletVerification)}`);
+        else kube.skipKubeletVerification = k.skipKubeletVerification;
+      }
+    }
+  }
+  const configured = new Set([
+    ...config.certificates.flatMap((c) => [c.name, ...c.names]),
+    ...config.identities.flatMap((i) => [i.spiffeId, ...i.names]),
+  ]);
+  const workloads = root.workloads;
+  if (workloads !== undefined && workloads !== null) {
+    a.enabled = true;
+    if (!Array.isArray(workloads)) check.problem('workloads', `expected a list of { selectors, identities }, got ${describe(workloads)}`);
+    (Array.isArray(workloads) ? workloads : []).forEach((item: Json, i) => {
+      const field = `workloads[${i}]`;
+      const w = check.object(item, field);
+      if (!w) {
+        if (item === undefined || item === null) check.problem(field, 'expected a mapping with selectors and identities');
+        return;
+      }
+      check.unknownKeys(w, field, ['selectors', 'identities']);
+      const selectors = check.stringList(w.selectors, `${field}.selectors`);
+      if (w.selectors === undefined) check.problem(`${field}.selectors`, 'is required (for example ["unix:uid:1001"] or ["k8s:ns:shop", "k8s:sa:back"])');
+      else if (selectors.length === 0 && Array.isArray(w.selectors)) check.problem(`${field}.selectors`, 'must name at least one selector (an entry without selectors would match every caller)');
+      selectors.forEach((sel, j) => {
+        if (!SELECTOR.test(sel)) check.problem(`${field}.selectors[${j}]`, `${JSON.stringify(sel)} is not a selector of the form type:name:value (for example unix:uid:1001, k8s:ns:shop)`);
+      });
+      const identities = check.stringList(w.identities, `${field}.identities`);
+      if (w.identities === undefined) check.problem(`${field}.identities`, 'is required (the SPIFFE IDs this workload may receive)');
+      else if (identities.length === 0 && Array.isArray(w.identities)) check.problem(`${field}.identities`, 'must name at least one identity');
+      identities.forEach((id, j) => {
+        const spiffe = parseSpiffeId(id);
+        if (id.startsWith('spiffe://') && (!spiffe || spiffe.path === '')) check.problem(`${field}.identities[${j}]`, `${JSON.stringify(id)} is not a workload SPIFFE ID (trust bundles go to every caller; list only identities)`);
+        // File certificates may be named by a SPIFFE ID learned from the file; CA identities must be configured.
+        else if (!configured.has(id) && (!spiffe || config.certificates.length === 0)) {
+          check.problem(`${field}.identities[${j}]`, `${JSON.stringify(id)} is not a configured certificate or identity`);
+        }
+      });
+      a.workloads.push({ selectors, identities });
+    });
+  }
+  const template = check.string(root.identityTemplate, 'identityTemplate');
+  if (template !== undefined) {
+    a.enabled = true;
+    const parsed = IdentityTemplate.parse(template, config.ca.trustDomain);
+    if ('problem' in parsed) check.problem('identityTemplate', parsed.problem);
+    else a.identityTemplate = template;
+    if (config.certificates.length > 0 && config.identities.length === 0 && root.ca === undefined) {
+      check.problem('identityTemplate', 'identities from a template are issued by the CA: configure ca (the embedded CA by default) rather than only certificate files');
+    }
+  }
+  a.onDemandIdleSeconds = check.integer(root.onDemandIdleSeconds, 'onDemandIdleSeconds', 0) ?? a.onDemandIdleSeconds;
+  if (root.onDemandLifetime !== undefined) {
+    const seconds = parseDurationSeconds(root.onDemandLifetime);
+    if (seconds === undefined) check.problem('onDemandLifetime', `expected a duration such as 3600, "90s", "15m" or "1h", got ${describe(root.onDemandLifetime)}`);
+    else a.onDemandLifetimeSeconds = seconds;
+  }
+  if (!a.identityTemplate && template === undefined) {
+    if (root.onDemandIdleSeconds !== undefined) check.problem('onDemandIdleSeconds', 'applies only with identityTemplate');
+    if (root.onDemandLifetime !== undefined) check.problem('onDemandLifetime', 'applies only with identityTemplate');
+  }
 }
 
 function configError(check: Checker): SdsError {

@@ -40,6 +40,12 @@ export const ErrorCode = {
   WrongTypeUrl: 'SDS_ERR_WRONG_TYPE_URL',
   BadRequest: 'SDS_ERR_BAD_REQUEST',
   PermissionDenied: 'SDS_ERR_PERMISSION_DENIED',
+  // Caller attestation (who is on the other end of a socket connection).
+  PeerCredentials: 'SDS_ERR_PEER_CREDENTIALS',
+  CallerGone: 'SDS_ERR_CALLER_GONE',
+  PidReused: 'SDS_ERR_PID_REUSED',
+  AttestationFailed: 'SDS_ERR_ATTESTATION_FAILED',
+  KubeletUnavailable: 'SDS_ERR_KUBELET_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

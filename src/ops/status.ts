@@ -5,6 +5,7 @@ import { ErrorCode, type Problem } from './errors.js';
 import type { SecretSourceStatus } from '../sources/source.js';
 import type { StreamRecord, StreamRegistry } from '../server/sds-service.js';
 import type { SecretStreamStats, StreamStats } from './stream-stats.js';
+import type { AuthorizationReport } from '../authorization/authorization.js';
 
 /**
  * The operator's view of the server, served at /status: per secret its names, version, the
@@ -14,6 +15,8 @@ export interface StatusReport {
   ready: boolean;
   socket: string;
   streams: { open: number; byApi: Record<string, number> };
+  /** Who may receive what (issue 11); filled in by the app. */
+  authorization?: AuthorizationReport;
   secrets: Array<{
     name: string;
     kind: string;

@@ -185,6 +185,11 @@ export class SecretStore implements SecretCatalog {
     return [...this.declared.keys()];
   }
 
+  /** The kind of a declared (canonical) secret, published or not. */
+  kindOf(canonical: string): SecretKind | undefined {
+    return this.declared.get(canonical)?.kind;
+  }
+
   /** Every alias currently pointing at a canonical name (for status output). */
   aliasesOf(canonical: string): string[] {
     return [...this.aliasTable].filter(([, target]) => target === canonical).map(([alias]) => alias);

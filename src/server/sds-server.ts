@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
+import type { SdsServiceDeps } from './sds-service.js';
 import type { Logger } from '../ops/logger.js';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import { V2, V3, type ApiVersion } from '../api/api-version.js';
@@ -12,6 +13,8 @@ import type { StreamHooks } from '../xds/types.js';
 import { createSdsService, StreamRegistry } from './sds-service.js';
 import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirectory, prepareSocketPath, removeSocket, type BindOptions } from './unix-socket.js';
 import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
+import type { CallerAttestation, ConnectionAttestation } from '../attestation/caller-attestation.js';
+import type { Caller } from '../attestation/types.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -19,6 +22,8 @@ export interface SdsServerOptions {
   socketMode?: number;
   socketGroup?: number;
   catalog: SecretCatalog;
+  /** Per-caller catalogs (authorization on): streams then wait for their caller's attestation. */
+  catalogFor?: SdsServiceDeps['catalogFor'];
   log: Logger;
   bundleFormat?: BundleFormatSetting;
   hooks?: StreamHooks;
@@ -34,7 +39,19 @@ export interface SdsServerOptions {
   allowSharedSocketDirectory?: boolean;
   /** Test hook, see BindOptions.afterBind. */
   afterBind?: BindOptions['afterBind'];
+  /**
+   * Attest every accepted connection (peer credentials, workload attestors). When set, each
+   * connection's `remoteAddress` -- so grpc-js's `call.getPeer()` -- is `sds-conn:<id>` and
+   * {@link SdsServer.callerOf} gives its caller; a connection whose peer credentials cannot be read
+   * is closed at once.
+   */
+  attestation?: CallerAttestation;
+  /** Told of each attestation's outcome (metrics: `sds_attestation_total`). Must not throw. */
+  onAttestation?: (result: 'granted' | 'refused') => void;
 }
+
+/** Prefix of the peer tag (`call.getPeer()`) of an attested connection: `sds-conn:<id>`. */
+export const CONNECTION_TAG_PREFIX = 'sds-conn:';
 
 /** grpc-js options of the SDS server (exported for the benchmark's floor server). */
 export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
@@ -57,6 +74,10 @@ export class SdsServer {
   private server: grpc.Server | undefined;
   private listener: net.Server | undefined;
   private guard: ConnectionGuard | undefined;
+  private readonly callers = new Map<string, Promise<Caller>>();
+  /** Peer credentials (SO_PEERCRED) of each open attested connection, by tag: /clients shows them. */
+  private readonly peers = new Map<string, { pid: number; uid: number; gid: number }>();
+  private nextConnectionId = 1;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -95,6 +116,7 @@ export class SdsServer {
     for (const api of this.options.apis ?? [V3, V2]) {
       const { definition, implementation } = createSdsService(api, {
         catalog: this.options.catalog,
+        ...(this.options.catalogFor ? { catalogFor: this.options.catalogFor, callerOf: (peer: string) => this.callerOf(peer) } : {}),
         nonces,
         log,
         hooks: this.options.hooks ?? {},
@@ -107,13 +129,83 @@ export class SdsServer {
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const guard = new ConnectionGuard(limits, log, (socket) => injector.injectConnection(socket));
     guard.watch(injectorHttp2Server(server));
-    const listener = net.createServer((socket) => guard.accept(socket));
+    const attestation = this.options.attestation;
+    // Peer credentials first (SO_PEERCRED must be read before anything else touches the socket),
+    // then the connection cap and the preface wait.
+    const listener = net.createServer((socket) => {
+      if (attestation && !this.admit(socket, attestation)) return;
+      guard.accept(socket);
+    });
     await bindPrivately(listener, socketPath, { mode, ...(group !== undefined ? { group } : {}), backlog: LISTEN_BACKLOG, ...(this.options.afterBind ? { afterBind: this.options.afterBind } : {}) });
     listener.on('error', (err) => log.error('socket listener error', { socket: socketPath, error: err.message }));
     this.server = server;
     this.listener = listener;
     this.guard = guard;
     log.info('listening', { socket: socketPath, apis: (this.options.apis ?? [V3, V2]).map((a) => a.label), limits });
+  }
+
+  /**
+   * The caller behind a gRPC peer string (`call.getPeer()`), while its connection is open: a promise
+   * of the attested caller that rejects with an `SdsError` when attestation failed (fail closed).
+   * Undefined when attestation is off or the peer is unknown (its connection has closed).
+   */
+  callerOf(peer: string): Promise<Caller> | undefined {
+    return this.callers.get(peer);
+  }
+
+  /** The peer credentials of an open connection (by `call.getPeer()`), when attestation is on. */
+  peerCredentialsOf(peer: string): { pid: number; uid: number; gid: number } | undefined {
+    return this.peers.get(peer);
+  }
+
+  /** Number of open connections with an attestation entry (for tests and `/status`). */
+  get attestedConnections(): number {
+    return this.callers.size;
+  }
+
+  /**
+   * Reads the peer credentials of a just-accepted socket (synchronously, before anything else can
+   * touch it), starts its attestation and tags it. False if it was refused and closed.
+   */
+  private admit(socket: net.Socket, attestation: CallerAttestation): boolean {
+    const log = this.options.log;
+    let started: ConnectionAttestation;
+    try {
+      started = attestation.begin(socket);
+    } catch (err) {
+      const code = err instanceof SdsError ? err.code : ErrorCode.PeerCredentials;
+      log.warn('connection refused: cannot read its peer credentials', { code, error: (err as Error).message });
+      socket.destroy();
+      return false;
+    }
+    const { peer, caller } = started;
+    const tag = `${CONNECTION_TAG_PREFIX}${this.nextConnectionId++}`;
+    // grpc-js reads socket.remoteAddress for call.getPeer(); without a remotePort it returns it as is.
+    Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true, enumerable: true });
+    this.callers.set(tag, caller);
+    this.peers.set(tag, { pid: peer.pid, uid: peer.uid, gid: peer.gid });
+    socket.once('close', () => {
+      this.callers.delete(tag);
+      this.peers.delete(tag);
+    });
+    caller.then(
+      (c) => {
+        this.options.onAttestation?.('granted');
+        log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors });
+      },
+      (err: unknown) => {
+        this.options.onAttestation?.('refused');
+        log.warn('caller attestation failed', {
+          connection: tag,
+          pid: peer.pid,
+          uid: peer.uid,
+          gid: peer.gid,
+          code: err instanceof SdsError ? err.code : ErrorCode.AttestationFailed,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      },
+    );
+    return true;
   }
 
   /** Stops accepting, ends every stream with status OK, waits up to `graceMs`, removes the socket. */

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
 import type { LogFields, Logger } from '../ops/logger.js';
-import { ErrorCode } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../ops/errors.js';
 import type { ApiVersion } from '../api/api-version.js';
 import { SecretEncoder } from '../api/secret-encoder.js';
 import { RequestDecoder } from '../api/request-decoder.js';
@@ -13,6 +13,19 @@ import { SharedResponses } from '../xds/shared-responses.js';
 import type { NonceSource } from '../xds/nonce.js';
 import { bundleFormatFor, type BundleFormatSetting } from '../xds/bundle-format.js';
 import type { DeltaRequest, NodeInfo, SotwRequest, StreamFailure, StreamHooks, StreamSink } from '../xds/types.js';
+import type { Caller } from '../authorization/caller.js';
+
+/**
+ * A stream's catalog when callers are told apart (contract 2): optionally it refuses the caller
+ * outright (`refusal`, e.g. it matches no workload entry) and is told when the stream ends (`close`).
+ */
+export type StreamCatalog = SecretCatalog & { refusal?(): string | undefined; close?(): void };
+
+/** Where the stream came from: its id and the connection (`call.getPeer()`, `sds-conn:<id>` with attestation). */
+export interface StreamOrigin {
+  id: number;
+  peer: string;
+}
 
 /**
  * The gRPC transport for one SDS API version: decodes requests, runs one state machine per
@@ -20,6 +33,14 @@ import type { DeltaRequest, NodeInfo, SotwRequest, StreamFailure, StreamHooks, S
  */
 export interface SdsServiceDeps {
   catalog: SecretCatalog;
+  /**
+   * Per-caller catalog (contract 2). When set, every stream and fetch first waits for its caller's
+   * attestation (`callerOf`); requests reach the state machine only once the caller is known, and
+   * a failed attestation ends the stream with UNAVAILABLE (as SPIRE's agent does).
+   */
+  catalogFor?(caller: Caller | undefined, origin: StreamOrigin): StreamCatalog;
+  /** The attested caller of a connection (`SdsServer.callerOf`); undefined when none is tracked. */
+  callerOf?(peer: string): Promise<Caller> | undefined;
   nonces: NonceSource;
   log: Logger;
   hooks: StreamHooks;
@@ -34,6 +55,8 @@ export interface OpenStream {
   readonly kind: 'sotw' | 'delta';
   readonly openedAt: Date;
   node(): NodeInfo | undefined;
+  /** The connection it came on (`call.getPeer()`; `sds-conn:<id>` with attestation). */
+  peer(): string;
   /** What the client named and what it was sent on this stream, names only (for /streams). */
   record(): StreamRecord;
   /** Ends the stream with status OK (server shutdown). */
@@ -176,6 +199,9 @@ export class StreamRegistry {
 
 type RequestDecode<T> = (bytes: Buffer) => T;
 
+/** Requests a stream may send before its caller's attestation completes (they are held, then replayed). */
+const MAX_REQUESTS_WHILE_ATTESTING = 16;
+
 interface StreamMachine<Req> {
   onRequest(r: Req): void;
   close(): void;
@@ -186,7 +212,10 @@ interface StreamMachine<Req> {
  * rather than closures: its methods are shared, so an open stream costs a few fields.
  */
 class TransportStream<Req> implements StreamSink, OpenStream {
-  machine!: StreamMachine<Req>;
+  machine: StreamMachine<Req> | undefined;
+  /** Requests received before the caller is attested; replayed once the machine exists. */
+  private waiting: Buffer[] | undefined;
+  catalog: StreamCatalog | undefined;
   private ended = false;
   private finished = false;
   private lastNode: NodeInfo | undefined;
@@ -209,6 +238,10 @@ class TransportStream<Req> implements StreamSink, OpenStream {
 
   node(): NodeInfo | undefined {
     return this.lastNode;
+  }
+
+  peer(): string {
+    return this.call.getPeer();
   }
 
   record(): StreamRecord {
@@ -245,11 +278,44 @@ class TransportStream<Req> implements StreamSink, OpenStream {
   finish(): void {
     if (this.finished) return;
     this.finished = true;
-    this.machine.close();
+    this.machine?.close();
+    this.catalog?.close?.();
+    this.catalog = undefined;
+    this.waiting = undefined;
     this.registry.closed(this);
   }
 
+  /** Ended by us, or finished because the client went away (cancelled, closed): start nothing more. */
+  get isEnded(): boolean {
+    return this.ended || this.finished;
+  }
+
+  /** Holds requests until `start` (the caller is being attested). */
+  hold(): void {
+    this.waiting = [];
+  }
+
+  /** Starts the state machine and replays any request that arrived while the caller was attested. */
+  start(machine: StreamMachine<Req>): void {
+    this.machine = machine;
+    const waiting = this.waiting ?? [];
+    this.waiting = undefined;
+    for (const bytes of waiting) if (!this.ended) this.onData(bytes);
+  }
+
   onData(bytes: Buffer): void {
+    if (this.waiting) {
+      // Envoy sends one request, maybe an ACK, before it hears back: anything past a few is not a
+      // real client, and holding it would let one connection grow our memory while it is attested.
+      if (this.waiting.length >= MAX_REQUESTS_WHILE_ATTESTING) {
+        this.fail({ code: grpc.status.RESOURCE_EXHAUSTED, message: `${ErrorCode.BadRequest}: more than ${MAX_REQUESTS_WHILE_ATTESTING} requests before the caller was attested` });
+        this.finish();
+        return;
+      }
+      this.waiting.push(bytes);
+      return;
+    }
+    if (!this.machine || this.ended) return;
     let request: Req;
     try {
       request = this.decode(bytes);
@@ -351,13 +417,34 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     call: grpc.ServerDuplexStream<Buffer, Buffer>,
     decode: (b: Buffer) => Req,
     requestNames: RequestNames<Req>,
-    makeMachine: (sink: StreamSink, streamId: number) => StreamMachine<Req>,
+    makeMachine: (sink: StreamSink, streamId: number, catalog: SecretCatalog) => StreamMachine<Req>,
   ): void => {
     const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, requestNames, deps.streams);
-    stream.machine = makeMachine(stream, stream.id);
     deps.streams.open.set(stream.id, stream);
     for (const o of deps.streams.observers) o.opened?.(stream);
-    log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
+    if (deps.catalogFor) {
+      const catalogFor = deps.catalogFor;
+      const peer = call.getPeer();
+      stream.hold();
+      log.debug('stream opened; attesting caller', { stream: stream.id, kind, peer });
+      void callerCatalog(catalogFor, peer, stream.id).then((result) => {
+        if (stream.isEnded) {
+          // The client went away while it was attested: nothing to watch or hold for it.
+          if (result.ok) result.catalog.close?.();
+          return;
+        }
+        if (!result.ok) {
+          stream.fail(result.failure);
+          stream.finish();
+          return;
+        }
+        stream.catalog = result.catalog;
+        stream.start(makeMachine(stream, stream.id, result.catalog));
+      });
+    } else {
+      stream.start(makeMachine(stream, stream.id, deps.catalog));
+      log.debug('stream opened', { stream: stream.id, kind, peer: call.getPeer() });
+    }
     // Three closures per stream (this runs for every one of thousands of streams).
     call.on('data', (bytes: Buffer) => stream.onData(bytes));
     call.on('end', () => stream.onEnd());
@@ -367,9 +454,40 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     call.on('close', finish);
   };
 
-  const context = (sink: StreamSink, streamId: number) => ({
+  /**
+   * The caller's catalog once attestation is done, or the failure that ends the stream: UNAVAILABLE
+   * when the caller cannot be attested (fail closed), PERMISSION_DENIED when it is granted nothing.
+   */
+  const callerCatalog = async (
+    catalogFor: NonNullable<SdsServiceDeps['catalogFor']>,
+    peer: string,
+    id: number,
+  ): Promise<{ ok: true; catalog: StreamCatalog } | { ok: false; failure: StreamFailure }> => {
+    let caller: Caller;
+    try {
+      const pending = deps.callerOf?.(peer);
+      if (!pending) throw new Error(`no attested caller is known for connection ${peer}`);
+      caller = await pending;
+    } catch (err) {
+      // The attestation's own code when it has one (SDS_ERR_CALLER_GONE, SDS_ERR_PID_REUSED, ...).
+      const code = err instanceof SdsError ? err.code : ErrorCode.AttestationFailed;
+      const message = `${code}: could not attest the caller: ${(err as Error).message}`.slice(0, 1000);
+      log.warn('caller attestation failed; refusing the stream', { stream: id, peer, error: message });
+      return { ok: false, failure: { code: grpc.status.UNAVAILABLE, message } };
+    }
+    const catalog = catalogFor(caller, { id, peer });
+    const refusal = catalog.refusal?.();
+    if (refusal !== undefined) {
+      catalog.close?.();
+      log.warn('caller refused', { stream: id, peer, pid: caller.pid, uid: caller.uid, selectors: caller.selectors, reason: refusal });
+      return { ok: false, failure: { code: grpc.status.PERMISSION_DENIED, message: `${ErrorCode.PermissionDenied}: ${refusal}` } };
+    }
+    return { ok: true, catalog };
+  };
+
+  const context = (sink: StreamSink, streamId: number, catalog: SecretCatalog) => ({
     streamId,
-    catalog: deps.catalog,
+    catalog,
     encoder,
     sink,
     nonces: deps.nonces,
@@ -384,8 +502,8 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
   const decodeDelta = (b: Buffer): DeltaRequest => decoder.decodeDelta(b);
   const sotwNames = (r: SotwRequest) => ({ subscribe: r.resourceNames, unsubscribe: [] });
   const deltaNames = (r: DeltaRequest) => ({ subscribe: r.subscribe, unsubscribe: r.unsubscribe });
-  const makeSotw = (sink: StreamSink, id: number): SotwStream => new SotwStream(context(sink, id));
-  const makeDelta = (sink: StreamSink, id: number): DeltaStream => new DeltaStream(context(sink, id));
+  const makeSotw = (sink: StreamSink, id: number, catalog: SecretCatalog): SotwStream => new SotwStream(context(sink, id, catalog));
+  const makeDelta = (sink: StreamSink, id: number, catalog: SecretCatalog): DeltaStream => new DeltaStream(context(sink, id, catalog));
   const implementation: grpc.UntypedServiceImplementation = {
     StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<SotwRequest>('sotw', call, decodeSotw, sotwNames, makeSotw),
     DeltaSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => runStream<DeltaRequest>('delta', call, decodeDelta, deltaNames, makeDelta),
@@ -397,14 +515,31 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
         callback({ code: grpc.status.INVALID_ARGUMENT, details: `${ErrorCode.BadRequest}: could not decode request: ${(err as Error).message}` });
         return;
       }
-      const result = fetchSecrets(request, { catalog: deps.catalog, encoder, nonces: deps.nonces, format: formatFor(request.node) });
-      if (!result.ok) {
-        log.warn('fetch refused', { error: result.failure.message, node: request.node && boundText(request.node.id, 200) });
-        callback({ code: result.failure.code, details: result.failure.message });
+      const answer = (catalog: SecretCatalog): void => {
+        const result = fetchSecrets(request, { catalog, encoder, nonces: deps.nonces, format: formatFor(request.node) });
+        if (!result.ok) {
+          log.warn('fetch refused', { error: result.failure.message, node: request.node && boundText(request.node.id, 200) });
+          callback({ code: result.failure.code, details: result.failure.message });
+          return;
+        }
+        log.debug('fetch answered', { secrets: result.names, node: request.node?.id });
+        callback(null, Buffer.from(result.response));
+      };
+      if (!deps.catalogFor) {
+        answer(deps.catalog);
         return;
       }
-      log.debug('fetch answered', { secrets: result.names, node: request.node?.id });
-      callback(null, Buffer.from(result.response));
+      void callerCatalog(deps.catalogFor, call.getPeer(), deps.streams.allocateId()).then((result) => {
+        if (!result.ok) {
+          callback({ code: result.failure.code, details: result.failure.message });
+          return;
+        }
+        try {
+          answer(result.catalog);
+        } finally {
+          result.catalog.close?.();
+        }
+      });
     },
   };
   return { definition, implementation };

@@ -33,8 +33,11 @@ export interface CaSourceOptions {
   identities: IssuedIdentitySpec[];
   /** Extra names of the bundle (its canonical name is the trust-domain ID). */
   bundleNames?: string[];
-  publisher: SecretPublisher;
+  /** `remove` is needed only for identities added with `addIdentity` (dropped when idle). */
+  publisher: SecretPublisher & { remove?(name: string): void };
   log: Logger;
+  /** Key type and lifetime of identities added with `addIdentity` (on-demand, from the identity template). */
+  onDemand?: { keyType: KeyType; lifetimeSeconds: number };
   /** Renew at this fraction of the lifetime (default 0.5). */
   renewFraction?: number;
   /** +- this fraction of the lifetime, so a fleet does not renew at once (default 0.05). */
@@ -59,6 +62,9 @@ interface IdentityState {
   failures: number;
   timer?: NodeJS.Timeout;
   inFlight?: Promise<void>;
+  /** Issued on demand (removable); set to true once removed, so an issuance in flight is not published. */
+  onDemand?: boolean;
+  removed?: boolean;
 }
 
 export interface IdentityStatus extends SecretSourceStatus {
@@ -67,7 +73,8 @@ export interface IdentityStatus extends SecretSourceStatus {
 }
 
 export class CaSource implements SecretSource {
-  private readonly identities: IdentityState[];
+  private identities: IdentityState[];
+  private started = false;
   private readonly bundleStatus: SecretSourceStatus;
   private readonly bundleName: string;
   /** Roots the CA currently reports. */
@@ -96,6 +103,7 @@ export class CaSource implements SecretSource {
     this.opts.publisher.declare(this.bundleName, 'trust-bundle', this.opts.bundleNames ?? []);
     for (const id of this.identities) this.opts.publisher.declare(id.spec.spiffeId, 'tls-certificate', id.spec.names);
     await this.refreshBundle().catch(() => undefined);
+    this.started = true;
     await Promise.all(this.identities.map((id) => this.renew(id)));
     const refresh = this.opts.bundleRefreshMs ?? 60_000;
     if (refresh > 0) {
@@ -129,6 +137,35 @@ export class CaSource implements SecretSource {
         ...(id.notAfter ? { notAfter: id.notAfter } : {}),
       })),
     ];
+  }
+
+  /**
+   * Adds an identity issued on demand (the identity template): declared at once, so streams asking
+   * for it wait, then issued and renewed like a configured one. No-op when it already exists.
+   */
+  addIdentity(spiffeId: string): void {
+    if (this.closed || this.identities.some((id) => id.spec.spiffeId === spiffeId)) return;
+    const spec: IssuedIdentitySpec = { spiffeId, dnsNames: [], names: [], keyType: this.opts.onDemand?.keyType ?? 'ec-p256', lifetimeSeconds: this.opts.onDemand?.lifetimeSeconds ?? 3600 };
+    const id: IdentityState = {
+      spec,
+      failures: 0,
+      onDemand: true,
+      status: { name: spiffeId, kind: 'tls-certificate', files: [`${this.opts.backend.kind} CA (on demand, key in memory)`], state: 'pending', warnings: [] },
+    };
+    this.identities.push(id);
+    this.opts.publisher.declare(spiffeId, 'tls-certificate');
+    if (this.started) void this.renew(id);
+  }
+
+  /** Stops renewing an identity added with `addIdentity` and removes it from the store. */
+  removeIdentity(spiffeId: string): void {
+    const id = this.identities.find((i) => i.spec.spiffeId === spiffeId && i.onDemand);
+    if (!id) return;
+    id.removed = true;
+    if (id.timer) clearTimeout(id.timer);
+    this.identities = this.identities.filter((i) => i !== id);
+    this.opts.publisher.remove?.(spiffeId);
+    this.publishBundle(); // a root only this leaf needed can retire
   }
 
   /** Renews every identity now (e.g. after a CA rollover was started). */
@@ -178,7 +215,7 @@ export class CaSource implements SecretSource {
   }
 
   private async issue(id: IdentityState): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || id.removed) return;
     const { spec } = id;
     const started = Date.now();
     try {
@@ -193,7 +230,7 @@ export class CaSource implements SecretSource {
       const root = this.rootOf(value.certificateChainPem);
       if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
       await this.ensureServed(root);
-      if (this.closed) return;
+      if (this.closed || id.removed) return;
       id.root = root;
       id.notAfter = value.leaf.notAfter;
       id.failures = 0;
@@ -217,7 +254,7 @@ export class CaSource implements SecretSource {
         issueMs: Date.now() - started,
       });
     } catch (err) {
-      if (this.closed) return;
+      if (this.closed || id.removed) return;
       id.failures += 1;
       const problem: Problem =
         err instanceof IssueError ? { code: err.code, message: err.message } : { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: ${(err as Error).message}` };
@@ -340,7 +377,7 @@ export class CaSource implements SecretSource {
   }
 
   private setTimer(id: IdentityState, delayMs: number): void {
-    if (this.closed) return;
+    if (this.closed || id.removed) return;
     if (id.timer) clearTimeout(id.timer);
     // Node timers overflow past ~24.8 days; re-arm in steps.
     const step = Math.min(delayMs, 2 ** 31 - 1);

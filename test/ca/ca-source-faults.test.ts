@@ -142,7 +142,8 @@ describe('CA source under CA faults (fault injection around the embedded CA)', (
   });
 
   it('rolls the CA over: old+new roots until every leaf chains to the new root, bundle first', async () => {
-    const PROPAGATION = 200;
+    // Long enough that a start-up on a loaded machine cannot be mistaken for a propagation wait.
+    const PROPAGATION = 1000;
     const s = make({ bundlePropagationMs: PROPAGATION }, [FRONT, BACK]);
     const t0 = Date.now();
     await s.start();

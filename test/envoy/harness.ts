@@ -441,6 +441,8 @@ function installExitHook(): void {
 
 export interface StartEnvoyOptions {
   bin: string;
+  /** Run Envoy as this user (the test runs as root); its bootstrap and binary must be readable by it. */
+  user?: { uid: number; gid: number };
   /** Label in output and errors, e.g. `server-side`. */
   name: string;
   bootstrapFile: string;
@@ -491,7 +493,7 @@ export class EnvoyProcess {
       '--concurrency', '1',
       ...(opts.extraArgs ?? []),
     ];
-    const child = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.user ?? {}) });
     running.add(child);
     const envoy = new EnvoyProcess(opts.name, opts.adminPort, opts.bootstrapFile, child);
     await new Promise<void>((resolve, reject) => {

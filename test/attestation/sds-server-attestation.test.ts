@@ -1,0 +1,135 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { CallerAttestation } from '../../src/attestation/caller-attestation.js';
+import { UnixWorkloadAttestor } from '../../src/attestation/unix-attestor.js';
+import type { Caller } from '../../src/attestation/types.js';
+import { ErrorCode, SdsError } from '../../src/ops/errors.js';
+import { SecretStore } from '../../src/secrets/store.js';
+import { SdsServer } from '../../src/server/sds-server.js';
+import { captureLogs, waitFor } from '../helpers/files.js';
+import { SdsTestClient } from '../helpers/sds-client.js';
+import { makeSharedDir, NOBODY, startPeer, type PeerProcess } from '../helpers/peer-process.js';
+
+const asRoot = process.getuid?.() === 0;
+
+describe('SdsServer with caller attestation', () => {
+  let dir: string;
+  let server: SdsServer | undefined;
+  let peers: PeerProcess[];
+  let logs: ReturnType<typeof captureLogs>;
+
+  beforeEach(async () => {
+    dir = await makeSharedDir('sds-attest-');
+    peers = [];
+    logs = captureLogs();
+  });
+  afterEach(async () => {
+    for (const p of peers) await p.stop();
+    await server?.stop(200);
+    server = undefined;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  const start = async (attestation: CallerAttestation): Promise<SdsServer> => {
+    server = new SdsServer({ socketPath: path.join(dir, 'sds.sock'), socketMode: 0o666, catalog: new SecretStore(), log: logs.logger, attestation });
+    await server.start();
+    return server;
+  };
+
+  /** The connection tag the server gave the connection of `pid`, from its "caller attested" log line. */
+  const tagOf = async (pid: number): Promise<string> => {
+    let tag: string | undefined;
+    await waitFor(`attestation log of pid ${pid}`, () => {
+      tag = logs.records().find((r) => r.msg === 'caller attested' && r.pid === pid)?.connection as string | undefined;
+      return tag !== undefined;
+    });
+    return tag!;
+  };
+
+  it('call.getPeer() of a real gRPC call on an injected Unix connection is its sds-conn tag, and callerOf(tag) is this process', async () => {
+    const s = await start(new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }));
+    const client = new SdsTestClient(s.socketPath);
+    const stream = client.stream();
+    stream.send({ type_url: client.typeUrl, resource_names: ['spiffe://example.org/nothing'] });
+    let peer: string | undefined;
+    await waitFor('stream opened', () => {
+      peer = logs.records().find((r) => r.msg === 'stream opened')?.peer as string | undefined;
+      return peer !== undefined;
+    });
+    expect(peer).toMatch(/^sds-conn:\d+$/);
+    const caller = await s.callerOf(peer!);
+    expect(caller).toMatchObject({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    expect(caller!.selectors).toContain(`unix:uid:${process.getuid!()}`);
+    expect(caller!.selectors).toContain(`unix:path:${await fs.realpath(process.execPath)}`);
+    expect(await tagOf(process.pid)).toBe(peer);
+    stream.cancel?.();
+    client.close();
+    // The entry goes with the connection.
+    await waitFor('entry dropped', () => s.callerOf(peer!) === undefined);
+    expect(s.attestedConnections).toBe(0);
+  });
+
+  it.skipIf(!asRoot)('real client processes under two uids (root and nobody): the server sees each one\'s pid, uid, gid and unix selectors', async () => {
+    const s = await start(new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }));
+    const rootPeer = await startPeer(dir, s.socketPath);
+    const nobodyPeer = await startPeer(dir, s.socketPath, { uid: NOBODY, gid: NOBODY });
+    peers.push(rootPeer, nobodyPeer);
+    expect(nobodyPeer.info.uid).toBe(NOBODY);
+    const exe = await fs.realpath(process.execPath);
+
+    const rootCaller = (await s.callerOf(await tagOf(rootPeer.info.pid))) as Caller;
+    expect(rootCaller).toMatchObject({ pid: rootPeer.info.pid, uid: 0, gid: 0 });
+    expect(rootCaller.selectors).toEqual(expect.arrayContaining(['unix:uid:0', 'unix:user:root', 'unix:gid:0', 'unix:group:root', `unix:path:${exe}`]));
+
+    const nobodyCaller = (await s.callerOf(await tagOf(nobodyPeer.info.pid))) as Caller;
+    expect(nobodyCaller).toMatchObject({ pid: nobodyPeer.info.pid, uid: NOBODY, gid: NOBODY });
+    expect(nobodyCaller.selectors).toEqual(expect.arrayContaining([`unix:uid:${NOBODY}`, 'unix:user:nobody', `unix:gid:${NOBODY}`, `unix:path:${exe}`]));
+    expect(nobodyCaller.selectors).not.toContain('unix:uid:0');
+    expect(nobodyCaller.selectors.filter((x) => x.startsWith('unix:uid:'))).toEqual([`unix:uid:${NOBODY}`]);
+  });
+
+  it('a connection whose peer credentials cannot be read is closed at once and logged (fail closed; readPeer test double)', async () => {
+    const s = await start(
+      new CallerAttestation({
+        attestors: [],
+        readPeer: () => {
+          throw new SdsError(ErrorCode.PeerCredentials, 'getsockopt(SO_PEERCRED) failed on fd 99: errno 9');
+        },
+      }),
+    );
+    const conn = net.connect(s.socketPath);
+    conn.on('error', () => {});
+    await new Promise<void>((resolve) => conn.once('close', () => resolve()));
+    const refused = logs.records().find((r) => r.msg === 'connection refused: cannot read its peer credentials');
+    expect(refused).toMatchObject({ level: 'warn', code: 'SDS_ERR_PEER_CREDENTIALS' });
+    expect(s.attestedConnections).toBe(0);
+  });
+
+  it('a caller that exits before its attestation finishes is refused (SDS_ERR_CALLER_GONE) and logged', async () => {
+    let release: () => void = () => {};
+    const paused = new Promise<void>((resolve) => (release = resolve));
+    let reached: () => void = () => {};
+    const atRecheck = new Promise<void>((resolve) => (reached = resolve));
+    const s = await start(
+      new CallerAttestation({
+        attestors: [new UnixWorkloadAttestor()],
+        beforeRecheck: async () => {
+          reached();
+          await paused;
+        },
+      }),
+    );
+    const peer = await startPeer(dir, s.socketPath);
+    peers.push(peer);
+    await atRecheck;
+    const tag = `sds-conn:1`;
+    const caller = s.callerOf(tag)!;
+    expect(caller).toBeDefined();
+    await peer.stop();
+    release();
+    await expect(caller).rejects.toMatchObject({ code: 'SDS_ERR_CALLER_GONE' });
+    await waitFor('failure log', () => logs.records().some((r) => r.msg === 'caller attestation failed' && r.code === 'SDS_ERR_CALLER_GONE' && r.pid === peer.info.pid));
+  });
+});
