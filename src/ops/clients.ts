@@ -6,9 +6,10 @@ import { boundText } from '../xds/bounded.js';
 /** What one stream's client was sent, ACKed and NACKed (admin `/clients`). Names and versions only. */
 export interface StreamProtocolState {
   versionSent?: string;
-  sentAt?: string;
+  /** Epoch ms (a number: this runs on every write of a push; formatted only when reported). */
+  sentAtMs?: number;
   versionAcked?: string;
-  ackedAt?: string;
+  ackedAtMs?: number;
   nacks: number;
   lastNack?: { at: string; reason: string; nonce: string };
 }
@@ -69,7 +70,7 @@ export class ClientTracker implements StreamHooks {
   onResponse(info: { streamId: number; names: readonly string[]; versionInfo: string; node?: NodeInfo }): void {
     const s = this.get(info.streamId);
     s.versionSent = info.versionInfo;
-    s.sentAt = new Date().toISOString();
+    s.sentAtMs = Date.now();
     if (!this.announced.has(info.streamId)) {
       const stream = this.streams.open.get(info.streamId);
       if (stream) {
@@ -88,7 +89,7 @@ export class ClientTracker implements StreamHooks {
   onAck(info: { streamId: number; versionInfo: string }): void {
     const s = this.get(info.streamId);
     s.versionAcked = info.versionInfo;
-    s.ackedAt = new Date().toISOString();
+    s.ackedAtMs = Date.now();
   }
 
   onNack(info: { streamId: number; nonce: string; reason: string }): void {

@@ -51,6 +51,8 @@ export class SdsMetrics implements StreamHooks {
   /** Secret names whose publish is being timed: publish time and the last write of that name since. */
   private readonly pendingFanOut = new Map<string, PendingFanOut>();
   private unwatch: (() => void) | undefined;
+  /** Child counters per secret name: prom-client hashes the label set on every labelled inc(). */
+  private readonly responseChildren = new Map<string, { inc(): void }>();
 
   constructor(private readonly deps: MetricsDeps) {
     this.now = deps.now ?? (() => performance.now());
@@ -163,7 +165,9 @@ export class SdsMetrics implements StreamHooks {
   onResponse(info: { streamId: number; names: readonly string[] }): void {
     const pending = this.pendingFanOut.size > 0;
     for (const name of info.names) {
-      this.responses.inc({ secret: name });
+      let child = this.responseChildren.get(name);
+      if (!child) this.responseChildren.set(name, (child = this.responses.labels({ secret: name })));
+      child.inc();
       if (pending) {
         const p = this.pendingFanOut.get(name);
         // Only streams that were open at the publish are part of its fan-out (a stream that opens
