@@ -179,11 +179,20 @@ export class SdsMetrics implements StreamHooks {
   }
 
   onAck(info: { names: readonly string[] }): void {
-    for (const name of info.names) this.acks.inc({ secret: name });
+    for (const name of info.names) this.acks.inc({ secret: this.secretLabel(name) });
   }
 
   onNack(info: { names: readonly string[] }): void {
-    for (const name of info.names) this.nacks.inc({ secret: name });
+    for (const name of info.names) this.nacks.inc({ secret: this.secretLabel(name) });
+  }
+
+  /**
+   * ACK/NACK names come from the client's request and may name anything (Delta keeps unknown names
+   * subscribed): a name the store does not know counts under `(unknown)`, so a client cannot grow
+   * the number of series. Responses only carry names that resolved, so they need no check.
+   */
+  private secretLabel(name: string): string {
+    return this.deps.store.resolve(name).kind === 'unknown' ? '(unknown)' : name;
   }
 
   /** A stream opened (called by the app from the stream registry). */
