@@ -388,6 +388,33 @@ describe('keys where they must not be (issue 10)', () => {
     expectNoKey(message);
   });
 
+  it.each([
+    ['base64 of the PEM file (the Kubernetes Secret form)', (k: string) => Buffer.from(k).toString('base64')],
+    ['the PEM body with its line breaks removed', (k: string) => k.split('\n').filter((l) => l && !l.startsWith('-----')).join('')],
+  ])('a key pasted as one line, %s, is refused in key: and on the command line, never echoed', async (_what, oneLine) => {
+    const pasted = oneLine(key);
+    const file = path.join(dir, 'sds.yaml');
+    await fs.writeFile(file, `certificates:\n  - name: a\n    cert: a.crt\n    key: ${pasted}\n`);
+    const message = configError(['--config', file]);
+    expect(message).toContain(`${file}: certificates[0].key: looks like base64-encoded content`);
+    expect(message).not.toContain(pasted.slice(0, 24));
+    const flagMessage = configError(['--cert', 'a.crt', `--key=${pasted}`]);
+    expect(flagMessage).toContain('looks like base64-encoded content');
+    expect(flagMessage).not.toContain(pasted.slice(0, 24));
+  });
+
+  it('real paths, SPIFFE IDs and digests are not mistaken for pasted content', async () => {
+    const { pastedContentProblem } = await import('../src/cli/config.js');
+    for (const value of [
+      '/var/run/secrets/kubernetes.io/serviceaccount/..2026_11_30_06_00_00.123456789/token',
+      '/Users/JohnSmith/Projects/MyService2024/Certificates/Production/Frontend/tls.key',
+      'spiffe://example.org/ns/shop/sa/back-end-service-account-with-a-long-name',
+      `/etc/sds/certs/${'3f2a9c'.repeat(11)}/tls.crt`,
+    ]) {
+      expect(pastedContentProblem(value), value).toBeUndefined();
+    }
+  });
+
   it('two aliases renamed to the same name: a config error naming both', async () => {
     const file = path.join(dir, 'sds.yaml');
     await fs.writeFile(file, 'aliases:\n  defaultCertificate: mine\n  rootBundle: mine\n  allBundles: ALL\n');

@@ -91,18 +91,29 @@ describe('bounded grpc-message and log lines', () => {
     expect(longestLogLine()).toBeLessThan(MAX_LOG_LINE);
   });
 
-  it('DeltaSecrets with 10,000 unknown names answers removed_resources and keeps the stream open', async () => {
+  it('DeltaSecrets keeps unknown names subscribed (removed_resources) but at most 1,024 per stream: 10,000 at once, or a few at a time, end it with RESOURCE_EXHAUSTED', async () => {
     const d = client.delta();
     const started = performance.now();
     d.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, ...MANY] });
-    const res = await d.next();
+    const end = await d.ended;
     expect(performance.now() - started).toBeLessThan(GUARD_MS);
+    expect(end.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(end.details).toBe('SDS_ERR_BAD_REQUEST: a stream may subscribe at most 1024 names; this one asked for 10001');
+
+    // Under the cap, unknown names are answered as removed and the stream stays open...
+    const g = client.delta();
+    g.send({ node: envoyNode(), type_url: client.typeUrl, resource_names_subscribe: [FRONT, ...MANY.slice(0, 1000)] });
+    const res = await g.next();
     expect(res.resources.map((r) => r.name)).toEqual([FRONT]);
-    expect(res.removed_resources).toHaveLength(10_000);
-    d.send({ type_url: client.typeUrl, response_nonce: res.nonce, resource_names_subscribe: [TD] });
-    expect((await d.next()).resources.map((r) => r.name)).toEqual([TD]);
-    d.end();
-    expect((await d.ended).code).toBe(grpc.status.OK);
+    expect(res.removed_resources).toHaveLength(1000);
+    g.send({ type_url: client.typeUrl, response_nonce: res.nonce, resource_names_subscribe: [TD] });
+    const next = await g.next();
+    expect(next.resources.map((r) => r.name)).toEqual([TD]);
+    // ...until names pile up past it across requests (a client growing our memory one request at a time).
+    g.send({ type_url: client.typeUrl, response_nonce: next.nonce, resource_names_subscribe: MANY.slice(1000, 1100) });
+    const grown = await g.ended;
+    expect(grown.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(grown.details).toContain('asked for 1102');
     expect(longestLogLine()).toBeLessThan(MAX_LOG_LINE);
   });
 });

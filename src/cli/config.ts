@@ -662,7 +662,24 @@ function describeKey(key: string): string {
 export function pastedContentProblem(value: string): string | undefined {
   if (/-----BEGIN [^-]*-----|-----END [^-]*-----/.test(value)) return 'contains a PEM block; give the path of the file, not its content';
   if (/[\r\n]/.test(value)) return 'contains a line break; expected a single line (a path, not file content)';
+  if (looksLikeBase64Content(value)) return 'looks like base64-encoded content (a key or certificate pasted in place of a path?); give the path of the file';
   return undefined;
+}
+
+/**
+ * A key pasted as one line: base64 of a PEM file (the Kubernetes Secret form, `LS0tLS1CRUdJTi...`)
+ * or a PEM body with its line breaks removed (`MIGHAgEA...`). It would otherwise be taken as a
+ * missing file's path and echoed in logs and /status. Recognised as a run of at least 64
+ * base64 characters with a segment (between slashes) of at least 40 and upper case, lower case and
+ * digits mixed as in random base64; real paths, SPIFFE IDs and hex digests do not look like that.
+ */
+function looksLikeBase64Content(value: string): boolean {
+  for (const run of value.match(/[A-Za-z0-9+/=]{64,}/g) ?? []) {
+    const longestSegment = Math.max(...run.split('/').map((s) => s.length));
+    const count = (re: RegExp): number => run.match(re)?.length ?? 0;
+    if (longestSegment >= 40 && count(/[A-Z]/g) >= 8 && count(/[a-z]/g) >= 8 && count(/[0-9]/g) >= 4) return true;
+  }
+  return false;
 }
 
 /** Which `aliases.*` field defines `alias`, for messages. */

@@ -50,6 +50,13 @@ export function namesForLog(names: Iterable<string>): string[] {
  */
 export const MAX_RESOURCE_NAME = 2048;
 
+/**
+ * Most names one Delta stream may hold subscribed. Envoy names one secret per stream (an ADS
+ * client a few); Delta keeps an unknown name subscribed (it may be configured later), so without a
+ * bound one stream could make the server hold any number of names.
+ */
+export const MAX_SUBSCRIBED_NAMES = 1024;
+
 /** The first name longer than MAX_RESOURCE_NAME, if any. */
 export function firstOverlongName(names: readonly string[]): string | undefined {
   for (const name of names) if (name.length > MAX_RESOURCE_NAME) return name;

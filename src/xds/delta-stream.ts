@@ -3,6 +3,8 @@ import type { DeltaRequest } from './types.js';
 import { StreamCore, type NonceVerdict, type StreamContext } from './stream-core.js';
 import { Subscription } from './subscription.js';
 import { describeDenied } from './versions.js';
+import { MAX_SUBSCRIBED_NAMES } from './bounded.js';
+import { ErrorCode } from '../ops/errors.js';
 
 /**
  * One incremental DeltaSecrets stream. The client tells us what it subscribes to and, after a
@@ -47,6 +49,10 @@ export class DeltaStream extends StreamCore<DeltaRequest> {
     const initial = this.first;
     this.first = false;
     const change = this.subscription.updateDelta(request.subscribe, request.unsubscribe);
+    if (this.subscription.names.length > MAX_SUBSCRIBED_NAMES) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `${ErrorCode.BadRequest}: a stream may subscribe at most ${MAX_SUBSCRIBED_NAMES} names; this one asked for ${this.subscription.names.length}`);
+      return;
+    }
     if (initial) {
       // Only what the stream subscribes to: a held version of anything else means nothing here.
       for (const [name, version] of Object.entries(request.initialResourceVersions)) {

@@ -324,6 +324,22 @@ export interface SdsTlsListenerOptions {
   sds?: SdsConfigSourceOptions;
 }
 
+/** An HTTP connection manager that answers every request itself with 200 `<name>`. */
+export function directResponseFilter(name: string): Config {
+  return {
+    name: 'envoy.filters.network.http_connection_manager',
+    typed_config: {
+      '@type': TYPE.hcm,
+      stat_prefix: name,
+      route_config: {
+        name: 'local',
+        virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: name } } }] }],
+      },
+      http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': TYPE.router } }],
+    },
+  };
+}
+
 /**
  * A listener on 127.0.0.1 that terminates TLS with a certificate from SDS (no client certificate)
  * and answers every request itself with 200 `<name>`: no upstream needed.
@@ -335,18 +351,7 @@ export function sdsTlsListener(o: SdsTlsListenerOptions): Config {
     filter_chains: [
       {
         filters: [
-          {
-            name: 'envoy.filters.network.http_connection_manager',
-            typed_config: {
-              '@type': TYPE.hcm,
-              stat_prefix: o.name,
-              route_config: {
-                name: 'local',
-                virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: o.name } } }] }],
-              },
-              http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': TYPE.router } }],
-            },
-          },
+          directResponseFilter(o.name),
         ],
         transport_socket: {
           name: 'envoy.transport_sockets.tls',
