@@ -1,6 +1,6 @@
 import type { Logger } from './logger.js';
 import type { NodeInfo, StreamHooks } from '../xds/types.js';
-import type { ClosedStream, OpenStream, StreamRegistry } from '../server/sds-service.js';
+import type { ClosedStream, OpenStream, StreamRecord, StreamRegistry } from '../server/sds-service.js';
 import { boundText } from '../xds/bounded.js';
 
 /** What one stream's client was sent, ACKed and NACKed (admin `/clients`). Names and versions only. */
@@ -28,9 +28,11 @@ export interface ClientEntry {
   node?: { id: string; cluster: string; userAgent: string; envoyVersion: string };
   api: string;
   kind: 'sotw' | 'delta';
-  /** Names the client asked for (SotW resource_names, Delta subscribe), as /streams records them. */
+  /** Every name the client asked for (SotW resource_names, Delta subscribe): `record.named`. */
   names: string[];
   sent: string[];
+  /** The stream's /streams record (the same registry): requests, named, last request, unsubscribed, sent. */
+  record: StreamRecord;
   versionSent?: string;
   versionAcked?: string;
   nacks: number;
@@ -41,6 +43,8 @@ export interface ClientEntry {
 export interface ClientsReport {
   open: number;
   clients: ClientEntry[];
+  /** The last streams that ended (from the /streams registry), newest last: node, names, times. */
+  recentlyClosed: Array<{ stream: number; node?: string; api: string; kind: string; names: string[]; connectedSince: string; closedAt: string }>;
 }
 
 /** Longest NACK reason kept (Envoy's error_detail can be long; it never carries key material). */
@@ -136,6 +140,7 @@ export class ClientTracker implements StreamHooks {
           kind: stream.kind,
           names: rec.named,
           sent: rec.sent,
+          record: rec,
           ...(s?.versionSent !== undefined ? { versionSent: s.versionSent } : {}),
           ...(s?.versionAcked !== undefined ? { versionAcked: s.versionAcked } : {}),
           nacks: s?.nacks ?? 0,
@@ -143,7 +148,16 @@ export class ClientTracker implements StreamHooks {
           connectedSince: stream.openedAt.toISOString(),
         };
       });
-    return { open: clients.length, clients };
+    const recentlyClosed = this.streams.recentlyClosed.map((c) => ({
+      stream: c.id,
+      ...(c.node !== undefined ? { node: c.node } : {}),
+      api: c.api,
+      kind: c.kind,
+      names: c.named,
+      connectedSince: c.openedAt.toISOString(),
+      closedAt: c.closedAt.toISOString(),
+    }));
+    return { open: clients.length, clients, recentlyClosed };
   }
 
   stop(): void {

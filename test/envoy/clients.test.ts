@@ -46,6 +46,9 @@ describeWithEnvoy('/clients and sds-server status with real Envoys', (envoyBin) 
       for (const s of streams) {
         expect(s).toMatchObject({ api: 'v3', kind: 'sotw', nacks: 0, node: { id: node, cluster: 'sds-server-e2e', envoyVersion: '1.40.0' } });
         expect(s.sent).toEqual(s.names);
+        // The /streams record of the same stream, in the same view.
+        expect(s.record).toMatchObject({ named: s.names, lastRequestNames: s.names, unsubscribed: [], sent: s.names });
+        expect(s.record.requests).toBeGreaterThanOrEqual(2);
         expect(Date.parse(s.connectedSince)).toBeLessThanOrEqual(Date.now());
       }
       // The version each holds is the one /status says is served.
@@ -100,6 +103,7 @@ describeWithEnvoy('/clients and sds-server status with real Envoys', (envoyBin) 
     s.end();
     client.close();
     await waitUntil('the close logged', async () => mesh.sdsRecords().some((r) => r.msg === 'stream closed' && r.node === 'nacking-client'), { timeoutMs: 5_000, intervalMs: 20 });
+    expect((await clients()).recentlyClosed.at(-1)).toMatchObject({ node: 'nacking-client', names: [SERVER_ID] });
     expect(mesh.sdsRecords().some((r) => r.msg === 'stream opened' && r.node === 'server-side-envoy' && r.level === 'info')).toBe(true);
   });
 });
