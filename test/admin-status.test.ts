@@ -67,7 +67,11 @@ describe('admin endpoint: /healthz, /ready, /status, /streams', () => {
     const status = await get('/status');
     const secrets = status.json.secrets as Array<Record<string, unknown>>;
     const front = secrets.find((x) => x.name === FRONT)!;
-    expect(front.state).toBe('error');
+    // The last good one is still served: serving-last-good (not error), with the refused update's reason.
+    expect(front.state).toBe('serving-last-good');
+    expect((front.refusedUpdate as Record<string, string>).code).toBe('SDS_ERR_PEM_INVALID');
+    // The served version was NACKed by the client above: count and reason.
+    expect(front.nacked).toMatchObject({ version: front.version, count: 1, reason: 'bad key' });
     expect(front.aliases).toEqual(['default']);
     expect((front.certificate as Record<string, unknown>).serialNumber).toBe(leaf.serialNumber);
     expect((front.certificate as Record<string, number>).expiresInSeconds).toBeGreaterThan(3000);

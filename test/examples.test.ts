@@ -328,7 +328,7 @@ describe('Kubernetes', () => {
     const configMount = list(server.volumeMounts).map(obj).find((m) => m.name === 'config');
     expect(flag(server.args, '--config')).toBe(configMount?.mountPath);
     expect(configMount?.subPath).toBe('sds-server.yaml');
-    const adminPort = dsConfig.admin?.port;
+    const adminPort = dsConfig.admin && 'port' in dsConfig.admin ? dsConfig.admin.port : undefined;
     const port = list(server.ports).map(obj).find((p) => p.containerPort === adminPort);
     expect(port, 'the admin port is a container port').toBeDefined();
     expect(obj(obj(server.livenessProbe).httpGet)).toEqual({ path: '/healthz', port: port?.name });

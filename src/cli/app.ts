@@ -11,6 +11,8 @@ import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport 
 import { AdminServer } from '../ops/admin-server.js';
 import { buildCertificatesView } from '../ops/certificates-view.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
+import { SdsMetrics, combineHooks } from '../ops/metrics.js';
+import { ClientTracker, type ClientsReport } from '../ops/clients.js';
 import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
@@ -24,6 +26,10 @@ export interface RunningApp {
   status(): StatusReport;
   /** Open streams with the names each asked for and was sent (admin `/streams`). */
   streams(): StreamsReport;
+  /** Who holds what: per open stream its node, versions sent and ACKed, last NACK (admin `/clients`). */
+  clients(): ClientsReport;
+  /** Prometheus metrics (admin `/metrics`). */
+  metrics: SdsMetrics;
   reload(): Promise<void>;
   /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
   rolloverCaRoot(): Promise<void>;
@@ -44,7 +50,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(config.rootBundle ? { rootBundle: config.rootBundle } : {}),
     log,
   });
-  const stats = new StreamStats();
+  // NACK bookkeeping per served version: the version a name resolves to now is the one refused.
+  const stats = new StreamStats((name) => {
+    const r = store.resolve(name);
+    return r.kind === 'ready' ? r.entry.version : undefined;
+  });
+  const sources: SecretSource[] = [];
   let ca: CaSource | undefined;
   const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
   if (!authorization) log.warn(AUTHORIZATION_OFF);
@@ -60,10 +71,20 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config) } : {}),
     log,
     bundleFormat: config.bundleFormat,
-    hooks: stats,
+    hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
+    onAttestation: (result) => metrics.attestationResult(result),
   });
+  const metrics = new SdsMetrics({
+    store,
+    streams: server.streams,
+    sources: () => sources.flatMap((s) => s.status()),
+    connections: () => server.connectionStats()?.open ?? 0,
+  });
+  const clients = new ClientTracker(server.streams, log, (stream) => server.peerCredentialsOf(stream.peer()));
+  const hooks = combineHooks(stats, clients, metrics);
+  server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
+  metrics.start();
 
-  const sources: SecretSource[] = [];
   if (config.certificates.length > 0 || config.bundles.length > 0) {
     sources.push(
       new FileSource({
@@ -101,7 +122,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
       const c = config.ca;
       ca = new CaSource({
-        backend: await createCaBackend(c, log),
+        backend: metrics.instrumentBackend(await createCaBackend(c, log)),
         trustDomain: c.trustDomain,
         identities: config.identities,
         bundleNames: c.bundleNames,
@@ -125,14 +146,17 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
         ...config.admin,
         status,
         streams: () => buildStreamsReport(server.streams),
+        clients: () => clients.report(),
         certificates: () => buildCertificatesView(store, sources.flatMap((s) => s.status()).map((s) => s.name)),
+        metrics,
         log,
       });
-      const address = await admin.start();
-      adminAddress = `${address.address}:${address.port}`;
+      adminAddress = await admin.start();
     }
   } catch (err) {
     expiry.stop();
+    metrics.stop();
+    clients.stop();
     for (const s of sources) await s.close();
     await server.stop(0);
     throw err;
@@ -151,6 +175,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     store,
     status,
     streams: () => buildStreamsReport(server.streams),
+    clients: () => clients.report(),
+    metrics,
     rolloverCaRoot: async () => {
       if (!ca) throw new Error('no CA is configured');
       await ca.rolloverRoot();
@@ -165,6 +191,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       onDemand?.close();
       await admin?.stop();
       expiry.stop();
+      metrics.stop();
+      clients.stop();
       for (const s of sources) await s.close();
       await server.stop();
     },

@@ -60,8 +60,12 @@ Identity and names:
   --cert-lifetime DUR    lifetime of issued certificates, e.g. 90s, 15m, 1h (default 1h; renewed at half)
   --bundle-format FMT    auto | spiffe | trusted-ca (default auto: SPIFFE validator for Envoy >= 1.18)
 
+Commands:
+  sds-server status --admin ADDR [--json]   who holds what: one row per open stream (reads /clients)
+
 Operations:
-  --admin ADDR           serve /healthz, /ready, /status and /certificates on host:port (e.g. 127.0.0.1:15001)
+  --admin ADDR           serve /healthz, /ready, /status, /streams, /clients, /certificates and /metrics
+                         on host:port (e.g. 127.0.0.1:15001) or a Unix socket unix:/path (mode 0600)
   --log-format FMT       json | text (default json)
   --log-level LEVEL      debug | info | warn | error (default info)
   --poll-interval MS     re-read watched files every MS milliseconds as a safety net (default 10000, 0 = off)

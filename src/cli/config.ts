@@ -42,7 +42,8 @@ export interface ServerConfig {
    */
   expiryWarningMs: number;
   log: { format: LogFormat; level: LogLevel };
-  admin?: { host: string; port: number };
+  /** Admin listener: TCP `host:port`, or a Unix socket (`unix:/path`, mode 0600 by default). */
+  admin?: AdminAddress;
   certificates: CertificateConfig[];
   bundles: BundleConfig[];
   /** The CA that issues `identities` (the embedded CA by default). */
@@ -254,12 +255,26 @@ export function parseMode(value: Json, field: string, check: Checker): number | 
   return undefined;
 }
 
-/** Parses `host:port` for the admin listener. */
-export function parseAddress(value: string, field: string, check: Checker): { host: string; port: number } | undefined {
+/** Where the admin endpoint listens. */
+export type AdminAddress = { host: string; port: number } | { socketPath: string; mode: number };
+
+/**
+ * Parses the admin listener address: `host:port`, or `unix:/absolute/path` for a Unix socket
+ * (mode 0600: only the server's user may read /status, /clients and /metrics).
+ */
+export function parseAddress(value: string, field: string, check: Checker): AdminAddress | undefined {
+  if (value.startsWith('unix:')) {
+    const socketPath = value.slice('unix:'.length);
+    if (!socketPath.startsWith('/')) {
+      check.problem(field, `expected unix:/absolute/path, got ${describe(value)}`);
+      return undefined;
+    }
+    return { socketPath, mode: 0o600 };
+  }
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {
-    check.problem(field, `expected host:port such as 127.0.0.1:15001, got ${describe(value)}`);
+    check.problem(field, `expected host:port such as 127.0.0.1:15001 or unix:/run/sds/admin.sock, got ${describe(value)}`);
     return undefined;
   }
   return { host: match[1] ?? match[2] ?? '127.0.0.1', port };

@@ -7,9 +7,15 @@ import { startApp } from './app.js';
 import { doctorMain } from './doctor-command.js';
 import { checkMain } from './check-command.js';
 import { fetchMain } from './fetch-command.js';
+import { runStatusCommand } from './status-command.js';
 
 /** Subcommands; `sds-server` without one (or with options only) runs the server. */
-const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = { doctor: doctorMain, check: checkMain, fetch: fetchMain };
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  doctor: doctorMain,
+  check: checkMain,
+  fetch: fetchMain,
+  status: (argv) => runStatusCommand(argv, (s) => process.stdout.write(s), (s) => process.stderr.write(s)),
+};
 
 /** Runs a subcommand; command-line errors exit 2 (docs/errors.md). */
 async function subcommand(run: (argv: string[]) => Promise<number>, argv: string[]): Promise<number> {

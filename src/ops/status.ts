@@ -21,8 +21,17 @@ export interface StatusReport {
     name: string;
     kind: string;
     aliases: string[];
-    /** `expired`: the served certificate is past notAfter and no longer handed to new streams. */
-    state: SecretSourceStatus['state'] | 'expired';
+    /**
+     * `ok`; `pending` (nothing loaded yet); `error` (nothing to serve); `serving-last-good` (the last
+     * update was refused, see `refusedUpdate`, and the previous version is still served); `nacked`
+     * (the served version was refused by at least one Envoy, see `nacked`); `expired` (the served
+     * certificate is past notAfter and no longer handed to new streams).
+     */
+    state: SecretSourceStatus['state'] | 'expired' | 'serving-last-good' | 'nacked';
+    /** Why the last update was refused while the last good version is still served. */
+    refusedUpdate?: { code: string; message: string };
+    /** The served version was NACKed by an Envoy: how many times, and the last reason. */
+    nacked?: { version: string; count: number; reason: string; at: string };
     files: string[];
     version?: string;
     certificate?: { serialNumber: string; spiffeId?: string; dnsNames: string[]; notBefore: string; notAfter: string; expiresInSeconds: number };
@@ -80,11 +89,23 @@ export function buildStatus(deps: {
     const value = entry?.value;
     const expiry = value?.kind === 'tls-certificate' ? expiryState(value.leaf, now, expiryWarningMs) : 'valid';
     const expiryWarnings = value?.kind === 'tls-certificate' && expiry !== 'valid' ? [expiryProblem(value.leaf, expiry, now)] : [];
+    // NACKs of the version served now, under its name or an alias.
+    const nackedNow = [source.name, ...aliases]
+      .map((n) => deps.stats.bySecret.get(n)?.nacked)
+      .filter((n): n is NonNullable<SecretStreamStats['nacked']> => n !== undefined && entry !== undefined && n.version === entry.version);
+    const nacked = nackedNow.length
+      ? { version: nackedNow[0]!.version, count: nackedNow.reduce((c, n) => c + n.count, 0), ...[...nackedNow].sort((a, b) => (a.at < b.at ? 1 : -1)).map((n) => ({ reason: n.reason, at: n.at }))[0]! }
+      : undefined;
+    const servingLastGood = source.state === 'error' && entry !== undefined;
+    const state =
+      expiry === 'expired' ? ('expired' as const) : servingLastGood ? ('serving-last-good' as const) : nacked && source.state === 'ok' ? ('nacked' as const) : source.state;
     return {
       name: source.name,
       kind: source.kind,
       aliases,
-      state: expiry === 'expired' ? ('expired' as const) : source.state,
+      state,
+      ...(servingLastGood && source.lastError ? { refusedUpdate: { code: source.lastError.code, message: source.lastError.message } } : {}),
+      ...(nacked ? { nacked } : {}),
       files: source.files,
       ...(entry ? { version: entry.version } : {}),
       ...(value?.kind === 'tls-certificate'

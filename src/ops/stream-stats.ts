@@ -5,11 +5,16 @@ export interface SecretStreamStats {
   acks: number;
   nacks: number;
   lastNack?: { at: string; reason: string; node?: string };
+  /** NACKs of the version currently served under this name (the version Envoy refused), when any. */
+  nacked?: { version: string; count: number; reason: string; at: string };
 }
 
 /** Counts responses, ACKs and NACKs per requested secret name: the protocol side of /status. */
 export class StreamStats implements StreamHooks {
   readonly bySecret = new Map<string, SecretStreamStats>();
+
+  /** `versionOf(name)`: the version served under a requested name now (the one a NACK refused). */
+  constructor(private readonly versionOf: (name: string) => string | undefined = () => undefined) {}
 
   onResponse(info: { names: readonly string[] }): void {
     for (const name of info.names) this.stats(name).responses += 1;
@@ -23,7 +28,12 @@ export class StreamStats implements StreamHooks {
     for (const name of info.names) {
       const s = this.stats(name);
       s.nacks += 1;
-      s.lastNack = { at: new Date().toISOString(), reason: info.reason, ...(info.node ? { node: info.node.id } : {}) };
+      const at = new Date().toISOString();
+      s.lastNack = { at, reason: info.reason, ...(info.node ? { node: info.node.id } : {}) };
+      const version = this.versionOf(name);
+      if (version !== undefined) {
+        s.nacked = s.nacked?.version === version ? { ...s.nacked, count: s.nacked.count + 1, reason: info.reason, at } : { version, count: 1, reason: info.reason, at };
+      }
     }
   }
 

@@ -216,6 +216,12 @@ export class SecretStore implements SecretCatalog {
     return () => this.wildcardWatchers.delete(listener);
   }
 
+  /**
+   * Told of every change before any watcher (so a metric can time the fan-out from here); gets the
+   * names about to be notified. Must not throw or call back into the store.
+   */
+  readonly changeObservers = new Set<(names: ReadonlySet<string>) => void>();
+
   /** Number of per-name watchers (a leak check for tests and status). */
   get watcherCount(): number {
     let n = this.wildcardWatchers.size;
@@ -228,6 +234,7 @@ export class SecretStore implements SecretCatalog {
    * the name, no secret content) and every other listener still gets the push.
    */
   private notify(names: Set<string>): void {
+    for (const observe of this.changeObservers) observe(names);
     for (const name of names) {
       const set = this.watchers.get(name);
       // Copy: a listener may unsubscribe (stream ends) while we iterate.

@@ -46,6 +46,8 @@ export interface SdsServerOptions {
    * is closed at once.
    */
   attestation?: CallerAttestation;
+  /** Told of each attestation's outcome (metrics: `sds_attestation_total`). Must not throw. */
+  onAttestation?: (result: 'granted' | 'refused') => void;
 }
 
 /** Prefix of the peer tag (`call.getPeer()`) of an attested connection: `sds-conn:<id>`. */
@@ -73,6 +75,8 @@ export class SdsServer {
   private listener: net.Server | undefined;
   private guard: ConnectionGuard | undefined;
   private readonly callers = new Map<string, Promise<Caller>>();
+  /** Peer credentials (SO_PEERCRED) of each open attested connection, by tag: /clients shows them. */
+  private readonly peers = new Map<string, { pid: number; uid: number; gid: number }>();
   private nextConnectionId = 1;
 
   constructor(private readonly options: SdsServerOptions) {}
@@ -149,6 +153,11 @@ export class SdsServer {
     return this.callers.get(peer);
   }
 
+  /** The peer credentials of an open connection (by `call.getPeer()`), when attestation is on. */
+  peerCredentialsOf(peer: string): { pid: number; uid: number; gid: number } | undefined {
+    return this.peers.get(peer);
+  }
+
   /** Number of open connections with an attestation entry (for tests and `/status`). */
   get attestedConnections(): number {
     return this.callers.size;
@@ -174,10 +183,18 @@ export class SdsServer {
     // grpc-js reads socket.remoteAddress for call.getPeer(); without a remotePort it returns it as is.
     Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true, enumerable: true });
     this.callers.set(tag, caller);
-    socket.once('close', () => this.callers.delete(tag));
+    this.peers.set(tag, { pid: peer.pid, uid: peer.uid, gid: peer.gid });
+    socket.once('close', () => {
+      this.callers.delete(tag);
+      this.peers.delete(tag);
+    });
     caller.then(
-      (c) => log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors }),
-      (err: unknown) =>
+      (c) => {
+        this.options.onAttestation?.('granted');
+        log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors });
+      },
+      (err: unknown) => {
+        this.options.onAttestation?.('refused');
         log.warn('caller attestation failed', {
           connection: tag,
           pid: peer.pid,
@@ -185,7 +202,8 @@ export class SdsServer {
           gid: peer.gid,
           code: err instanceof SdsError ? err.code : ErrorCode.AttestationFailed,
           error: err instanceof Error ? err.message : String(err),
-        }),
+        });
+      },
     );
     return true;
   }

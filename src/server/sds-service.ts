@@ -55,6 +55,8 @@ export interface OpenStream {
   readonly kind: 'sotw' | 'delta';
   readonly openedAt: Date;
   node(): NodeInfo | undefined;
+  /** The connection it came on (`call.getPeer()`; `sds-conn:<id>` with attestation). */
+  peer(): string;
   /** What the client named and what it was sent on this stream, names only (for /streams). */
   record(): StreamRecord;
   /** Ends the stream with status OK (server shutdown). */
@@ -159,6 +161,8 @@ export class StreamRegistry {
   readonly open = new Map<number, OpenStream>();
   /** The last {@link RECENTLY_CLOSED_KEPT} streams that ended, oldest first (names only). */
   readonly recentlyClosed: ClosedStream[] = [];
+  /** Told of every stream that opens / ends (metrics, the info log); must not throw. */
+  readonly observers = new Set<{ opened?(stream: OpenStream): void; closed?(stream: ClosedStream): void }>();
 
   allocateId(): number {
     this.nextId += 1;
@@ -178,7 +182,7 @@ export class StreamRegistry {
   closed(stream: OpenStream): void {
     this.open.delete(stream.id);
     const node = stream.node()?.id;
-    this.recentlyClosed.push({
+    const closed: ClosedStream = {
       id: stream.id,
       api: stream.api,
       kind: stream.kind,
@@ -186,8 +190,10 @@ export class StreamRegistry {
       closedAt: new Date(),
       ...(node !== undefined ? { node } : {}),
       ...stream.record(),
-    });
+    };
+    this.recentlyClosed.push(closed);
     if (this.recentlyClosed.length > RECENTLY_CLOSED_KEPT) this.recentlyClosed.shift();
+    for (const o of this.observers) o.closed?.(closed);
   }
 }
 
@@ -232,6 +238,10 @@ class TransportStream<Req> implements StreamSink, OpenStream {
 
   node(): NodeInfo | undefined {
     return this.lastNode;
+  }
+
+  peer(): string {
+    return this.call.getPeer();
   }
 
   record(): StreamRecord {
@@ -411,6 +421,7 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
   ): void => {
     const stream = new TransportStream<Req>(deps.streams.allocateId(), api.label, kind, call, decode, requestNames, deps.streams);
     deps.streams.open.set(stream.id, stream);
+    for (const o of deps.streams.observers) o.opened?.(stream);
     if (deps.catalogFor) {
       const catalogFor = deps.catalogFor;
       const peer = call.getPeer();

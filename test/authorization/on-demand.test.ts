@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { createLogger } from '../../src/ops/logger.js';
 import { makeSharedDir } from '../helpers/peer-process.js';
 import { installClient, NOBODY_USER, ROOT_USER, runClient } from '../helpers/authz-clients.js';
@@ -54,6 +55,20 @@ onDemandLifetime: 3s
       expect(root.run.results[0]?.secrets?.[0]?.hasKey).toBe(true);
       const issued = app.status().secrets.find((s) => s.name === ROOT_ID);
       expect(issued).toMatchObject({ state: 'ok', kind: 'tls-certificate', files: ['embedded CA (on demand, key in memory)'], certificate: { spiffeId: ROOT_ID } });
+      // Who holds what (issue 12): /clients names the attested peer of root's held streams...
+      const held = app.clients().clients.filter((c) => c.peer?.uid === 0);
+      expect(held.length).toBeGreaterThanOrEqual(2);
+      expect(held[0]?.peer?.pid).toBeGreaterThan(1);
+      // ...and the metrics count the attestation and time the issuance (embedded backend).
+      const families = parsePrometheusTextFormat(await app.metrics.scrape());
+      const granted = families.find((f) => f.name === 'sds_attestation_total')?.metrics.find((m) => m.labels?.result === 'granted');
+      expect(Number(granted?.value)).toBeGreaterThanOrEqual(1);
+      // (Read from prom-client's registry: parse-prometheus-text-format 1.1.1 drops the labels of
+      // histogram series whose `le` is not the last label, as prom-client writes them.)
+      const issuance = (await app.metrics.registry.getSingleMetric('sds_issuance_duration_seconds')!.get()).values.find(
+        (v) => (v as { metricName?: string }).metricName === 'sds_issuance_duration_seconds_count' && v.labels.backend === 'embedded' && v.labels.result === 'ok',
+      );
+      expect(issuance?.value).toBeGreaterThanOrEqual(1);
       // Renewed like a configured identity (at half its 3 s lifetime), while its streams hold it.
       await waitFor("root's on-demand identity renewed", () => logs.filter((l) => l.msg === 'identity issued' && l.secret === ROOT_ID).length >= 2, 10_000);
       expect(app.status().secrets.find((s) => s.name === ROOT_ID)?.certificate?.serialNumber).not.toBe(issued?.certificate?.serialNumber);

@@ -127,6 +127,8 @@ export interface MeshOptions {
    * both leaves with this lifetime (keys in memory, renewed at half the lifetime).
    */
   embeddedCa?: { lifetimeSeconds: number };
+  /** Give sds-server an admin listener (loopback, a free port): /status, /clients, /metrics. */
+  admin?: boolean;
 }
 
 /** sds-server configuration with both identities issued by its embedded CA (root in memory). */
@@ -237,6 +239,7 @@ export class Mesh {
     if (this.sds) throw new Error('sds-server is already running');
     const log = createLogger({ level: 'info', write: (line) => this.sdsLog.push(line) });
     const config = this.opts.embeddedCa ? embeddedCaConfig(this.socketPath, this.opts.embeddedCa.lifetimeSeconds) : this.files.config(this.socketPath);
+    if (this.opts.admin) config.admin = { host: '127.0.0.1', port: 0 };
     this.sds = await startApp(config, log);
     return this.sds;
   }
