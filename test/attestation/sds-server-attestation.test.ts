@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,6 +14,19 @@ import { SdsTestClient } from '../helpers/sds-client.js';
 import { makeSharedDir, NOBODY, startPeer, type PeerProcess } from '../helpers/peer-process.js';
 
 const asRoot = process.getuid?.() === 0;
+
+/**
+ * The spoof of the security review: a user namespace with a mount namespace of its own, where the
+ * caller bind-mounts node over /usr/sbin/nologin and runs it from there (readlink /proc/<pid>/exe
+ * then says /usr/sbin/nologin). Run as nobody when we are root.
+ */
+const asUser = asRoot ? ['runuser', '-u', 'nobody', '--'] : [];
+const SPOOF_WRAP = [...asUser, 'unshare', '-Urm', 'sh', '-c', 'mount --bind "$0" /usr/sbin/nologin && exec /usr/sbin/nologin "$@"'];
+const probe = [...asUser, 'unshare', '-Urm', 'true'];
+const userns = spawnSync(probe[0]!, probe.slice(1), { encoding: 'utf8' });
+const usernsWorks = userns.status === 0;
+const runUserns = usernsWorks || process.env.CI === 'true';
+if (!runUserns) console.warn(`skipping the unshare -Urm test: unprivileged user namespaces do not work here (${userns.error?.message ?? userns.stderr.trim()})`);
 
 describe('SdsServer with caller attestation', () => {
   let dir: string;
@@ -88,6 +102,26 @@ describe('SdsServer with caller attestation', () => {
     expect(nobodyCaller.selectors).toEqual(expect.arrayContaining([`unix:uid:${NOBODY}`, 'unix:user:nobody', `unix:gid:${NOBODY}`, `unix:path:${exe}`]));
     expect(nobodyCaller.selectors).not.toContain('unix:uid:0');
     expect(nobodyCaller.selectors.filter((x) => x.startsWith('unix:uid:'))).toEqual([`unix:uid:${NOBODY}`]);
+  });
+
+  it.skipIf(!runUserns)('unix:path is not emitted for a real process in its own user + mount namespace (nobody, unshare -Urm, node bind-mounted over /usr/sbin/nologin); a normal process still gets it', async () => {
+    const s = await start(new CallerAttestation({ attestors: [new UnixWorkloadAttestor({ log: logs.logger })] }));
+    const uid = asRoot ? NOBODY : process.getuid!();
+    const spoofer = await startPeer(dir, s.socketPath, undefined, SPOOF_WRAP);
+    const plain = await startPeer(dir, s.socketPath, asRoot ? { uid: NOBODY, gid: NOBODY } : undefined);
+    peers.push(spoofer, plain);
+    // Inside its user namespace the spoofer is root; the kernel reports its real uid to the server.
+    expect(spoofer.info.uid).toBe(0);
+    const spoofed = (await s.callerOf(await tagOf(spoofer.info.pid))) as Caller;
+    // The spoof works: the kernel resolves the link in the caller's mount namespace.
+    await expect(fs.readlink(`/proc/${spoofer.info.pid}/exe`)).resolves.toBe('/usr/sbin/nologin');
+    expect(spoofed).toMatchObject({ pid: spoofer.info.pid, uid });
+    expect(spoofed.selectors).toContain(`unix:uid:${uid}`);
+    expect(spoofed.selectors.filter((x) => x.startsWith('unix:path:'))).toEqual([]);
+    expect(logs.records().find((r) => String(r.msg).startsWith('caller gets no unix:path selector') && r.pid === spoofer.info.pid)).toMatchObject({ level: 'debug', uid });
+
+    const normal = (await s.callerOf(await tagOf(plain.info.pid))) as Caller;
+    expect(normal.selectors).toContain(`unix:path:${await fs.realpath(process.execPath)}`);
   });
 
   it('a connection whose peer credentials cannot be read is closed at once and logged (fail closed; readPeer test double)', async () => {
