@@ -15,6 +15,7 @@ import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirector
 import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 import type { CallerAttestation, ConnectionAttestation } from '../attestation/caller-attestation.js';
 import type { Caller } from '../attestation/types.js';
+import { RateLimitedWarning } from './rate-limited-log.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -74,6 +75,10 @@ export class SdsServer {
   private guard: ConnectionGuard | undefined;
   private readonly callers = new Map<string, Promise<Caller>>();
   private nextConnectionId = 1;
+  /** Open connections per uid (attestation on), for `maxConnectionsPerUid`. */
+  private readonly openPerUid = new Map<number, number>();
+  private maxConnectionsPerUid = Infinity;
+  private overUidLimit: RateLimitedWarning | undefined;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -107,6 +112,8 @@ export class SdsServer {
 
     const { limits, note } = effectiveLimits(this.options.limits, openFileSoftLimit());
     if (note) log[note.level](note.msg, note.fields);
+    this.maxConnectionsPerUid = limits.maxConnectionsPerUid;
+    this.overUidLimit = new RateLimitedWarning(log, 'refusing connection: too many open connections from one uid (limit maxConnectionsPerUid)');
     const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
@@ -170,6 +177,20 @@ export class SdsServer {
       return false;
     }
     const { peer, caller } = started;
+    const open = this.openPerUid.get(peer.uid) ?? 0;
+    if (open >= this.maxConnectionsPerUid) {
+      socket.destroy();
+      this.overUidLimit?.warn({ uid: peer.uid, open, maxConnectionsPerUid: this.maxConnectionsPerUid });
+      // The attestation already started settles on its own; nothing waits on it.
+      caller.catch(() => {});
+      return false;
+    }
+    this.openPerUid.set(peer.uid, open + 1);
+    socket.once('close', () => {
+      const n = (this.openPerUid.get(peer.uid) ?? 1) - 1;
+      if (n > 0) this.openPerUid.set(peer.uid, n);
+      else this.openPerUid.delete(peer.uid);
+    });
     const tag = `${CONNECTION_TAG_PREFIX}${this.nextConnectionId++}`;
     // grpc-js reads socket.remoteAddress for call.getPeer(); without a remotePort it returns it as is.
     Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true, enumerable: true });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import type { Caller } from '../../src/attestation/types.js';
 import { ErrorCode, SdsError } from '../../src/ops/errors.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { SdsServer } from '../../src/server/sds-server.js';
+import type { TransportLimits } from '../../src/server/connection-guard.js';
 import { captureLogs, waitFor } from '../helpers/files.js';
 import { SdsTestClient } from '../helpers/sds-client.js';
 import { makeSharedDir, NOBODY, startPeer, type PeerProcess } from '../helpers/peer-process.js';
@@ -28,6 +29,34 @@ const usernsWorks = userns.status === 0;
 const runUserns = usernsWorks || process.env.CI === 'true';
 if (!runUserns) console.warn(`skipping the unshare -Urm test: unprivileged user namespaces do not work here (${userns.error?.message ?? userns.stderr.trim()})`);
 
+const PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
+
+/** A connection that has sent the HTTP/2 preface and received the server's first bytes (its SETTINGS). */
+function h2Connection(socketPath: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const conn = net.connect(socketPath);
+    conn.once('connect', () => conn.write(PREFACE));
+    conn.once('data', () => resolve(conn));
+    conn.once('error', reject);
+    conn.once('close', () => reject(new Error('closed before the server answered')));
+  });
+}
+
+/** One SDS v3 FetchSecrets call (empty request) over raw HTTP/2 on the socket argv[2]; prints what came back. */
+const GRPC_CALL_MJS = `import http2 from 'node:http2';
+import net from 'node:net';
+const session = http2.connect('http://localhost', { createConnection: () => net.connect(process.argv[2]) });
+session.on('error', (err) => { process.stderr.write(err.message + '\\n'); process.exit(3); });
+const req = session.request({ ':method': 'POST', ':path': '/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets', 'content-type': 'application/grpc', te: 'trailers' });
+const result = {};
+let bytes = 0;
+req.on('response', (h) => { result.status = h[':status']; result.contentType = h['content-type']; if (h['grpc-status'] !== undefined) { result.grpcStatus = h['grpc-status']; result.grpcMessage = h['grpc-message']; } });
+req.on('trailers', (t) => { result.grpcStatus = t['grpc-status']; result.grpcMessage = t['grpc-message']; });
+req.on('data', (d) => (bytes += d.length));
+req.on('end', () => { process.stdout.write(JSON.stringify({ ...result, bytes }) + '\\n'); session.close(); });
+req.end(Buffer.alloc(5));
+`;
+
 describe('SdsServer with caller attestation', () => {
   let dir: string;
   let server: SdsServer | undefined;
@@ -46,8 +75,8 @@ describe('SdsServer with caller attestation', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  const start = async (attestation: CallerAttestation): Promise<SdsServer> => {
-    server = new SdsServer({ socketPath: path.join(dir, 'sds.sock'), socketMode: 0o666, catalog: new SecretStore(), log: logs.logger, attestation });
+  const start = async (attestation: CallerAttestation, limits?: Partial<TransportLimits>): Promise<SdsServer> => {
+    server = new SdsServer({ socketPath: path.join(dir, 'sds.sock'), socketMode: 0o666, catalog: new SecretStore(), log: logs.logger, attestation, ...(limits ? { limits } : {}) });
     await server.start();
     return server;
   };
@@ -122,6 +151,46 @@ describe('SdsServer with caller attestation', () => {
 
     const normal = (await s.callerOf(await tagOf(plain.info.pid))) as Caller;
     expect(normal.selectors).toContain(`unix:path:${await fs.realpath(process.execPath)}`);
+  });
+
+  it.skipIf(!asRoot)('maxConnectionsPerUid 3: a 4th connection from the same uid is closed at once and logged with uid and count; another uid (nobody) is still served', async () => {
+    const s = await start(new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }), { maxConnectionsPerUid: 3 });
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const conn = await h2Connection(s.socketPath);
+        held.push(conn);
+        // The server's SETTINGS came back: the connection was admitted and handed to HTTP/2.
+        expect(conn.destroyed).toBe(false);
+      }
+      const fourth = net.connect(s.socketPath);
+      fourth.on('error', () => {});
+      let gotBytes = false;
+      fourth.on('data', () => (gotBytes = true));
+      fourth.once('connect', () => fourth.write(PREFACE));
+      await new Promise<void>((resolve) => fourth.once('close', () => resolve()));
+      expect(gotBytes).toBe(false);
+      expect(logs.records().find((r) => r.msg === 'refusing connection: too many open connections from one uid (limit maxConnectionsPerUid)')).toMatchObject({ level: 'warn', uid: 0, open: 3, maxConnectionsPerUid: 3 });
+
+      // nobody, from the shared temp folder, makes a real gRPC call (raw HTTP/2, built-ins only).
+      await fs.writeFile(path.join(dir, 'grpc-call.mjs'), GRPC_CALL_MJS, { mode: 0o644 });
+      const answer = await new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, [path.join(dir, 'grpc-call.mjs'), s.socketPath], { cwd: dir, uid: NOBODY, gid: NOBODY, stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.once('error', reject);
+        child.once('exit', () => resolve(out.trim()));
+      });
+      // The SDS service answered it (an empty store: UNAVAILABLE, SDS_ERR_SECRET_NOT_READY).
+      expect(JSON.parse(answer)).toEqual({ status: 200, contentType: 'application/grpc+proto', grpcStatus: '14', grpcMessage: 'SDS_ERR_SECRET_NOT_READY:%20no%20secret%20is%20available%20yet', bytes: 0 });
+
+      // A freed slot is given back to the uid.
+      held.pop()!.destroy();
+      await waitFor('slot freed', () => s.attestedConnections === 2);
+      held.push(await h2Connection(s.socketPath));
+    } finally {
+      for (const c of held) c.destroy();
+    }
   });
 
   it('a connection whose peer credentials cannot be read is closed at once and logged (fail closed; readPeer test double)', async () => {
