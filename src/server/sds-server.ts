@@ -79,6 +79,8 @@ export class SdsServer {
   private readonly openPerUid = new Map<number, number>();
   private maxConnectionsPerUid = Infinity;
   private overUidLimit: RateLimitedWarning | undefined;
+  /** `caller attested` at info, at most one line per 10 s (a flood would write one per connection). */
+  private attestedInfo: RateLimitedWarning | undefined;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -114,6 +116,7 @@ export class SdsServer {
     if (note) log[note.level](note.msg, note.fields);
     this.maxConnectionsPerUid = limits.maxConnectionsPerUid;
     this.overUidLimit = new RateLimitedWarning(log, 'refusing connection: too many open connections from one uid (limit maxConnectionsPerUid)');
+    this.attestedInfo = new RateLimitedWarning(log, 'caller attested', 10_000, undefined, 'info');
     const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
@@ -197,7 +200,12 @@ export class SdsServer {
     this.callers.set(tag, caller);
     socket.once('close', () => this.callers.delete(tag));
     caller.then(
-      (c) => log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors }),
+      (c) => {
+        // Every connection at debug; at info one line per window, with the count of the others.
+        const fields = { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors };
+        log.debug('connection attested', fields);
+        this.attestedInfo?.warn(fields);
+      },
       (err: unknown) =>
         log.warn('caller attestation failed', {
           connection: tag,

@@ -81,11 +81,11 @@ describe('SdsServer with caller attestation', () => {
     return server;
   };
 
-  /** The connection tag the server gave the connection of `pid`, from its "caller attested" log line. */
+  /** The connection tag the server gave the connection of `pid`, from its "connection attested" debug line. */
   const tagOf = async (pid: number): Promise<string> => {
     let tag: string | undefined;
     await waitFor(`attestation log of pid ${pid}`, () => {
-      tag = logs.records().find((r) => r.msg === 'caller attested' && r.pid === pid)?.connection as string | undefined;
+      tag = logs.records().find((r) => r.msg === 'connection attested' && r.pid === pid)?.connection as string | undefined;
       return tag !== undefined;
     });
     return tag!;
@@ -192,6 +192,26 @@ describe('SdsServer with caller attestation', () => {
       for (const c of held) c.destroy();
     }
   });
+
+  it('20 connections at once: each is logged at debug with its selectors, "caller attested" at info once, then once more accounting for the rest (1 + 1 + suppressed 18 = 20)', async () => {
+    const s = await start(new CallerAttestation({ attestors: [new UnixWorkloadAttestor()] }));
+    const held = await Promise.all(Array.from({ length: 20 }, () => h2Connection(s.socketPath)));
+    try {
+      const atLevel = (msg: string, level: string) => logs.records().filter((r) => r.msg === msg && r.level === level);
+      await waitFor('20 debug lines', () => atLevel('connection attested', 'debug').length === 20);
+      const detail = atLevel('connection attested', 'debug');
+      expect(new Set(detail.map((r) => r.connection)).size).toBe(20);
+      for (const r of detail) expect(r).toMatchObject({ pid: process.pid, uid: process.getuid!(), selectors: expect.arrayContaining([`unix:uid:${process.getuid!()}`]) });
+      expect(atLevel('caller attested', 'info')).toHaveLength(1);
+      // The window (10 s) ends: one more info line accounts for the rest.
+      await waitFor('the suppressed count', () => atLevel('caller attested', 'info').length === 2, 15_000);
+      const [first, second] = atLevel('caller attested', 'info');
+      expect(first).not.toHaveProperty('suppressed');
+      expect(second).toMatchObject({ pid: process.pid, suppressed: 18, suppressedWindowMs: 10_000 });
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  }, 20_000);
 
   it('a connection whose peer credentials cannot be read is closed at once and logged (fail closed; readPeer test double)', async () => {
     const s = await start(
