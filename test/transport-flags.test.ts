@@ -11,9 +11,10 @@ const run = (argv: string[]) => {
 describe('transport limit flags', () => {
   it('sets each limit from its flag and leaves the rest to the defaults', () => {
     expect(run([]).socket.limits).toBeUndefined();
-    expect(run(['--preface-timeout', '2500', '--max-connections', '100', '--max-streams-per-connection', '64', '--ping-interval', '0']).socket.limits).toEqual({
+    expect(run(['--preface-timeout', '2500', '--max-connections', '100', '--max-connections-per-uid', '10', '--max-streams-per-connection', '64', '--ping-interval', '0']).socket.limits).toEqual({
       prefaceTimeoutMs: 2500,
       maxConnections: 100,
+      maxConnectionsPerUid: 10,
       maxStreamsPerConnection: 64,
       pingIntervalMs: 0,
     });
@@ -24,6 +25,7 @@ describe('transport limit flags', () => {
     ['--preface-timeout', '5s'],
     ['--max-connections', '-1'],
     ['--max-connections', '1e3'],
+    ['--max-connections-per-uid', '0'],
     ['--max-streams-per-connection', '0'],
     ['--ping-interval', 'off'],
   ];

@@ -1,5 +1,6 @@
 import { CallerAttestation } from './caller-attestation.js';
 import { K8sWorkloadAttestor, type K8sAttestorOptions } from './k8s-attestor.js';
+import type { Logger } from '../ops/logger.js';
 import type { WorkloadAttestor } from './types.js';
 import { UnixWorkloadAttestor, type UnixAttestorOptions } from './unix-attestor.js';
 
@@ -14,6 +15,8 @@ export interface AttestationSettings {
   unix?: UnixAttestorOptions | false;
   k8s?: K8sAttestorOptions | false;
   procRoot?: string;
+  /** Handed to the unix attestor (debug lines) unless its own settings give one. */
+  log?: Logger;
 }
 
 /** Builds the CallerAttestation for {@link AttestationSettings} (unix, then k8s). */
@@ -21,7 +24,10 @@ export function createCallerAttestation(settings: AttestationSettings = {}): Cal
   const procRoot = settings.procRoot;
   const withRoot = <T extends { procRoot?: string }>(o: T): T => (procRoot !== undefined && o.procRoot === undefined ? { ...o, procRoot } : o);
   const attestors: WorkloadAttestor[] = [];
-  if (settings.unix !== false) attestors.push(new UnixWorkloadAttestor(withRoot(settings.unix ?? {})));
+  if (settings.unix !== false) {
+    const unix = withRoot(settings.unix ?? {});
+    attestors.push(new UnixWorkloadAttestor(settings.log && !unix.log ? { ...unix, log: settings.log } : unix));
+  }
   if (settings.k8s) attestors.push(new K8sWorkloadAttestor(withRoot(settings.k8s)));
   return new CallerAttestation({ attestors, ...(procRoot !== undefined ? { procRoot } : {}) });
 }

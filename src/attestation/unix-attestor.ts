@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, SdsError } from '../ops/errors.js';
+import type { Logger } from '../ops/logger.js';
 import { DEFAULT_PROC_ROOT, parseIdNames, parseStatus, readProcFileSync } from './proc.js';
 import type { PeerCredentials, WorkloadAttestor } from './types.js';
 
@@ -13,7 +14,16 @@ export interface UnixAttestorOptions {
   groupFile?: string;
   /** After how long the passwd/group files are read again, in ms (default 1000; see CachedIdNames). */
   namesTtlMs?: number;
+  /** Where a caller left without `unix:path` (other namespace) is noted, at debug. */
+  log?: Logger;
 }
+
+/**
+ * The namespaces a process's executable path is only meaningful in: `readlink /proc/<pid>/exe`
+ * resolves inside the caller's mount namespace, and a user namespace lets an unprivileged user make
+ * a mount namespace of its own (`unshare -Urm`) and bind-mount any program over any path.
+ */
+const PATH_NAMESPACES = ['mnt', 'user'] as const;
 
 /**
  * Unix workload attestor, after SPIRE's `pkg/agent/plugin/workloadattestor/unix`. Selectors:
@@ -23,8 +33,11 @@ export interface UnixAttestorOptions {
  * - for every supplementary group in `/proc/<pid>/status` `Groups:`: `unix:supplementary_gid:N`,
  *   `unix:group:NAME` (so an entry can name any group the process is in) and SPIRE's
  *   `unix:supplementary_group:NAME`;
- * - `unix:path:/abs/exe` from readlink `/proc/<pid>/exe`; omitted when unreadable (kernel threads,
- *   a process of another user without CAP_SYS_PTRACE) -- soft, as fewer selectors grant less.
+ * - `unix:path:/abs/exe` from readlink `/proc/<pid>/exe`, only for a caller in the server's own mount
+ *   AND user namespace (`/proc/<pid>/ns/{mnt,user}` read the same as `/proc/self/ns/...`): in another
+ *   one the path is the caller's to choose (bind mount in `unshare -Urm`). Omitted then, and when
+ *   unreadable (kernel threads, a process of another user without CAP_SYS_PTRACE) -- soft, as fewer
+ *   selectors grant less.
  *
  * Rejects with `SDS_ERR_ATTESTATION_FAILED` when `/proc/<pid>/status` cannot be read.
  */
@@ -33,9 +46,13 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   private readonly procRoot: string;
   private readonly passwd: CachedIdNames;
   private readonly group: CachedIdNames;
+  private readonly log: Logger | undefined;
+  /** This process's namespace links (they never change: Node cannot setns); undefined entry = unreadable. */
+  private ownNamespaces: (string | undefined)[] | undefined;
 
   constructor(options: UnixAttestorOptions = {}) {
     this.procRoot = options.procRoot ?? DEFAULT_PROC_ROOT;
+    this.log = options.log;
     const ttl = options.namesTtlMs ?? 1000;
     this.passwd = new CachedIdNames(options.passwdFile ?? '/etc/passwd', ttl);
     this.group = new CachedIdNames(options.groupFile ?? '/etc/group', ttl);
@@ -53,10 +70,15 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     }
     const status = parseStatus(statusText);
     let exe: string | undefined;
-    try {
-      exe = fs.readlinkSync(path.join(dir, 'exe'));
-    } catch {
-      exe = undefined;
+    const otherNamespace = this.otherNamespace(dir);
+    if (otherNamespace === undefined) {
+      try {
+        exe = fs.readlinkSync(path.join(dir, 'exe'));
+      } catch {
+        exe = undefined;
+      }
+    } else {
+      this.log?.debug('caller gets no unix:path selector: not in the server\'s mount and user namespace', { pid: peer.pid, uid: peer.uid, namespace: otherNamespace });
     }
     const users = await this.passwd.get();
     const groups = await this.group.get();
@@ -74,6 +96,29 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
     // A deleted executable reads as "/path (deleted)": still the path it ran from.
     if (exe !== undefined && path.isAbsolute(exe)) selectors.push(`unix:path:${exe}`);
     return [...new Set(selectors)];
+  }
+
+  /**
+   * Which of {@link PATH_NAMESPACES} the process at `dir` does not share with this process
+   * (`mnt`/`user`), as `mnt:[4026532178]`-style text; undefined when it shares both. A link that
+   * cannot be read on either side counts as different (fail closed: no path).
+   */
+  private otherNamespace(dir: string): string | undefined {
+    this.ownNamespaces ??= PATH_NAMESPACES.map((ns) => readLink(path.join(this.procRoot, 'self', 'ns', ns)));
+    for (const [i, ns] of PATH_NAMESPACES.entries()) {
+      const own = this.ownNamespaces[i];
+      const theirs = readLink(path.join(dir, 'ns', ns));
+      if (own === undefined || theirs === undefined || own !== theirs) return `${ns}: ${theirs ?? 'unreadable'} (server ${own ?? 'unreadable'})`;
+    }
+    return undefined;
+  }
+}
+
+function readLink(file: string): string | undefined {
+  try {
+    return fs.readlinkSync(file);
+  } catch {
+    return undefined;
   }
 }
 

@@ -68,7 +68,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
-    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config) } : {}),
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config, log) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
@@ -255,9 +255,10 @@ class LateIssuer implements IdentityIssuer {
 }
 
 /** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
-function callerAttestation(config: ServerConfig): CallerAttestation {
+function callerAttestation(config: ServerConfig, log: Logger): CallerAttestation {
   const k = config.authorization.kubernetes;
   return createCallerAttestation({
+    log,
     ...(k
       ? {
           k8s: {

@@ -47,6 +47,9 @@ Socket:
 Transport limits (each logs, rate-limited, when it acts):
   --preface-timeout MS   close a connection that sends no HTTP/2 preface within MS (default 5000)
   --max-connections N    connections open at once; the excess is closed at accept (default 8192)
+  --max-connections-per-uid N
+                         connections open at once from one uid, while attestation is on; the excess
+                         is closed at accept (default 1024)
   --max-streams-per-connection N
                          concurrent streams per connection; HTTP/2 refuses the excess (default 1024)
   --ping-interval MS     PING every connection every MS and close it when no answer comes within
@@ -94,6 +97,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         'allow-shared-socket-dir': { type: 'boolean' },
         'preface-timeout': { type: 'string' },
         'max-connections': { type: 'string' },
+        'max-connections-per-uid': { type: 'string' },
         'max-streams-per-connection': { type: 'string' },
         'ping-interval': { type: 'string' },
         'spiffe-id': { type: 'string' },
@@ -155,6 +159,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   const limits: Array<[string | undefined, string, keyof TransportLimits, number]> = [
     [v['preface-timeout'], '--preface-timeout', 'prefaceTimeoutMs', 1],
     [v['max-connections'], '--max-connections', 'maxConnections', 1],
+    [v['max-connections-per-uid'], '--max-connections-per-uid', 'maxConnectionsPerUid', 1],
     [v['max-streams-per-connection'], '--max-streams-per-connection', 'maxStreamsPerConnection', 1],
     [v['ping-interval'], '--ping-interval', 'pingIntervalMs', 0],
   ];

@@ -18,6 +18,12 @@ export interface TransportLimits {
   /** Connections open at once (before and after the preface); the excess is closed at accept. Default 8192. */
   maxConnections: number;
   /**
+   * Connections open at once from one uid (`SO_PEERCRED`), so one local user cannot hold every
+   * connection; the excess is closed at accept. Only acts while attestation is on (it is what reads
+   * the uid). Default 1024.
+   */
+  maxConnectionsPerUid: number;
+  /**
    * Concurrent streams per connection, announced as SETTINGS_MAX_CONCURRENT_STREAMS; HTTP/2 refuses
    * the excess with REFUSED_STREAM. Envoy opens one stream per secret. Default 1024.
    */
@@ -36,6 +42,7 @@ export interface TransportLimits {
 export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = {
   prefaceTimeoutMs: 5000,
   maxConnections: 8192,
+  maxConnectionsPerUid: 1024,
   maxStreamsPerConnection: 1024,
   pingIntervalMs: 10_000,
   pingTimeoutMs: 5000,

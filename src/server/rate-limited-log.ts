@@ -5,6 +5,7 @@ import type { LogFields, Logger } from '../ops/logger.js';
  * logged at most once per `intervalMs`. What falls inside a window is counted, not written: the
  * count goes out as `suppressed` on the next line, which is written when the window ends (or by
  * the next call after it), so a burst of 2,000 gives two lines that together account for all.
+ * `level` is `warn` unless given (`info` for a routine line a flood could repeat, e.g. `caller attested`).
  */
 export class RateLimitedWarning {
   private lastAt = -Infinity;
@@ -19,6 +20,7 @@ export class RateLimitedWarning {
     private readonly msg: string,
     private readonly intervalMs = 10_000,
     private readonly now: () => number = () => performance.now(),
+    private readonly level: 'info' | 'warn' = 'warn',
   ) {}
 
   warn(fields: LogFields = {}): void {
@@ -48,6 +50,6 @@ export class RateLimitedWarning {
     const suppressed = this.suppressed - (onlySuppressed ? 1 : 0);
     this.suppressed = 0;
     // When flushing, the last suppressed call is the one written: the rest are counted.
-    this.log.warn(this.msg, suppressed > 0 ? { ...fields, suppressed, suppressedWindowMs: this.intervalMs } : fields);
+    this.log[this.level](this.msg, suppressed > 0 ? { ...fields, suppressed, suppressedWindowMs: this.intervalMs } : fields);
   }
 }

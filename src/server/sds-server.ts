@@ -15,6 +15,7 @@ import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirector
 import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 import type { CallerAttestation, ConnectionAttestation } from '../attestation/caller-attestation.js';
 import type { Caller } from '../attestation/types.js';
+import { RateLimitedWarning } from './rate-limited-log.js';
 
 export interface SdsServerOptions {
   socketPath: string;
@@ -78,6 +79,12 @@ export class SdsServer {
   /** Peer credentials (SO_PEERCRED) of each open attested connection, by tag: /clients shows them. */
   private readonly peers = new Map<string, { pid: number; uid: number; gid: number }>();
   private nextConnectionId = 1;
+  /** Open connections per uid (attestation on), for `maxConnectionsPerUid`. */
+  private readonly openPerUid = new Map<number, number>();
+  private maxConnectionsPerUid = Infinity;
+  private overUidLimit: RateLimitedWarning | undefined;
+  /** `caller attested` at info, at most one line per 10 s (a flood would write one per connection). */
+  private attestedInfo: RateLimitedWarning | undefined;
 
   constructor(private readonly options: SdsServerOptions) {}
 
@@ -111,6 +118,9 @@ export class SdsServer {
 
     const { limits, note } = effectiveLimits(this.options.limits, openFileSoftLimit());
     if (note) log[note.level](note.msg, note.fields);
+    this.maxConnectionsPerUid = limits.maxConnectionsPerUid;
+    this.overUidLimit = new RateLimitedWarning(log, 'refusing connection: too many open connections from one uid (limit maxConnectionsPerUid)');
+    this.attestedInfo = new RateLimitedWarning(log, 'caller attested', 10_000, undefined, 'info');
     const server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, 'grpc.max_concurrent_streams': limits.maxStreamsPerConnection });
     const nonces = new NonceSource();
     for (const api of this.options.apis ?? [V3, V2]) {
@@ -179,6 +189,15 @@ export class SdsServer {
       return false;
     }
     const { peer, caller } = started;
+    const open = this.openPerUid.get(peer.uid) ?? 0;
+    if (open >= this.maxConnectionsPerUid) {
+      socket.destroy();
+      this.overUidLimit?.warn({ uid: peer.uid, open, maxConnectionsPerUid: this.maxConnectionsPerUid });
+      // The attestation already started settles on its own; nothing waits on it.
+      caller.catch(() => {});
+      return false;
+    }
+    this.openPerUid.set(peer.uid, open + 1);
     const tag = `${CONNECTION_TAG_PREFIX}${this.nextConnectionId++}`;
     // grpc-js reads socket.remoteAddress for call.getPeer(); without a remotePort it returns it as is.
     Object.defineProperty(socket, 'remoteAddress', { value: tag, configurable: true, enumerable: true });
@@ -187,11 +206,17 @@ export class SdsServer {
     socket.once('close', () => {
       this.callers.delete(tag);
       this.peers.delete(tag);
+      const n = (this.openPerUid.get(peer.uid) ?? 1) - 1;
+      if (n > 0) this.openPerUid.set(peer.uid, n);
+      else this.openPerUid.delete(peer.uid);
     });
     caller.then(
       (c) => {
         this.options.onAttestation?.('granted');
-        log.info('caller attested', { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors });
+        // Every connection at debug; at info one line per window, with the count of the others.
+        const fields = { connection: tag, pid: c.pid, uid: c.uid, gid: c.gid, selectors: c.selectors };
+        log.debug('connection attested', fields);
+        this.attestedInfo?.warn(fields);
       },
       (err: unknown) => {
         this.options.onAttestation?.('refused');

@@ -69,7 +69,10 @@ describe('UnixWorkloadAttestor on an injected /proc root', () => {
   let root: string;
   beforeEach(async () => {
     root = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-unix-attestor-'));
-    await fs.mkdir(path.join(root, 'proc', '4242'), { recursive: true });
+    await fs.mkdir(path.join(root, 'proc', '4242', 'ns'), { recursive: true });
+    await fs.mkdir(path.join(root, 'proc', 'self', 'ns'), { recursive: true });
+    await fs.symlink('mnt:[4026531832]', path.join(root, 'proc', 'self', 'ns', 'mnt'));
+    await fs.symlink('user:[4026531837]', path.join(root, 'proc', 'self', 'ns', 'user'));
     await fs.writeFile(path.join(root, 'passwd'), 'root:x:0:0:root:/root:/bin/bash\nfront:x:1001:1001::/home/front:/bin/sh\n');
     await fs.writeFile(path.join(root, 'group'), 'root:x:0:\nfront:x:1001:\nenvoy:x:2000:front\nshared:x:3000:front\n');
   });
@@ -78,12 +81,14 @@ describe('UnixWorkloadAttestor on an injected /proc root', () => {
   const attestor = () => new UnixWorkloadAttestor({ procRoot: path.join(root, 'proc'), passwdFile: path.join(root, 'passwd'), groupFile: path.join(root, 'group') });
   const status = (groups: string) => `Name:\tenvoy\nUid:\t1001\t1001\t1001\t1001\nGid:\t1001\t1001\t1001\t1001\nGroups:\t${groups}\n`;
 
-  const rows: { name: string; peer: PeerCredentials; groups: string; exe?: string; want: string[] }[] = [
+  const serverNs = { mnt: 'mnt:[4026531832]', user: 'user:[4026531837]' };
+  const rows: { name: string; peer: PeerCredentials; groups: string; exe?: string; ns?: { mnt?: string; user?: string }; want: string[] }[] = [
     {
       name: 'named user and group, supplementary groups named and numbered, path',
       peer: { pid: 4242, uid: 1001, gid: 1001 },
       groups: '1001 2000 3000 4000',
       exe: '/usr/local/bin/envoy',
+      ns: serverNs,
       want: [
         'unix:uid:1001', 'unix:user:front', 'unix:gid:1001', 'unix:group:front',
         'unix:supplementary_gid:1001', 'unix:supplementary_group:front',
@@ -97,13 +102,39 @@ describe('UnixWorkloadAttestor on an injected /proc root', () => {
       name: 'ids without names, no supplementary groups, unreadable exe: numbers only, no path',
       peer: { pid: 4242, uid: 5555, gid: 6666 },
       groups: '',
+      ns: serverNs,
       want: ['unix:uid:5555', 'unix:gid:6666'],
+    },
+    {
+      name: 'another mount namespace (same user namespace): no path',
+      peer: { pid: 4242, uid: 1001, gid: 1001 },
+      groups: '',
+      exe: '/usr/local/bin/envoy',
+      ns: { mnt: 'mnt:[4026532178]', user: serverNs.user },
+      want: ['unix:uid:1001', 'unix:user:front', 'unix:gid:1001', 'unix:group:front'],
+    },
+    {
+      name: 'another user namespace (same mount namespace): no path',
+      peer: { pid: 4242, uid: 1001, gid: 1001 },
+      groups: '',
+      exe: '/usr/local/bin/envoy',
+      ns: { mnt: serverNs.mnt, user: 'user:[4026532177]' },
+      want: ['unix:uid:1001', 'unix:user:front', 'unix:gid:1001', 'unix:group:front'],
+    },
+    {
+      name: 'namespace links unreadable: no path (fail closed)',
+      peer: { pid: 4242, uid: 1001, gid: 1001 },
+      groups: '',
+      exe: '/usr/local/bin/envoy',
+      want: ['unix:uid:1001', 'unix:user:front', 'unix:gid:1001', 'unix:group:front'],
     },
   ];
 
-  it.each(rows)('$name', async ({ peer, groups, exe, want }) => {
+  it.each(rows)('$name', async ({ peer, groups, exe, ns, want }) => {
     await fs.writeFile(path.join(root, 'proc', '4242', 'status'), status(groups));
     if (exe) await fs.symlink(exe, path.join(root, 'proc', '4242', 'exe'));
+    if (ns?.mnt) await fs.symlink(ns.mnt, path.join(root, 'proc', '4242', 'ns', 'mnt'));
+    if (ns?.user) await fs.symlink(ns.user, path.join(root, 'proc', '4242', 'ns', 'user'));
     expect(await attestor().attest(peer)).toEqual(want);
   });
 

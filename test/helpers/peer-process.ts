@@ -39,9 +39,14 @@ export interface PeerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `peer-client.mjs` from `dir` (see {@link makeSharedDir}), as `user` if given. */
-export async function startPeer(dir: string, socketPath: string, user?: { uid: number; gid: number }): Promise<PeerProcess> {
-  const child = spawn(process.execPath, [path.join(dir, 'peer-client.mjs'), socketPath], {
+/**
+ * Starts `peer-client.mjs` from `dir` (see {@link makeSharedDir}), as `user` if given. `wrap` is a
+ * command line that runs the rest (`node peer-client.mjs <socket>` is appended to it), e.g.
+ * `['unshare', '-Urm', 'sh', '-c', '...']`.
+ */
+export async function startPeer(dir: string, socketPath: string, user?: { uid: number; gid: number }, wrap: string[] = []): Promise<PeerProcess> {
+  const argv = [...wrap, process.execPath, path.join(dir, 'peer-client.mjs'), socketPath];
+  const child = spawn(argv[0]!, argv.slice(1), {
     cwd: dir,
     stdio: ['pipe', 'pipe', 'pipe'],
     ...(user ?? {}),
