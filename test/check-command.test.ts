@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { runCheck } from '../src/cli/check-command.js';
+import { checkMain, runCheck } from '../src/cli/check-command.js';
 import { createRootCa, issueLeaf } from '../src/x509/issue.js';
 
 const FRONT = 'spiffe://example.org/front';
@@ -54,5 +54,16 @@ describe('runCheck', () => {
     const r = await runCheck(['--config', f(config)]);
     expect(r.problems.map((p) => p.code)).toEqual(codes);
     expect(r.ok).toBe(ok);
+  });
+});
+
+describe('checkMain', () => {
+  it('--help prints the usage (exit 0); no arguments is a usage error (exit 2), never a clean bill', async () => {
+    for (const [argv, code] of [[['--help'], 0], [[], 2]] as const) {
+      let out = '';
+      expect(await checkMain([...argv], (s) => (out += s))).toBe(code);
+      expect(out).toContain('Usage: sds-server check --config FILE');
+      expect(out).not.toContain('OK');
+    }
   });
 });

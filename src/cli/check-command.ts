@@ -14,6 +14,12 @@ import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in
 import type { TlsCertificateValue } from '../secrets/secret.js';
 import { parseCommandLine } from './args.js';
 
+const CHECK_USAGE = `Usage: sds-server check --config FILE
+       sds-server check --cert FILE --key FILE [--ca FILE]
+Validates the configuration and every file it names (chains, keys, bundles, a leaf against its
+bundle, CA files) without starting anything. Exit 0 when all is well, 2 otherwise.
+`;
+
 export interface CheckResult {
   ok: boolean;
   /** One line per thing checked that passed. */
@@ -115,6 +121,11 @@ export function formatCheck(r: CheckResult): string {
 
 /** The `check` subcommand: exit 0 when the configuration would start cleanly, else 2. */
 export async function checkMain(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  // Nothing to check, or a request for help: say how to use it (help is not a clean bill).
+  if (argv.length === 0 || argv.includes('--help') || argv.includes('-h')) {
+    out(CHECK_USAGE);
+    return argv.length === 0 ? 2 : 0;
+  }
   const r = await runCheck(argv);
   out(formatCheck(r));
   return r.ok ? 0 : 2;

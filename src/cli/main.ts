@@ -38,6 +38,7 @@ const EXIT_2_AT_START = new Set<string>([
   ErrorCode.SocketPathTooLong,
   ErrorCode.SocketPathUnsupported,
   ErrorCode.SocketDirUnsafe,
+  ErrorCode.CaDataDir,
 ]);
 
 /** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */

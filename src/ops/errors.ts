@@ -23,6 +23,7 @@ export const ErrorCode = {
   BundleEmpty: 'SDS_ERR_BUNDLE_EMPTY',
   // Certificate authorities.
   CaUnavailable: 'SDS_ERR_CA_UNAVAILABLE',
+  CaDataDir: 'SDS_ERR_CA_DATA_DIR',
   ChainUntrusted: 'SDS_ERR_CHAIN_UNTRUSTED',
   SanMissing: 'SDS_ERR_SAN_MISSING',
   // Configuration and command line.

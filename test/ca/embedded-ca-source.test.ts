@@ -44,6 +44,22 @@ describe('embedded CA', () => {
     expect(new X509Certificate(first.rootPem).subjectAltName).toContain('spiffe://example.org');
   });
 
+  it('a data dir it cannot write, or one holding another trust domain\'s root: SDS_ERR_CA_DATA_DIR naming the directory (and both trust domains)', async () => {
+    // A file where the directory should be: nothing can be created under it (a user whose home is
+    // /nonexistent sees the same kind of failure).
+    const blocked = path.join(dir, 'file');
+    await fs.writeFile(blocked, '');
+    const unwritable = EmbeddedCa.open({ trustDomain: TD, dataDir: path.join(blocked, 'ca'), log: silentLogger });
+    await expect(unwritable).rejects.toMatchObject({ code: 'SDS_ERR_CA_DATA_DIR' });
+    await expect(unwritable).rejects.toThrow(`cannot keep the embedded CA root in ${path.join(blocked, 'ca')}`);
+
+    const dataDir = path.join(dir, 'data');
+    await EmbeddedCa.open({ trustDomain: TD, dataDir, log: silentLogger });
+    const other = EmbeddedCa.open({ trustDomain: 'other.test', dataDir, log: silentLogger });
+    await expect(other).rejects.toMatchObject({ code: 'SDS_ERR_CA_DATA_DIR' });
+    await expect(other).rejects.toThrow(`the CA root kept in ${dataDir} is for spiffe://example.org, not spiffe://other.test`);
+  });
+
   it('signs with an operator-provided CA certificate and key', async () => {
     const ca = await createRootCa({ trustDomain: TD });
     await fs.writeFile(path.join(dir, 'ca.crt'), ca.certPem);

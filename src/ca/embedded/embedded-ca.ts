@@ -1,7 +1,10 @@
 import { readSecretFileOrThrow } from '../../sources/read-secret-file.js';
 import fs from 'node:fs/promises';
+import * as x509 from '@peculiar/x509';
+import { trustDomainId } from '../../x509/spiffe.js';
 import path from 'node:path';
 import type { Logger } from '../../ops/logger.js';
+import { ErrorCode, SdsError } from '../../ops/errors.js';
 import { createRootCa, loadAuthority, signLeaf, type CertificateAuthority, type KeyType } from '../../x509/issue.js';
 import { readCsr } from '../../x509/csr.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
@@ -81,17 +84,36 @@ async function loadOrCreate(opts: EmbeddedCaOptions): Promise<CertificateAuthori
   if (opts.dataDir) {
     const certPath = path.join(opts.dataDir, CERT_FILE);
     const keyPath = path.join(opts.dataDir, KEY_FILE);
-    const existing = await readPair(certPath, keyPath);
+    const existing = await inDataDir(opts.dataDir, () => readPair(certPath, keyPath));
     if (existing) {
       const authority = await loadAuthority(existing.cert, existing.key);
+      // A root kept for one trust domain must not sign another's identities: its bundle would name
+      // the wrong trust domain and every peer validating by trust domain would refuse it.
+      const kept = authority.cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.items.find((n) => n.type === 'url')?.value;
+      if (kept !== undefined && kept !== trustDomainId(opts.trustDomain)) {
+        throw new SdsError(ErrorCode.CaDataDir, `the CA root kept in ${opts.dataDir} is for ${kept}, not ${trustDomainId(opts.trustDomain)}; give each trust domain its own --data-dir`);
+      }
       opts.log.info('embedded CA loaded', { dataDir: opts.dataDir, serial: authority.serialNumber, notAfter: authority.cert.notAfter.toISOString() });
       return authority;
     }
   }
   const authority = await createRootCa({ commonName: rootName(opts.trustDomain), trustDomain: opts.trustDomain, keyType: opts.keyType ?? 'ec-p256' });
-  if (opts.dataDir) await persist(opts.dataDir, authority);
+  if (opts.dataDir) {
+    const dir = opts.dataDir;
+    await inDataDir(dir, () => persist(dir, authority));
+  }
   opts.log.info('embedded CA created', { trustDomain: opts.trustDomain, serial: authority.serialNumber, ...(opts.dataDir ? { dataDir: opts.dataDir } : { persisted: false }) });
   return authority;
+}
+
+/** Runs a file operation in the CA's data directory; a failure names the directory and the way out. */
+async function inDataDir<T>(dir: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof SdsError) throw err;
+    throw new SdsError(ErrorCode.CaDataDir, `cannot keep the embedded CA root in ${dir}: ${(err as Error).message}; give a writable directory with --data-dir (or ca.embedded.dataDir)`);
+  }
 }
 
 async function readPair(certPath: string, keyPath: string): Promise<{ cert: string; key: string } | undefined> {
