@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 /**
  * The operator commands end to end against a real sds-server (real files, real admin HTTP, real
  * Unix socket): GET /certificates (public material only), and the real `sds-server` program's
@@ -119,6 +121,27 @@ describe('operator commands against a real sds-server', () => {
 
   it('doctor with bad arguments exits 2', async () => {
     expect((await run(['doctor', '--client', CLIENT])).code).toBe(2);
+  });
+
+  it('doctor and status agree on admin addresses: a refused port names ECONNREFUSED, another program\'s JSON is named as such, a malformed address is a usage error', async () => {
+    const other = http.createServer((_req, res) => res.end('{}'));
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const port = (other.address() as AddressInfo).port;
+    try {
+      const wrong = await run(['doctor', '--admin', `http://127.0.0.1:${port}/`]);
+      expect(wrong.code).toBe(2);
+      expect(wrong.stderr).toContain('is not an sds-server /certificates report');
+      expect(wrong.stderr).not.toContain('TypeError');
+    } finally {
+      other.close();
+    }
+    const refused = await run(['doctor', '--admin', `127.0.0.1:${port}`]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('ECONNREFUSED');
+    const status = await run(['status', '--admin', `http://127.0.0.1:${port}`]);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain('ECONNREFUSED');
+    expect((await run(['status', '--admin', 'garbage'])).code).toBe(2);
   });
 
   it('check --config: exit 0 for good files, 2 naming the file for a broken one', async () => {

@@ -3,8 +3,8 @@
  * Envoy's /certs and /stats) and explains what would make TLS fail, in plain words. Exit 0 when
  * nothing is wrong, 1 when a problem is found, 2 for a command-line error.
  */
-import http from 'node:http';
 import { parseArgs } from 'node:util';
+import { readAdmin } from './status-command.js';
 import { ErrorCode, SdsError } from '../ops/errors.js';
 import type { CertificatesView } from '../ops/certificates-view.js';
 import {
@@ -90,22 +90,14 @@ export function baseUrl(address: string): string {
 
 /** GET `base` + `pathname`; `base` may be `unix:/path/to/admin.sock` (an admin on a Unix socket). */
 async function getText(base: string, pathname: string, timeoutMs: number): Promise<string> {
-  if (!base.startsWith('unix:')) {
+  if (base.startsWith('https://')) {
     const res = await fetch(`${base}${pathname}`, { signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) throw new Error(`GET ${base}${pathname}: HTTP ${res.status}`);
     return res.text();
   }
-  return new Promise((resolve, reject) => {
-    const req = http.get({ socketPath: base.slice('unix:'.length), path: pathname, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('error', reject);
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${base} ${pathname}: HTTP ${res.statusCode ?? 0}`))));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${base} ${pathname} timed out`)));
-    req.on('error', reject);
-  });
+  // The same reader as `sds-server status`: its errors name the address and the cause
+  // (ECONNREFUSED, a timeout), where fetch says only "fetch failed".
+  return readAdmin(base, pathname, timeoutMs);
 }
 
 /** Runs every check the options ask for. `now` is this machine's clock. */
@@ -116,7 +108,12 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
   if (o.admin !== undefined) {
     const url = `${baseUrl(o.admin)}/certificates`;
     try {
-      view = JSON.parse(await getText(baseUrl(o.admin), '/certificates', timeoutMs)) as CertificatesView;
+      const parsed = JSON.parse(await getText(baseUrl(o.admin), '/certificates', timeoutMs)) as Partial<CertificatesView> | null;
+      // Another program on that address (or an older sds-server) answers something else.
+      if (typeof parsed?.now !== 'string' || !Array.isArray(parsed.certificates) || !Array.isArray(parsed.bundles)) {
+        throw new Error('the answer is not an sds-server /certificates report (is this the sds-server admin address?)');
+      }
+      view = parsed as CertificatesView;
     } catch (err) {
       throw new SdsError(ErrorCode.ConfigInvalid, `doctor: cannot read ${url}: ${(err as Error).message}`);
     }

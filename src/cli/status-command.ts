@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
+import { ErrorCode, SdsError } from '../ops/errors.js';
 import type { ClientEntry, ClientsReport } from '../ops/clients.js';
 
 export const STATUS_USAGE = `Usage: sds-server status --admin ADDR [--json]
@@ -8,24 +9,30 @@ Who holds what: reads GET /clients from a running server's admin endpoint and pr
 open SDS stream: peer, node id and cluster, Envoy version, API and kind, names, version sent and
 ACKed, last NACK, connected since.
 
-  --admin ADDR   the server's admin listener: host:port or unix:/path
+  --admin ADDR   the server's admin listener: host:port, http://host:port or unix:/path
   --json         print the /clients JSON instead of a table
 
 Exit status: 0 printed; 1 the admin endpoint could not be read; 2 usage error.
 `;
 
 /**
+ * Where an admin address points: `host:port`, `http://host:port[/]` or `unix:/path`. Throws an
+ * `SdsError` (SDS_ERR_CONFIG_INVALID: a usage error, exit 2) for anything else.
+ */
+export function adminTarget(address: string): { socketPath: string } | { host: string; port: number } {
+  if (address.startsWith('unix:')) return { socketPath: address.slice('unix:'.length) };
+  const plain = address.replace(/^http:\/\//, '').replace(/\/+$/, '');
+  const m = /^(?:\[([^\]]+)\]|([^:/]+)):(\d{1,5})$/.exec(plain);
+  if (!m) throw new SdsError(ErrorCode.ConfigInvalid, `--admin: expected host:port, http://host:port or unix:/path, got ${JSON.stringify(address.slice(0, 100))}`);
+  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
+}
+
+/**
  * Reads one admin path (`/clients`, `/status`, ...) from `host:port` or `unix:/path`.
  * Rejects with an Error naming the address when it cannot connect or gets a non-200 answer.
  */
 export function readAdmin(address: string, path: string, timeoutMs = 5000): Promise<string> {
-  const target = address.startsWith('unix:')
-    ? { socketPath: address.slice('unix:'.length) }
-    : (() => {
-        const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(address);
-        if (!m) throw new Error(`--admin: expected host:port or unix:/path, got ${JSON.stringify(address.slice(0, 100))}`);
-        return { host: m[1] ?? m[2], port: Number(m[3]) };
-      })();
+  const target = adminTarget(address);
   return new Promise((resolve, reject) => {
     const req = http.get({ ...target, path, timeout: timeoutMs }, (res) => {
       let body = '';
@@ -79,6 +86,12 @@ export async function runStatusCommand(argv: string[], out: (s: string) => void,
   }
   if (!values.admin) {
     err(`sds-server status: --admin is required\n\n${STATUS_USAGE}`);
+    return 2;
+  }
+  try {
+    adminTarget(values.admin);
+  } catch (e) {
+    err(`sds-server status: ${(e as Error).message}\n\n${STATUS_USAGE}`);
     return 2;
   }
   try {
