@@ -166,6 +166,37 @@ describe('checkEnvoy: ssl counters and /certs', () => {
   });
 });
 
+describe("checkEnvoy: Envoy's trust bundle (/certs ca_cert) against the roots we serve", () => {
+  // Envoy 1.40 shows a SPIFFE validator's CA with path "<trust domain>: <source>" (test/envoy/mtls.test.ts).
+  const caCert = (c: () => CertificateAuthority, o: { path?: string; uri?: string } = {}) => () => ({
+    serial_number: summarizeCertificate(c().certPem).serialNumber.toLowerCase(),
+    ...(o.path !== undefined ? { path: o.path } : {}),
+    ...(o.uri !== undefined ? { subject_alt_names: [{ uri: o.uri }] } : {}),
+  });
+  const rows: Array<{ name: string; cas: Array<() => { serial_number: string }>; expected: Cause[] }> = [
+    { name: 'Envoy trusts our root', cas: [caCert(() => ca, { path: `${TD}: sds`, uri: `spiffe://${TD}` })], expected: [] },
+    { name: "Envoy trusts only another server's root for our trust domain (by path)", cas: [caCert(() => foreign, { path: `${TD}: sds` })], expected: ['envoy-stale-bundle'] },
+    { name: "Envoy trusts only another server's root for our trust domain (by URI SAN)", cas: [caCert(() => foreign, { path: '<inline>', uri: `spiffe://${TD}` })], expected: ['envoy-stale-bundle'] },
+    { name: 'Envoy holds one of our roots next to a foreign one (rollover)', cas: [caCert(() => foreign, { path: `${TD}: sds` }), caCert(() => ca, { path: `${TD}: sds` })], expected: [] },
+    { name: 'a ca_cert for a trust domain we do not serve', cas: [caCert(() => foreign, { path: 'other.org: sds', uri: 'spiffe://other.org' })], expected: [] },
+    { name: 'a static trusted_ca that is not ours', cas: [caCert(() => foreign, { path: '/etc/ssl/ca.pem' })], expected: [] },
+  ];
+  it.each(rows)('$name', ({ cas, expected }) => {
+    const v = view([[SERVER, 'server']]);
+    const certs = { certificates: [{ ca_cert: cas.map((c) => c()) }] };
+    expect(causes(checkEnvoy('E', certs, new Map(), v))).toEqual(expected);
+  });
+
+  it("names Envoy's serial and ours", () => {
+    const v = view([[SERVER, 'server']]);
+    const theirs = summarizeCertificate(foreign.certPem).serialNumber;
+    const ours = summarizeCertificate(ca.certPem).serialNumber;
+    const [f] = checkEnvoy('E', { certificates: [{ ca_cert: [{ serial_number: theirs.toLowerCase(), path: `${TD}: sds` }] }] }, new Map(), v);
+    expect(f?.summary).toBe(`trusts for trust domain ${TD} CA serial(s) ${theirs}, none of the roots we serve for it (serial(s) ${ours})`);
+    expect(formatReport(report([], [f!]))).toContain('PROBLEM [envoy-stale-bundle] E');
+  });
+});
+
 describe('correlateEnvoyFindings: listener handshake errors explained by a peer refusing a certificate', () => {
   const L = 'listener.127.0.0.1_10000.ssl';
   const C = 'cluster.backend.ssl';

@@ -29,6 +29,7 @@ export type Cause =
   | 'unknown-secret'
   | 'envoy-unreachable'
   | 'envoy-stale-certificate'
+  | 'envoy-stale-bundle'
   | 'envoy-verify-error'
   | 'envoy-verify-san'
   | 'envoy-no-peer-certificate'
@@ -55,6 +56,8 @@ export const CAUSE_TEXT: Record<Cause, string> = {
   'envoy-unreachable': "The Envoy's admin endpoint could not be read.",
   'envoy-stale-certificate':
     'The Envoy does not hold the certificate version we serve: it has not received the update, or it refused (NACKed) it; see /status for NACKs.',
+  'envoy-stale-bundle':
+    "The Envoy's trust bundle for this trust domain holds none of the root CAs we serve for it (e.g. it was configured against another server or CA), so it refuses certificates we issue (CERTIFICATE_VERIFY_FAILED). Point its validation context at our bundle, or check /status for a NACKed bundle.",
   'envoy-verify-error':
     "The Envoy refused a peer certificate: not signed by a CA in its trust bundle, or expired / not yet valid (CERTIFICATE_VERIFY_FAILED).",
   'envoy-verify-san': "The Envoy refused a peer certificate because no SAN matched the name it expects (CERTIFICATE_VERIFY_FAILED).",
@@ -286,7 +289,7 @@ export function clockSkewFindings(adminNow: Date, localNow: Date, toleranceMs = 
 /** Envoy admin `/certs` (JSON), the fields used here. */
 export interface EnvoyCertsDump {
   certificates?: Array<{
-    ca_cert?: Array<{ serial_number?: string; subject_alt_names?: Array<Record<string, string>>; days_until_expiration?: string }>;
+    ca_cert?: Array<{ path?: string; serial_number?: string; subject_alt_names?: Array<Record<string, string>>; days_until_expiration?: string }>;
     cert_chain?: Array<{ serial_number?: string; subject_alt_names?: Array<Record<string, string>>; days_until_expiration?: string }>;
   }>;
 }
@@ -331,7 +334,7 @@ export function envoyHoldings(certs: EnvoyCertsDump, view: CertificatesView): st
 
 /**
  * One Envoy: does it hold a certificate version we serve (leaf serials in `/certs` against our
- * served leaves), and what do its `*.ssl.*` counters say (counts since the Envoy started)?
+ * served leaves; its trust bundles against our roots), and what do its `*.ssl.*` counters say (counts since the Envoy started)?
  */
 export function checkEnvoy(url: string, certs: EnvoyCertsDump, stats: Map<string, number>, view: CertificatesView | undefined): Finding[] {
   const findings: Finding[] = [];
@@ -352,6 +355,7 @@ export function checkEnvoy(url: string, certs: EnvoyCertsDump, stats: Map<string
       );
     }
   }
+  if (view) findings.push(...staleBundleFindings(url, certs, view));
   // Group the ssl counters by owner: listener.<addr>.ssl.* (downstream) and cluster.<name>.ssl.* (upstream).
   const owners = new Map<string, Map<string, number>>();
   for (const [name, value] of stats) {
@@ -375,6 +379,69 @@ export function checkEnvoy(url: string, certs: EnvoyCertsDump, stats: Map<string
         ? `${n('connection_error')} TLS handshake(s) failed with no certificate verification failure: plaintext (HTTP) sent to this TLS listener, traffic bypassing the client's proxy (WRONG_VERSION_NUMBER); unless a client Envoy refused our certificate (check its fail_verify_* counters, or pass its admin too)`
         : `${n('connection_error')} TLS handshake(s) to the upstream failed with no verification failure here: the upstream refused our certificate or is not speaking TLS`;
       findings.push(problem('envoy-handshake-error', subject, summary, [counts]));
+    }
+  }
+  return findings;
+}
+
+/**
+ * The roots we serve that one of Envoy's `ca_cert` entries stands for: by the trust domain Envoy
+ * 1.40 prefixes a SPIFFE validator's CA source with (`path` "<trust domain>: <source>"), by the
+ * CA's URI SAN `spiffe://<trust domain>`, or by a source that is one of our bundle names. Undefined
+ * when it is for nothing we serve (another trust domain, static config): not ours to judge.
+ */
+function servedRootsForCa(ca: { path?: string; subject_alt_names?: Array<Record<string, string>> }, view: CertificatesView): { label: string; roots: Array<{ bundle: ServedBundle; root: CertificateSummary }> } | undefined {
+  const byDomain = (td: string): Array<{ bundle: ServedBundle; root: CertificateSummary }> =>
+    view.bundles.flatMap((bundle) => bundle.trustDomains.filter((d) => d.trustDomain?.toLowerCase() === td.toLowerCase()).flatMap((d) => d.roots.map((root) => ({ bundle, root }))));
+  const candidates: string[] = [];
+  const pathTd = /^([^\s:/]+): /.exec(ca.path ?? '')?.[1];
+  if (pathTd) candidates.push(pathTd);
+  for (const san of ca.subject_alt_names ?? []) {
+    const m = typeof san.uri === 'string' ? /^spiffe:\/\/([^/]+)\/?$/i.exec(san.uri) : null;
+    if (m) candidates.push(m[1]!);
+  }
+  for (const td of candidates) {
+    const roots = byDomain(td);
+    if (roots.length > 0) return { label: `trust domain ${td.toLowerCase()}`, roots };
+  }
+  const source = ca.path?.replace(/^[^\s:/]+: /, '');
+  const bundle = view.bundles.find((b) => source !== undefined && (b.name === source || b.aliases.includes(source)));
+  if (bundle) return { label: `bundle ${bundle.name}`, roots: bundle.trustDomains.flatMap((d) => d.roots.map((root) => ({ bundle, root }))) };
+  return undefined;
+}
+
+/**
+ * Envoy's trust bundles (`ca_cert` of each context in `/certs`) against the roots we serve for the
+ * same trust domain: a problem when Envoy holds none of ours (holding one is enough: a rollover
+ * bundle keeps the old root next to the new).
+ */
+function staleBundleFindings(url: string, certs: EnvoyCertsDump, view: CertificatesView): Finding[] {
+  const findings: Finding[] = [];
+  const seen = new Set<string>();
+  for (const entry of certs.certificates ?? []) {
+    const groups = new Map<string, { roots: Array<{ bundle: ServedBundle; root: CertificateSummary }>; serials: string[]; paths: string[] }>();
+    for (const ca of entry.ca_cert ?? []) {
+      if (!ca.serial_number) continue;
+      const ours = servedRootsForCa(ca, view);
+      if (!ours) continue;
+      const g = groups.get(ours.label) ?? { roots: ours.roots, serials: [], paths: [] };
+      g.serials.push(ca.serial_number);
+      if (ca.path && !g.paths.includes(ca.path)) g.paths.push(ca.path);
+      groups.set(ours.label, g);
+    }
+    for (const [label, g] of groups) {
+      const servedSerials = new Set(g.roots.map((r) => normalizeSerial(r.root.serialNumber)));
+      if (g.serials.some((s) => servedSerials.has(normalizeSerial(s)))) continue;
+      const envoySerials = g.serials.map((s) => s.toUpperCase());
+      const key = `${label} ${[...envoySerials].sort().join(',')}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      findings.push(
+        problem('envoy-stale-bundle', url, `trusts for ${label} CA serial(s) ${envoySerials.join(', ')}, none of the roots we serve for it (serial(s) ${g.roots.map((r) => r.root.serialNumber).join(', ')})`, [
+          ...g.paths.map((p) => `Envoy ca_cert source: ${p}`),
+          ...bundleLines(g.roots),
+        ]),
+      );
     }
   }
   return findings;

@@ -14,6 +14,8 @@
  * extra name, so that a leaf with another SPIFFE ID can be served under SERVER_ID (a SAN
  * mismatch the client-side Envoy refuses), which a SPIFFE-ID-named entry would refuse to load.
  */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { createLogger } from '../../src/ops/logger.js';
@@ -22,7 +24,7 @@ import type { Cause, DoctorReport } from '../../src/ops/doctor.js';
 import { issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { describeWithEnvoy } from './find-envoy.js';
 import { httpRequest, sameSerial, waitUntil } from './harness.js';
-import { CLIENT_ID, Mesh, SERVER_DNS, SERVER_ID, issueServerLeaf, newCa } from './mesh.js';
+import { BUNDLE, CLIENT_ID, Mesh, SERVER_DNS, SERVER_ID, TRUST_DOMAIN, issueServerLeaf, newCa } from './mesh.js';
 
 describeWithEnvoy('sds-server doctor names each TLS failure cause, from our state and from Envoy', (envoyBin) => {
   let mesh: Mesh;
@@ -138,5 +140,25 @@ describeWithEnvoy('sds-server doctor names each TLS failure cause, from our stat
     await serve(await issueServerLeaf(ca));
     expect((await mesh.request()).status).toBe(200);
     expect((await doctor({ pair: true, envoy: true })).findings).toEqual([]);
+  });
+
+  it("doctor against another server whose bundle for our trust domain has another CA: Envoy's ca_cert is a stale bundle", async () => {
+    // The Envoys were configured against the mesh's server; this one serves the same leaves but another root.
+    const foreign = await newCa('other server root');
+    const caFile = path.join(mesh.files.dir, 'other-server-ca.pem');
+    await writeFile(caFile, foreign.certPem);
+    const config = mesh.files.config(path.join(mesh.files.dir, 'other-sds.sock'));
+    config.bundles = [{ name: BUNDLE, ca: [caFile], trustDomain: TRUST_DOMAIN, names: [] }];
+    config.admin = { host: '127.0.0.1', port: 0 };
+    const other = await startApp(config, createLogger({ level: 'info', write: (line) => log.push(line) }));
+    try {
+      const r = await runDoctor({ admin: other.adminAddress!, envoyAdmins: envoyAdmins(), json: false });
+      // (Its own leaves, from our CA, are untrusted by its bundle: untrusted-ca, not the point here.)
+      const fromEnvoys = r.findings.filter((f) => f.cause.startsWith('envoy-'));
+      expect(fromEnvoys.map((f) => [f.cause, f.subject])).toEqual(envoyAdmins().map((url) => ['envoy-stale-bundle', url]));
+      expect(fromEnvoys[0]?.summary).toMatch(new RegExp(`^trusts for trust domain ${TRUST_DOMAIN} CA serial\\(s\\) [0-9A-F]+, none of the roots we serve for it \\(serial\\(s\\) ${foreign.serialNumber}\\)$`));
+    } finally {
+      await other.stop();
+    }
   });
 });
