@@ -64,7 +64,8 @@ store.publish(name, validated.value);
 store.markSettled();
 
 const attestation = attest ? new TimedAttestation({ attestors: [new UnixWorkloadAttestor()] }) : undefined;
-const options: SdsServerOptions = { socketPath: values.socket!, catalog: store, log, ...(attestation ? { attestation } : {}) };
+// The load generator is one uid: lift the per-uid connection cap so the storm measures attestation.
+const options: SdsServerOptions = { socketPath: values.socket!, catalog: store, log, limits: { maxConnectionsPerUid: 100_000 }, ...(attestation ? { attestation } : {}) };
 // With authorization merged, a per-caller catalog makes streams wait for attestation (see header).
 if (attestation) Object.assign(options, { catalogFor: () => store });
 const server = new SdsServer(options);
