@@ -13,13 +13,13 @@
  * Options: --quick (fewer samples), --rounds=N (storm rounds, default 3), --samples=N (first-response
  * samples per mode, default 200).
  */
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
-import { median, percentile, type IpcReply } from './common.js';
+import { BenchChild, median, percentile } from './common.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -33,57 +33,6 @@ const STORM = 2000;
 const NAME = 'spiffe://example.org/bench';
 const log = (line: string): void => void process.stdout.write(`${line}\n`);
 
-class Child {
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  readonly exited: Promise<void>;
-
-  constructor(
-    readonly label: string,
-    private readonly proc: ChildProcess,
-  ) {
-    proc.on('message', (raw) => {
-      const m = raw as IpcReply;
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.ok) p.resolve(m.result);
-      else p.reject(new Error(`${label}: ${m.error}`));
-    });
-    this.exited = new Promise((resolve) =>
-      proc.on('exit', (code) => {
-        for (const p of this.pending.values()) p.reject(new Error(`${label} exited (${code})`));
-        this.pending.clear();
-        resolve();
-      }),
-    );
-  }
-
-  static async start(label: string, script: string, args: string[]): Promise<Child> {
-    const proc = fork(path.join(HERE, script), args, { cwd: ROOT, execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const child = new Child(label, proc);
-    await new Promise<void>((resolve, reject) => {
-      proc.on('message', (m) => (m as { ready?: boolean }).ready && resolve());
-      proc.once('exit', (code) => reject(new Error(`${label} exited during start (${code})`)));
-    });
-    return child;
-  }
-
-  call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
-    const id = ++this.nextId;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.proc.send({ id, cmd, args });
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.call('stop').catch(() => undefined);
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
 
 interface StormResult {
   allServedMs?: number;
@@ -118,12 +67,12 @@ async function main(): Promise<void> {
   await fs.writeFile(path.join(dir, 'tls.crt'), leaf.chainPem);
   await fs.writeFile(path.join(dir, 'tls.key'), leaf.keyPem);
   let serial = 0;
-  const startServer = async (mode: Mode): Promise<{ child: Child; socket: string }> => {
+  const startServer = async (mode: Mode): Promise<{ child: BenchChild; socket: string }> => {
     const socket = path.join(dir, `attest-${mode}-${++serial}.sock`);
-    const child = await Child.start(`server(${mode})`, 'attest-entry.js', ['--socket', socket, '--attest', mode, '--cert', path.join(dir, 'tls.crt'), '--key', path.join(dir, 'tls.key'), '--name', NAME]);
+    const child = await BenchChild.start(`server(${mode})`, path.join(HERE, 'attest-entry.js'), ['--socket', socket, '--attest', mode, '--cert', path.join(dir, 'tls.crt'), '--key', path.join(dir, 'tls.key'), '--name', NAME], { cwd: ROOT });
     return { child, socket };
   };
-  const loadgen = await Child.start('loadgen', 'loadgen.js', []);
+  const loadgen = await BenchChild.start('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT });
   let group = 0;
   const open = async (socket: string, conns: number): Promise<StormResult> => {
     const id = `g${++group}`;

@@ -1,3 +1,4 @@
+import { fork, type ChildProcess } from 'node:child_process';
 /**
  * Shared by the bench processes: a cross-process clock, a minimal protobuf/gRPC wire codec for
  * the few DiscoveryRequest/DiscoveryResponse fields the load generator needs, and statistics.
@@ -213,4 +214,77 @@ export function serveIpc(handlers: Record<string, (args: Record<string, unknown>
   });
   // The orchestrator went away: do not linger.
   process.on('disconnect', () => process.exit(0));
+}
+
+/**
+ * A benchmark process driven over IPC (`serveIpc` on its side): `call(cmd, args)` resolves with its
+ * reply, every pending call rejects when it exits, `stop()` asks it to stop and kills it after 10 s.
+ */
+export class BenchChild<S = unknown> {
+  private nextId = 0;
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly label: string,
+    private readonly proc: ChildProcess,
+  ) {
+    proc.on('message', (raw) => {
+      const m = raw as IpcReply;
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new Error(`${label}: ${m.error}`));
+    });
+    this.exited = new Promise((resolve) =>
+      proc.on('exit', (code) => {
+        for (const p of this.pending.values()) p.reject(new Error(`${label} exited (${code})`));
+        this.pending.clear();
+        resolve(code);
+      }),
+    );
+  }
+
+  /** Forks `script` (an absolute path to compiled JavaScript) and waits for its `{ ready: true }` message. */
+  static async start<S = unknown>(label: string, script: string, args: string[], opts: { cwd: string; execArgv?: string[] }): Promise<BenchChild<S>> {
+    const execArgv = opts.execArgv ?? [];
+    const proc = fork(script, args, {
+      cwd: opts.cwd,
+      execArgv: ['--expose-gc', ...execArgv],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const child = new BenchChild<S>(label, proc);
+    await new Promise<void>((resolve, reject) => {
+      const onMessage = (m: unknown): void => {
+        if ((m as { ready?: boolean }).ready) {
+          proc.off('message', onMessage);
+          resolve();
+        }
+      };
+      proc.on('message', onMessage);
+      proc.once('exit', (code) => reject(new Error(`${label} exited during start (${code})`)));
+    });
+    return child;
+  }
+
+  call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+    const id = ++this.nextId;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.proc.send({ id, cmd, args });
+    });
+  }
+
+  /** The child's `sample` command (process figures; `gc` first when asked). */
+  sample(gc = true): Promise<S> {
+    return this.call<S>('sample', { gc });
+  }
+
+  async stop(): Promise<void> {
+    await this.call('stop').catch(() => undefined);
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
 }

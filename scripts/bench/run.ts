@@ -13,14 +13,14 @@
  * (fan-out levels), --profile (server CPU profiles into the temp dir), --heap-snapshot (server
  * heap snapshots after subscribing), --churn-floor (also churn the floor).
  */
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
-import { median, percentile, wallMs, type IpcReply, type ProcessSample } from './common.js';
+import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -48,72 +48,6 @@ const MiB = 1024 * 1024;
 // ---- child processes ---------------------------------------------------------------------------
 
 type Sample = ProcessSample & { warnings: number; errors: number; watchers: number };
-
-class Child {
-  private nextId = 0;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  readonly exited: Promise<number | null>;
-
-  private constructor(
-    readonly label: string,
-    private readonly proc: ChildProcess,
-  ) {
-    proc.on('message', (raw) => {
-      const m = raw as IpcReply;
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.ok) p.resolve(m.result);
-      else p.reject(new Error(`${label}: ${m.error}`));
-    });
-    this.exited = new Promise((resolve) =>
-      proc.on('exit', (code) => {
-        for (const p of this.pending.values()) p.reject(new Error(`${label} exited (${code})`));
-        this.pending.clear();
-        resolve(code);
-      }),
-    );
-  }
-
-  static async start(label: string, script: string, args: string[], execArgv: string[] = []): Promise<Child> {
-    const proc = fork(path.join(HERE, script), args, {
-      cwd: ROOT,
-      execArgv: ['--expose-gc', ...execArgv],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    const child = new Child(label, proc);
-    await new Promise<void>((resolve, reject) => {
-      const onMessage = (m: unknown): void => {
-        if ((m as { ready?: boolean }).ready) {
-          proc.off('message', onMessage);
-          resolve();
-        }
-      };
-      proc.on('message', onMessage);
-      proc.once('exit', (code) => reject(new Error(`${label} exited during start (${code})`)));
-    });
-    return child;
-  }
-
-  call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
-    const id = ++this.nextId;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.proc.send({ id, cmd, args });
-    });
-  }
-
-  sample(gc = true): Promise<Sample> {
-    return this.call<Sample>('sample', { gc });
-  }
-
-  async stop(): Promise<void> {
-    await this.call('stop').catch(() => undefined);
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
 
 // ---- fixtures ----------------------------------------------------------------------------------
 
@@ -149,14 +83,14 @@ async function makeFixture(): Promise<Fixture> {
 type Target = 'sds' | 'floor';
 let serial = 0;
 
-async function startTarget(target: Target, fx: Fixture): Promise<{ child: Child; socket: string }> {
+async function startTarget(target: Target, fx: Fixture): Promise<{ child: BenchChild<Sample>; socket: string }> {
   serial += 1;
   const socket = path.join(fx.dir, `${target}-${serial}.sock`);
   const prof = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(fx.dir, `profiles-${target}-${serial}`)}`] : [];
   const child =
     target === 'sds'
-      ? await Child.start('sds-server', 'sds-entry.js', ['--config', fx.config, '--socket', socket, '--dir', fx.certDir, '--pairs', fx.pairs, '--name', NAME], prof)
-      : await Child.start('floor', 'floor-entry.js', ['--socket', socket], prof);
+      ? await BenchChild.start<Sample>('sds-server', path.join(HERE, 'sds-entry.js'), ['--config', fx.config, '--socket', socket, '--dir', fx.certDir, '--pairs', fx.pairs, '--name', NAME], { cwd: ROOT, execArgv: prof })
+      : await BenchChild.start<Sample>('floor', path.join(HERE, 'floor-entry.js'), ['--socket', socket], { cwd: ROOT, execArgv: prof });
   return { child, socket };
 }
 
@@ -217,11 +151,11 @@ interface LevelResult {
 }
 
 interface Held {
-  child: Child;
+  child: BenchChild<Sample>;
   group: string;
 }
 
-async function runLevel(target: Target, fx: Fixture, loadgen: Child, n: number, conns: number, perConn: number, rotations: number, hold: boolean): Promise<{ result: LevelResult; held?: Held }> {
+async function runLevel(target: Target, fx: Fixture, loadgen: BenchChild<Sample>, n: number, conns: number, perConn: number, rotations: number, hold: boolean): Promise<{ result: LevelResult; held?: Held }> {
   const { child, socket } = await startTarget(target, fx);
   await sleep(300);
   const before = await child.sample();
@@ -295,7 +229,7 @@ interface IdleResult {
   streams: number;
 }
 
-async function measureIdle(held: Held[], loadgen: Child, seconds: number): Promise<IdleResult[]> {
+async function measureIdle(held: Held[], loadgen: BenchChild<Sample>, seconds: number): Promise<IdleResult[]> {
   // Start from a collected heap, then sample in 5 s slices (to show any one-off burst).
   await Promise.all(held.map((h) => h.child.sample(true)));
   await sleep(2000);
@@ -330,7 +264,7 @@ interface ChurnResult {
   serverErrors: number;
 }
 
-async function runChurn(target: Target, fx: Fixture, loadgen: Child): Promise<ChurnResult> {
+async function runChurn(target: Target, fx: Fixture, loadgen: BenchChild<Sample>): Promise<ChurnResult> {
   const { child, socket } = await startTarget(target, fx);
   await sleep(300);
   // Warm-up: JIT, heap sizing, grpc-js lazy state; the leak check compares steady states.
@@ -388,7 +322,7 @@ async function main(): Promise<void> {
   log('building (tsc -p scripts/bench/tsconfig.json)');
   await build();
   const fx = await makeFixture();
-  const loadgen = await Child.start('loadgen', 'loadgen.js', []);
+  const loadgen = await BenchChild.start<Sample>('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT });
   const rows: Row[] = [];
   const notes: string[] = [];
   const levels: Array<{ n: number; conns: number; perConn: number }> = [
