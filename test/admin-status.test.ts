@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import { createRootCa, issueLeaf } from '../src/x509/issue.js';
 import { captureLogs } from './helpers/files.js';
 import { rootCa } from './helpers/identities.js';

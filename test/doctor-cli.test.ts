@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import type { CertificatesView } from '../src/ops/certificates-view.js';
 import type { DoctorReport } from '../src/ops/doctor.js';
 import { createRootCa, issueLeaf, type IssuedLeaf } from '../src/x509/issue.js';

@@ -17,7 +17,7 @@ import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig, parseConfigFile, type ServerConfig } from '../src/cli/config.js';
 import { IdentityTemplate } from '../src/authorization/entitlements.js';
 import { protoRoot } from '../src/api/proto-root.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import {
   CONTAINER,
   EXAMPLE_FILES,

@@ -8,14 +8,14 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorCode } from '../src/ops/errors.js';
+import { ErrorCode } from '../src/core/errors.js';
 import { SecretStore } from '../src/secrets/store.js';
 import { FileSource, MAX_PROBLEM_MESSAGE } from '../src/sources/file-source.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import type { ChildReport } from './helpers/file-source-child.js';
 import { bundleForOtherUser, type OtherUserScript } from './helpers/other-user.js';
 import { issueLeafWithKeyType } from './helpers/key-types.js';
-import { MAX_SECRET_FILE_BYTES } from '../src/sources/read-secret-file.js';
+import { MAX_SECRET_FILE_BYTES } from '../src/core/read-secret-file.js';
 import { createPrivateKey } from 'node:crypto';
 import {
   captureLogs,

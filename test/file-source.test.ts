@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorCode } from '../src/ops/errors.js';
+import { ErrorCode } from '../src/core/errors.js';
 import { SecretStore } from '../src/secrets/store.js';
 import { FileSource, type FileSourceOptions } from '../src/sources/file-source.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';

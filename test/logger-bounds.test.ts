@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createLogger, MAX_LOG_ARRAY_ITEMS, MAX_LOG_FIELD_CHARS, MAX_LOG_LINE_CHARS, type LogFormat } from '../src/ops/logger.js';
-import { RateLimitedWarning } from '../src/server/rate-limited-log.js';
+import { createLogger, MAX_LOG_ARRAY_ITEMS, MAX_LOG_FIELD_CHARS, MAX_LOG_LINE_CHARS, type LogFormat } from '../src/core/logger.js';
+import { RateLimitedWarning } from '../src/core/rate-limited-log.js';
 
 function capture(format: LogFormat): { lines: string[]; log: ReturnType<typeof createLogger> } {
   const lines: string[] = [];

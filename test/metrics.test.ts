@@ -6,7 +6,7 @@ import http from 'node:http';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import { issueLeaf } from '../src/x509/issue.js';
 import { rootCa } from './helpers/identities.js';
 import { SdsTestClient, envoyNode } from './helpers/sds-client.js';

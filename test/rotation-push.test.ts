@@ -5,7 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
 import { issueLeaf } from '../src/x509/issue.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import { rootCa } from './helpers/identities.js';
 import { KubernetesAtomicWriter, RenameWriter, makeTempDir, removeTempDir, type RotationStyle } from './helpers/files.js';
 import { SdsTestClient, decodeSecret, envoyNode, type ApiLabel } from './helpers/sds-client.js';

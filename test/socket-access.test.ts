@@ -7,8 +7,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SecretStore } from '../src/secrets/store.js';
 import { SdsServer, type SdsServerOptions } from '../src/server/sds-server.js';
-import { createLogger, silentLogger } from '../src/ops/logger.js';
-import { ErrorCode } from '../src/ops/errors.js';
+import { createLogger, silentLogger } from '../src/core/logger.js';
+import { ErrorCode } from '../src/core/errors.js';
 import { MAX_SOCKET_PATH_BYTES } from '../src/server/unix-socket.js';
 
 const NOBODY = 65534;

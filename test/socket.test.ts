@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { SecretStore } from '../src/secrets/store.js';
 import { SdsServer } from '../src/server/sds-server.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { silentLogger } from '../src/core/logger.js';
 import { defaultSocketPath, resolveSocketPath } from '../src/server/unix-socket.js';
 import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
 import { rootCa, tlsValue } from './helpers/identities.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SecretStore } from '../src/secrets/store.js';
-import { createLogger } from '../src/ops/logger.js';
+import { createLogger } from '../src/core/logger.js';
 import { DEFAULT_EXPIRY_WARNING_MS, expiryState } from '../src/secrets/expiry.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 

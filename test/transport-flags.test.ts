@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
-import { ErrorCode } from '../src/ops/errors.js';
+import { ErrorCode } from '../src/core/errors.js';
 
 const run = (argv: string[]) => {
   const command = parseCommandLine(argv, {});

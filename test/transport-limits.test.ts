@@ -9,7 +9,7 @@ import { SdsTestClient, envoyNode } from './helpers/sds-client.js';
 import { rootCa, tlsValue } from './helpers/identities.js';
 import type { TransportLimits } from '../src/server/connection-guard.js';
 import { EventEmitter } from 'node:events';
-import { createLogger } from '../src/ops/logger.js';
+import { createLogger } from '../src/core/logger.js';
 import { ConnectionGuard, checkPreface, effectiveLimits, openFileSoftLimit, DEFAULT_TRANSPORT_LIMITS, FD_RESERVE } from '../src/server/connection-guard.js';
 import { SECRET_TYPE_URL_V3, encodeDiscoveryRequest, encodeNode, grpcFrame } from '../scripts/bench/common.js';
 

@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig } from '../src/cli/config.js';
-import { createLogger } from '../src/ops/logger.js';
+import { createLogger } from '../src/core/logger.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../src/x509/issue.js';
 import { REPO_ROOT, isCi } from './envoy/find-envoy.js';
 import { RenameWriter, makeTempDir, removeTempDir, waitFor } from './helpers/files.js';

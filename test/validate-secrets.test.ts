@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCode, type Problem, type Result } from '../src/ops/errors.js';
+import { ErrorCode, type Problem, type Result } from '../src/core/errors.js';
 import { validateTlsCertificate, type TlsCertificateInput } from '../src/secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../src/secrets/validate-trust-bundle.js';
 import { checkLeafInBundle } from '../src/secrets/validate-leaf-in-bundle.js';

@@ -12,7 +12,7 @@ import { fetchSecrets } from '../src/xds/fetch.js';
 import { Subscription } from '../src/xds/subscription.js';
 import type { StreamContext } from '../src/xds/stream-core.js';
 import type { DeltaRequest, SotwRequest, StreamFailure, StreamSink } from '../src/xds/types.js';
-import { createLogger, type Logger } from '../src/ops/logger.js';
+import { createLogger, type Logger } from '../src/core/logger.js';
 import { upstreamType } from './helpers/upstream-protos.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 import type { CertificateAuthority } from '../src/x509/issue.js';

@@ -16,7 +16,7 @@ import { CallerAttestation } from '../../src/attestation/caller-attestation.js';
 import { UnixWorkloadAttestor } from '../../src/attestation/unix-attestor.js';
 import type { Caller, PeerCredentials } from '../../src/attestation/types.js';
 import type { ProcessStartTime } from '../../src/attestation/caller-attestation.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { validateTlsCertificate } from '../../src/secrets/validate-tls-certificate.js';
 import { SdsServer, type SdsServerOptions } from '../../src/server/sds-server.js';

@@ -7,7 +7,7 @@ import { StreamRegistry } from '../../src/server/sds-service.js';
 import { SdsMetrics, combineHooks } from '../../src/ops/metrics.js';
 import { ClientTracker } from '../../src/ops/clients.js';
 import { StreamStats } from '../../src/ops/stream-stats.js';
-import { silentLogger } from '../../src/ops/logger.js';
+import { silentLogger } from '../../src/core/logger.js';
 const store = new SecretStore({ aliases: {} as never, log: silentLogger } as never);
 const streams = new StreamRegistry();
 const metrics = new SdsMetrics({ store, streams, sources: () => [] });

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { startApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { sampleProcess, serveIpc, wallMs } from './common.js';
 
 const { values } = parseArgs({

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type net from 'node:net';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { openPeerPidfd, pidfdAlive, readPeerCredentials, type PeerPidfd } from './peer-credentials.js';
 import { DEFAULT_PROC_ROOT, readStartTimeSync } from './proc.js';
 import type { Caller, PeerCredentials, WorkloadAttestor } from './types.js';

@@ -1,4 +1,4 @@
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 
 /** What `/proc/<pid>/cgroup` says about a process's container. */
 export interface ContainerRef {

@@ -1,6 +1,6 @@
 import { CallerAttestation } from './caller-attestation.js';
 import { K8sWorkloadAttestor, type K8sAttestorOptions } from './k8s-attestor.js';
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { WorkloadAttestor } from './types.js';
 import { UnixWorkloadAttestor, type UnixAttestorOptions } from './unix-attestor.js';
 

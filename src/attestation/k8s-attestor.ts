@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { parseCgroupFile, type ContainerRef } from './cgroup.js';
 import { KubeletClient, type ContainerStatus, type KubeletClientOptions, type Pod, type PodList } from './kubelet-client.js';
 import { DEFAULT_PROC_ROOT, readProcFileSync } from './proc.js';

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 
 /** The fields of a Kubernetes `Pod` (core/v1) the attestor reads, as the kubelet's `/pods` serves them. */
 export interface Pod {

@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import { createRequire } from 'node:module';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 
 /**
  * The kernel's record of who connected to a Unix socket: `struct ucred` of `SO_PEERCRED`

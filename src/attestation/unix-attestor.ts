@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { ErrorCode, SdsError } from '../ops/errors.js';
-import type { Logger } from '../ops/logger.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import { DEFAULT_PROC_ROOT, parseIdNames, parseStatus, readProcFileSync } from './proc.js';
 import type { PeerCredentials, WorkloadAttestor } from './types.js';
 

@@ -1,4 +1,4 @@
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { Caller } from './caller.js';
 import { CallerCatalog, type CallerDecisions, type StoreView } from './caller-catalog.js';
 import { grantFor, type AuthorizationPolicy } from './entitlements.js';

@@ -1,4 +1,4 @@
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { OnDemandIssuer } from './caller-catalog.js';
 
 /** Where on-demand identities are issued and dropped (CaSource implements it). */

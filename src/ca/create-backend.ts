@@ -1,6 +1,6 @@
-import { readSecretFileOrThrow } from '../sources/read-secret-file.js';
-import type { Logger } from '../ops/logger.js';
-import type { CaConfig } from '../cli/config.js';
+import { readSecretFileOrThrow } from '../core/read-secret-file.js';
+import type { Logger } from '../core/logger.js';
+import type { CaConfig } from './ca-config.js';
 import type { CaBackend } from './ca-backend.js';
 import { EmbeddedCa } from './embedded/embedded-ca.js';
 import { AwsPcaBackend } from './aws-pca/aws-pca-backend.js';

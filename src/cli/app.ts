@@ -1,4 +1,4 @@
-import { createLogger, type Logger } from '../ops/logger.js';
+import { createLogger, type Logger } from '../core/logger.js';
 import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
 import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TransportLimits } from '../server/connection-guard.js';
 import { parseArgs } from 'node:util';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import {
   describe,
   pastedContentProblem,
@@ -22,7 +22,7 @@ import {
 import { X509Certificate } from 'node:crypto';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { splitPem } from '../x509/pem.js';
-import { MAX_SECRET_FILE_BYTES } from '../sources/read-secret-file.js';
+import { MAX_SECRET_FILE_BYTES } from '../core/read-secret-file.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 
 export const USAGE = `Usage: sds-server [options]

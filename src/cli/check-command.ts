@@ -6,8 +6,8 @@
  * Messages come from the same validators the server uses, so they never contain key material.
  */
 import { access, constants } from 'node:fs/promises';
-import { ErrorCode, SdsError, type Problem } from '../ops/errors.js';
-import { readSecretFile } from '../sources/read-secret-file.js';
+import { ErrorCode, SdsError, type Problem } from '../core/errors.js';
+import { readSecretFile } from '../core/read-secret-file.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';

@@ -1,13 +1,16 @@
 import type { TransportLimits } from '../server/connection-guard.js';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { ErrorCode, SdsError } from '../ops/errors.js';
-import type { LogFormat, LogLevel } from '../ops/logger.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
+import type { LogFormat, LogLevel } from '../core/logger.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
+import { CA_BACKENDS, type CaBackendName, type CaConfig } from '../ca/ca-config.js';
+
+export { CA_BACKENDS, type CaBackendName, type CaConfig };
 
 /**
  * The server configuration, as read from YAML (`--config`) and command-line flags.
@@ -85,26 +88,7 @@ export interface KubernetesAttestorConfig {
   procRoot?: string;
 }
 
-export const CA_BACKENDS = ['embedded', 'aws-pca', 'cfssl'] as const;
-export type CaBackendName = (typeof CA_BACKENDS)[number];
 export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
-
-export interface CaConfig {
-  backend: CaBackendName;
-  trustDomain: string;
-  /** Extra names of the CA's trust bundle. */
-  bundleNames: string[];
-  embedded: { dataDir?: string; caCert?: string; caKey?: string };
-  awsPca?: { certificateAuthorityArn: string; region?: string; endpoint?: string; signingAlgorithm?: string; templateArn?: string };
-  /** cfssl `serve`; the HMAC key is read from a file or an environment variable, never from this config. */
-  cfssl?: { url: string; authKeyFile?: string; authKeyEnv?: string; profile?: string; caFile?: string; rootsFile?: string };
-  renewFraction: number;
-  jitterFraction: number;
-  timeoutMs: number;
-  backoff: { initialMs: number; maxMs: number };
-  bundleRefreshMs: number;
-  bundlePropagationMs: number;
-}
 
 export interface IdentityConfig {
   spiffeId: string;

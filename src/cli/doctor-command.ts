@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readAdmin } from './status-command.js';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import type { CertificatesView } from '../ops/certificates-view.js';
 import {
   checkEnvoy,

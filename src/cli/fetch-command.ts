@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
 import { messageType } from '../api/proto-root.js';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { splitPem } from '../x509/pem.js';
 import { summarizeCertificate, type CertificateSummary } from '../x509/certificate-summary.js';
 

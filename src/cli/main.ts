@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { createLogger } from '../ops/logger.js';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { createLogger } from '../core/logger.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
 import { doctorMain } from './doctor-command.js';

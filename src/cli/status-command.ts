@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import type { ClientEntry, ClientsReport } from '../ops/clients.js';
 
 export const STATUS_USAGE = `Usage: sds-server status --admin ADDR [--json]

@@ -1,8 +1,8 @@
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode } from './errors.js';
-import type { Logger } from './logger.js';
+import { ErrorCode } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import type { StatusReport, StreamsReport } from './status.js';
 import type { CertificatesView } from './certificates-view.js';
 import type { ClientsReport } from './clients.js';

@@ -1,4 +1,4 @@
-import type { Logger } from './logger.js';
+import type { Logger } from '../core/logger.js';
 import type { NodeInfo, StreamHooks } from '../xds/types.js';
 import type { ClosedStream, OpenStream, StreamRecord, StreamRegistry } from '../server/sds-service.js';
 import { boundText } from '../xds/bounded.js';

@@ -3,8 +3,8 @@
  * and when it expires (from then on the store no longer hands it to new streams). Listens to the
  * store's change notifications; knows nothing about where certificates come from.
  */
-import { ErrorCode } from './errors.js';
-import type { Logger } from './logger.js';
+import { ErrorCode } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import { expiryWarningStartsAt } from '../secrets/expiry.js';
 import type { SecretStore } from '../secrets/store.js';
 

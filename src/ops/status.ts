@@ -1,7 +1,7 @@
 import type { SecretStore } from '../secrets/store.js';
 import type { CertificateInfo } from '../secrets/secret.js';
 import { DEFAULT_EXPIRY_WARNING_MS, expiryState, type ExpiryState } from '../secrets/expiry.js';
-import { ErrorCode, type Problem } from './errors.js';
+import { ErrorCode, type Problem } from '../core/errors.js';
 import type { SecretSourceStatus } from '../sources/source.js';
 import type { StreamRecord, StreamRegistry } from '../server/sds-service.js';
 import type { SecretStreamStats, StreamStats } from './stream-stats.js';

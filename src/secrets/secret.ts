@@ -3,17 +3,9 @@
  * Sources produce these values; the API layer renders them into Envoy's Secret message.
  */
 
-/** What an operator needs to know about a served certificate. Never holds key material. */
-export interface CertificateInfo {
-  /** Hex serial number, upper case, no separators (as Envoy's admin /certs prints it). */
-  serialNumber: string;
-  subject: string;
-  /** URI SAN that is a SPIFFE ID, if the leaf has one. */
-  spiffeId?: string;
-  dnsNames: string[];
-  notBefore: Date;
-  notAfter: Date;
-}
+import type { CertificateInfo } from '../x509/certificate-info.js';
+
+export type { CertificateInfo };
 
 export interface TlsCertificateValue {
   kind: 'tls-certificate';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { SecretValue, TrustBundleValue, TrustDomainBundle } from './secret.js';
 import { parseSpiffeId, trustDomainId } from '../x509/spiffe.js';
-import { createLogger, type Logger } from '../ops/logger.js';
+import { createLogger, type Logger } from '../core/logger.js';
 
 /**
  * The versioned secret store: the one place that knows which secrets exist, under which names,

@@ -6,7 +6,7 @@
  * workload down.
  */
 import { X509Certificate } from 'node:crypto';
-import { ErrorCode, type Problem } from '../ops/errors.js';
+import { ErrorCode, type Problem } from '../core/errors.js';
 import { parseSpiffeId } from '../x509/spiffe.js';
 import { splitPem } from '../x509/pem.js';
 import type { TlsCertificateValue, TrustBundleValue } from './secret.js';

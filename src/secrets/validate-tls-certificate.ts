@@ -4,9 +4,10 @@
  * Messages never include key bytes, and refer to keys in lower case ("private key").
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { ErrorCode, fail, ok, type Problem, type Result } from '../ops/errors.js';
+import { ErrorCode, fail, ok, type Problem, type Result } from '../core/errors.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 import { labelForMessage, parsePem, type PemBlock } from '../x509/pem.js';
+import { ENVOY_EC_CURVES, MIN_RSA_BITS } from '../x509/key-policy.js';
 import type { TlsCertificateValue } from './secret.js';
 
 export interface TlsCertificateInput {
@@ -167,18 +168,6 @@ function checkKeyMatchesLeaf(
   };
 }
 
-/**
- * Key types Envoy can serve, checked before publishing so that Envoy never NACKs them.
- * Source of the rule: Envoy `source/common/tls/context_impl.cc` (RSA keys of 2048 bits or more;
- * ECDSA only on P-256, P-384 or P-521; Ed25519), confirmed against the pinned Envoy 1.40 by
- * test/envoy/key-types.test.ts. Node names the curves prime256v1, secp384r1, secp521r1.
- */
-export const MIN_RSA_BITS = 2048;
-export const ENVOY_EC_CURVES: ReadonlyMap<string, string> = new Map([
-  ['prime256v1', 'P-256'],
-  ['secp384r1', 'P-384'],
-  ['secp521r1', 'P-521'],
-]);
 
 /** SDS_ERR_KEY_UNSUPPORTED for a key Envoy would refuse, naming the key type (never the key). */
 export function checkKeyType(key: KeyObject, keyFile: string): Problem | undefined {

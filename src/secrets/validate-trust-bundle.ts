@@ -4,7 +4,7 @@
  * hide the operator's mistake. Only a bundle in which every root has expired is refused.
  */
 import { X509Certificate } from 'node:crypto';
-import { ErrorCode, fail, ok, type Problem, type Result } from '../ops/errors.js';
+import { ErrorCode, fail, ok, type Problem, type Result } from '../core/errors.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 import { labelForMessage, parsePem } from '../x509/pem.js';
 import { isTrustDomainName } from '../x509/spiffe.js';

@@ -2,8 +2,8 @@ import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type http2 from 'node:http2';
 import type net from 'node:net';
-import type { Logger } from '../ops/logger.js';
-import { RateLimitedWarning } from './rate-limited-log.js';
+import type { Logger } from '../core/logger.js';
+import { RateLimitedWarning } from '../core/rate-limited-log.js';
 
 /**
  * Limits that keep any local process from wedging the transport by holding file descriptors

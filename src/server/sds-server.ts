@@ -4,8 +4,8 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
 import type { SdsServiceDeps } from './sds-service.js';
-import type { Logger } from '../ops/logger.js';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import type { Logger } from '../core/logger.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { V2, V3, type ApiVersion } from '../api/api-version.js';
 import { NonceSource } from '../xds/nonce.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
@@ -15,7 +15,7 @@ import { bindPrivately, checkSocketPath, directoryModeFor, prepareSocketDirector
 import { ConnectionGuard, effectiveLimits, openFileSoftLimit, type ConnectionGuardStats, type TransportLimits } from './connection-guard.js';
 import type { CallerAttestation, ConnectionAttestation } from '../attestation/caller-attestation.js';
 import type { Caller } from '../attestation/types.js';
-import { RateLimitedWarning } from './rate-limited-log.js';
+import { RateLimitedWarning } from '../core/rate-limited-log.js';
 
 export interface SdsServerOptions {
   socketPath: string;

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { SecretCatalog } from '../secrets/store.js';
-import type { LogFields, Logger } from '../ops/logger.js';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import type { LogFields, Logger } from '../core/logger.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import type { ApiVersion } from '../api/api-version.js';
 import { SecretEncoder } from '../api/secret-encoder.js';
 import { RequestDecoder } from '../api/request-decoder.js';

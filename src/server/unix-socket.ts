@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
-import { ErrorCode, SdsError } from '../ops/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 
 /** The socket path when neither --socket nor APPMESH_SDS_SOCKET_PATH is given: needs no root. */
 export function defaultSocketPath(): string {

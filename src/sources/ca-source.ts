@@ -1,6 +1,6 @@
 import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
-import { ErrorCode, type Problem } from '../ops/errors.js';
-import type { Logger } from '../ops/logger.js';
+import { ErrorCode, type Problem } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import type { TlsCertificateValue } from '../secrets/secret.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';

@@ -9,7 +9,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 
 /** Directory -> names of the entries in it that matter (files, or the next directory down). */
 export type WatchTargets = Map<string, Set<string>>;

@@ -8,16 +8,16 @@
  * The store drops unchanged content, so the several events of one rotation give one push.
  */
 import path from 'node:path';
-import { ErrorCode, SdsError, fail, type Problem, type Result } from '../ops/errors.js';
+import { ErrorCode, SdsError, fail, type Problem, type Result } from '../core/errors.js';
 import { parseSpiffeId } from '../x509/spiffe.js';
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { SecretValue, TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js';
 import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
-import { readSecretFile } from './read-secret-file.js';
+import { readSecretFile } from '../core/read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 import { SerialTask } from './serial-task.js';
 

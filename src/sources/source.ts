@@ -1,4 +1,4 @@
-import type { Problem } from '../ops/errors.js';
+import type { Problem } from '../core/errors.js';
 import type { SecretKind } from '../secrets/store.js';
 
 /** What every source reports per secret, for logs, /status and /ready. Never holds key material. */

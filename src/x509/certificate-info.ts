@@ -1,6 +1,17 @@
 import type { X509Certificate } from 'node:crypto';
-import type { CertificateInfo } from '../secrets/secret.js';
 import { isSpiffeId } from './spiffe.js';
+
+/** What an operator needs to know about a served certificate. Never holds key material. */
+export interface CertificateInfo {
+  /** Hex serial number, upper case, no separators (as Envoy's admin /certs prints it). */
+  serialNumber: string;
+  subject: string;
+  /** URI SAN that is a SPIFFE ID, if the leaf has one. */
+  spiffeId?: string;
+  dnsNames: string[];
+  notBefore: Date;
+  notAfter: Date;
+}
 
 export interface AltName {
   /** Node's prefix: `DNS`, `URI`, `IP Address`, `email`, `DirName`, `othername`, ... */

@@ -4,7 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { describeCertificate, parseSubjectAltName } from './certificate-info.js';
-import { ENVOY_EC_CURVES, MIN_RSA_BITS } from '../secrets/validate-tls-certificate.js';
+import { ENVOY_EC_CURVES, MIN_RSA_BITS } from './key-policy.js';
 
 export interface CertificateSummary {
   /** Upper-case hex, as Envoy's admin /certs prints it. */

@@ -4,7 +4,7 @@ import { StreamCore, type NonceVerdict, type StreamContext } from './stream-core
 import { Subscription } from './subscription.js';
 import { describeDenied } from './versions.js';
 import { MAX_SUBSCRIBED_NAMES } from './bounded.js';
-import { ErrorCode } from '../ops/errors.js';
+import { ErrorCode } from '../core/errors.js';
 
 /**
  * One incremental DeltaSecrets stream. The client tells us what it subscribes to and, after a

@@ -1,6 +1,6 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { SecretCatalog, SecretEntry } from '../secrets/store.js';
-import { ErrorCode } from '../ops/errors.js';
+import { ErrorCode } from '../core/errors.js';
 import type { BundleFormat, ResourceEncoder, SotwRequest, StreamFailure } from './types.js';
 import type { NonceSource } from './nonce.js';
 import { combinedVersion, describeDenied, describeOverlongName, describeUnknown, describeWrongTypeUrl } from './versions.js';

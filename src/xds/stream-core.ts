@@ -1,6 +1,6 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { Resolution, SecretCatalog } from '../secrets/store.js';
-import type { Logger } from '../ops/logger.js';
+import type { Logger } from '../core/logger.js';
 import type { NonceSource } from './nonce.js';
 import type { SharedResponses } from './shared-responses.js';
 import type { BundleFormat, ErrorDetail, NodeInfo, ResourceEncoder, StreamHooks, StreamSink } from './types.js';

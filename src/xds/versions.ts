@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode } from '../ops/errors.js';
+import { ErrorCode } from '../core/errors.js';
 import { boundText, describeNames, MAX_RESOURCE_NAME, quoteName } from './bounded.js';
 
 /**

@@ -10,10 +10,10 @@ import { createCallerAttestation } from '../../src/attestation/create.js';
 import { UnixWorkloadAttestor } from '../../src/attestation/unix-attestor.js';
 import type { PeerCredentials, WorkloadAttestor } from '../../src/attestation/types.js';
 import { readStartTimeSync } from '../../src/attestation/proc.js';
-import { ErrorCode, SdsError } from '../../src/ops/errors.js';
+import { ErrorCode, SdsError } from '../../src/core/errors.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { SdsServer } from '../../src/server/sds-server.js';
-import { silentLogger } from '../../src/ops/logger.js';
+import { silentLogger } from '../../src/core/logger.js';
 import { makeSharedDir, startPeer, type PeerProcess } from '../helpers/peer-process.js';
 
 const NS_LAST_PID = '/proc/sys/kernel/ns_last_pid';

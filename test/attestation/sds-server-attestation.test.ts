@@ -6,7 +6,7 @@ import path from 'node:path';
 import { CallerAttestation } from '../../src/attestation/caller-attestation.js';
 import { UnixWorkloadAttestor } from '../../src/attestation/unix-attestor.js';
 import type { Caller } from '../../src/attestation/types.js';
-import { ErrorCode, SdsError } from '../../src/ops/errors.js';
+import { ErrorCode, SdsError } from '../../src/core/errors.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { SdsServer } from '../../src/server/sds-server.js';
 import type { TransportLimits } from '../../src/server/connection-guard.js';

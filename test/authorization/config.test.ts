@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfigFile } from '../../src/cli/config.js';
 import { parseCommandLine } from '../../src/cli/args.js';
 import { startApp } from '../../src/cli/app.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { makeSharedDir } from '../helpers/peer-process.js';
 import { installClient, NOBODY_USER, ROOT_USER, runClient } from '../helpers/authz-clients.js';
 import { waitFor } from '../helpers/files.js';

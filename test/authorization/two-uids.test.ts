@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { makeSharedDir } from '../helpers/peer-process.js';
 import { DAEMON_USER, installClient, NOBODY_USER, ROOT_USER, runClient, type ClientResult, type HeldClient } from '../helpers/authz-clients.js';
 import { waitFor } from '../helpers/files.js';

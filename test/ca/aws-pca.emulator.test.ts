@@ -29,7 +29,7 @@ import {
 import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AwsPcaBackend, DEFAULT_TEMPLATE_ARN } from '../../src/ca/aws-pca/aws-pca-backend.js';
-import { silentLogger } from '../../src/ops/logger.js';
+import { silentLogger } from '../../src/core/logger.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { CaSource } from '../../src/sources/ca-source.js';
 import { splitPem } from '../../src/x509/pem.js';

@@ -4,7 +4,7 @@ import { EmbeddedCa } from '../../src/ca/embedded/embedded-ca.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../../src/ca/ca-backend.js';
 import { CaSource, type CaSourceOptions } from '../../src/sources/ca-source.js';
 import { SecretStore } from '../../src/secrets/store.js';
-import { createLogger, silentLogger } from '../../src/ops/logger.js';
+import { createLogger, silentLogger } from '../../src/core/logger.js';
 
 const TD = 'example.org';
 const FRONT = 'spiffe://example.org/front';

@@ -6,7 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { describeWithCfssl, startCfssl, type CfsslServer } from '../helpers/cfssl-server.js';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { SdsTestClient, decodeSecret, envoyNode } from '../helpers/sds-client.js';
 
 const WEB = 'spiffe://example.org/web';

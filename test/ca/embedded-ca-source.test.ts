@@ -7,7 +7,7 @@ import { EmbeddedCa } from '../../src/ca/embedded/embedded-ca.js';
 import type { CaBackend, SignRequest } from '../../src/ca/ca-backend.js';
 import { CaSource } from '../../src/sources/ca-source.js';
 import { SecretStore } from '../../src/secrets/store.js';
-import { createLogger, silentLogger } from '../../src/ops/logger.js';
+import { createLogger, silentLogger } from '../../src/core/logger.js';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import { startServer, type RunningServer } from '../helpers/server.js';
 import { SdsTestClient, decodeSecret, envoyNode } from '../helpers/sds-client.js';

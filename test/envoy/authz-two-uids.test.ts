@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { parseConfigFile } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { makeSharedDir } from '../helpers/peer-process.js';
 import { installClient, NOBODY_USER, ROOT_USER, runClient } from '../helpers/authz-clients.js';
 import { describeWithEnvoy } from './find-envoy.js';

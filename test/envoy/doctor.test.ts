@@ -18,7 +18,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { runDoctor } from '../../src/cli/doctor-command.js';
 import type { Cause, DoctorReport } from '../../src/ops/doctor.js';
 import { issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';

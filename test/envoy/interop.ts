@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { defaultConfig, type ServerConfig } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { RenameWriter } from '../helpers/files.js';
 import { TYPE, directResponseFilter, sdsConfigSource, type Config, type SdsConfigSourceOptions } from './harness.js';

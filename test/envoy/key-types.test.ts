@@ -10,7 +10,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { ErrorCode } from '../../src/ops/errors.js';
+import { ErrorCode } from '../../src/core/errors.js';
 import type { TlsCertificateValue } from '../../src/secrets/secret.js';
 import { describeCertificate } from '../../src/x509/certificate-info.js';
 import type { IssuedLeaf } from '../../src/x509/issue.js';

@@ -17,7 +17,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { startApp, type RunningApp } from '../../src/cli/app.js';
 import { defaultConfig, type ServerConfig } from '../../src/cli/config.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { KubernetesAtomicWriter, RenameWriter } from '../helpers/files.js';
 import {

@@ -7,7 +7,7 @@
  * stdout: one JSON report per line (after start, then per command). Exits when stdin closes.
  */
 import { createInterface } from 'node:readline';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { FileSource, type FileBundleSpec, type FileTlsSecretSpec } from '../../src/sources/file-source.js';
 

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { SecretStore, type SecretStoreOptions } from '../../src/secrets/store.js';
 import { SdsServer, type SdsServerOptions } from '../../src/server/sds-server.js';
-import { createLogger } from '../../src/ops/logger.js';
+import { createLogger } from '../../src/core/logger.js';
 
 export interface RunningServer {
   store: SecretStore;

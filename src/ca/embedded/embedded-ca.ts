@@ -1,10 +1,10 @@
-import { readSecretFileOrThrow } from '../../sources/read-secret-file.js';
+import { readSecretFileOrThrow } from '../../core/read-secret-file.js';
 import fs from 'node:fs/promises';
 import * as x509 from '@peculiar/x509';
 import { trustDomainId } from '../../x509/spiffe.js';
 import path from 'node:path';
-import type { Logger } from '../../ops/logger.js';
-import { ErrorCode, SdsError } from '../../ops/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { ErrorCode, SdsError } from '../../core/errors.js';
 import { createRootCa, loadAuthority, signLeaf, type CertificateAuthority, type KeyType } from '../../x509/issue.js';
 import { readCsr } from '../../x509/csr.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';

@@ -4,7 +4,7 @@
  */
 import { constants, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, SdsError, fail, ok, type Result } from '../ops/errors.js';
+import { ErrorCode, SdsError, fail, ok, type Result } from './errors.js';
 
 /**
  * Largest secret file read, in bytes (1 MiB). A certificate chain or bundle is a few KiB; a real

@@ -1,4 +1,4 @@
-import type { LogFields, Logger } from '../ops/logger.js';
+import type { LogFields, Logger } from './logger.js';
 
 /**
  * One warning kind that a misbehaving client can trigger at will (thousands of bad connections),
