@@ -37,7 +37,9 @@ module.exports = {
       name: 'no-circular',
       comment: 'an import cycle between modules of src/',
       severity: 'error',
-      from: { path: '^src/' },
+      // Generated protobuf types (npm run gen:types) follow the schema, and google.protobuf.Struct,
+      // Value and ListValue are defined in terms of each other: type-only imports, nothing at run time.
+      from: { path: '^src/', pathNot: '^src/api/generated/' },
       to: { circular: true },
     },
     {

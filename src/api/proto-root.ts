@@ -5,7 +5,8 @@ import protobuf from 'protobufjs';
 /** Our own wire-compatible .proto files, shipped beside `dist/` and `src/`. */
 export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
 
-const FILES = [
+/** The entry points of proto/ (imports follow); also the input of `npm run gen:types`. */
+export const PROTO_FILES = [
   'envoy/service/secret/v3/sds.proto',
   'envoy/extensions/transport_sockets/tls/v3/secret.proto',
   'envoy/extensions/transport_sockets/tls/v3/tls_spiffe_validator_config.proto',
@@ -24,7 +25,7 @@ export function protoRoot(): protobuf.Root {
     if (target.startsWith('google/protobuf/')) return target;
     return path.isAbsolute(target) ? target : path.join(PROTO_DIR, target);
   };
-  r.loadSync(FILES, { keepCase: false });
+  r.loadSync(PROTO_FILES, { keepCase: false });
   r.resolveAll();
   root = r;
   return r;

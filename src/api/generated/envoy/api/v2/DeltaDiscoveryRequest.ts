@@ -1,0 +1,24 @@
+// Original file: proto/envoy/api/v2/discovery.proto
+
+import type { Node as _envoy_api_v2_core_Node, Node__Output as _envoy_api_v2_core_Node__Output } from '../../../envoy/api/v2/core/Node.js';
+import type { Status as _google_rpc_Status, Status__Output as _google_rpc_Status__Output } from '../../../google/rpc/Status.js';
+
+export interface DeltaDiscoveryRequest {
+  'node'?: (_envoy_api_v2_core_Node | null);
+  'type_url'?: (string);
+  'resource_names_subscribe'?: (string)[];
+  'resource_names_unsubscribe'?: (string)[];
+  'initial_resource_versions'?: ({[key: string]: string});
+  'response_nonce'?: (string);
+  'error_detail'?: (_google_rpc_Status | null);
+}
+
+export interface DeltaDiscoveryRequest__Output {
+  'node': (_envoy_api_v2_core_Node__Output | null);
+  'type_url': (string);
+  'resource_names_subscribe': (string)[];
+  'resource_names_unsubscribe': (string)[];
+  'initial_resource_versions': ({[key: string]: string});
+  'response_nonce': (string);
+  'error_detail': (_google_rpc_Status__Output | null);
+}
