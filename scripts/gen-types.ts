@@ -3,8 +3,9 @@
  * src/api/generated/ by @grpc/proto-loader's `proto-loader-gen-types` (as grpc-js-xds does).
  * The output is committed; test/generated-types.test.ts fails when it differs from a fresh run.
  *
- * The flags describe the plain objects the code is to see: proto field names (keepCase), 64-bit
- * integers as strings, defaults filled in, bytes as Buffer.
+ * The flags describe how src/api/proto-root.ts turns decoded messages into plain objects
+ * (TO_OBJECT there): proto field names (keepCase), 64-bit integers as strings, defaults filled in,
+ * bytes as Buffer. Change both together.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, rmSync, statSync } from 'node:fs';

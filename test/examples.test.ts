@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { defaultConfig, parseConfigFile, type ServerConfig } from '../src/cli/config.js';
 import { IdentityTemplate } from '../src/authorization/entitlements.js';
-import { protoRoot } from '../src/api/proto-root.js';
+import { decodeAs, protoRoot } from '../src/api/proto-root.js';
+import type { Secret__Output as SecretV2__Output } from '../src/api/generated/envoy/api/v2/auth/Secret.js';
 import { silentLogger } from '../src/core/logger.js';
 import {
   CONTAINER,
@@ -517,18 +518,14 @@ describe('the v2 bootstrap (examples/appmesh-v2/bootstrap-v2.yaml)', () => {
         expect(res.type_url).toBe('type.googleapis.com/envoy.api.v2.auth.Secret');
         expect(res.resources).toHaveLength(1);
         expect(res.resources[0]?.type_url).toBe('type.googleapis.com/envoy.api.v2.auth.Secret');
-        const secret = Secret.toObject(Secret.decode(res.resources[0]!.value), { bytes: String }) as {
-          name: string;
-          tlsCertificate?: { certificateChain?: { inlineBytes?: string }; privateKey?: { inlineBytes?: string } };
-          validationContext?: { trustedCa?: { inlineBytes?: string } };
-        };
+        const secret = decodeAs<SecretV2__Output>(Secret, res.resources[0]!.value);
         expect(secret.name).toBe(name);
         if (name === spiffeId('front')) {
-          expect(secret.tlsCertificate?.certificateChain?.inlineBytes).toBeTruthy();
-          expect(secret.tlsCertificate?.privateKey?.inlineBytes).toBeTruthy();
+          expect(secret.tls_certificate?.certificate_chain?.inline_bytes?.length).toBeGreaterThan(0);
+          expect(secret.tls_certificate?.private_key?.inline_bytes?.length).toBeGreaterThan(0);
         } else {
           // v2 has no SPIFFE validator: the bundle is trusted_ca.
-          expect(secret.validationContext?.trustedCa?.inlineBytes).toBeTruthy();
+          expect(secret.validation_context?.trusted_ca?.inline_bytes?.length).toBeGreaterThan(0);
         }
       }
     });

@@ -8,7 +8,10 @@ import * as grpc from '@grpc/grpc-js';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { messageType } from '../src/api/proto-root.js';
+import { decodeAs, messageType } from '../src/api/proto-root.js';
+import type { Secret } from '../src/api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
+import type { DiscoveryRequest__Output } from '../src/api/generated/envoy/service/discovery/v3/DiscoveryRequest.js';
+import type { DiscoveryResponse } from '../src/api/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
 import { fetchSecret, formatFetched } from '../src/cli/fetch-command.js';
 import { createRootCa, issueLeaf, type IssuedLeaf } from '../src/x509/issue.js';
 
@@ -27,9 +30,9 @@ describe('fetch against a StreamSecrets-only SDS server (test double)', () => {
     const Secret = messageType('envoy.extensions.transport_sockets.tls.v3.Secret');
     const Request = messageType('envoy.service.discovery.v3.DiscoveryRequest');
     const Response = messageType('envoy.service.discovery.v3.DiscoveryResponse');
-    const secret = Secret.encode(
-      Secret.fromObject({ name: 'default', tlsCertificate: { certificateChain: { inlineBytes: Buffer.from(leaf.chainPem) }, privateKey: { inlineBytes: Buffer.from(leaf.keyPem) } } }),
-    ).finish();
+    const secretObj: Secret = { name: 'default', tls_certificate: { certificate_chain: { inline_bytes: Buffer.from(leaf.chainPem) }, private_key: { inline_bytes: Buffer.from(leaf.keyPem) } } };
+    const secret = Secret.encode(Secret.fromObject(secretObj)).finish();
+    const response: DiscoveryResponse = { version_info: 'v7', type_url: SECRET_TYPE_URL, resources: [{ type_url: SECRET_TYPE_URL, value: secret }] };
     const raw = (b: Buffer): Buffer => b;
     server = new grpc.Server();
     server.addService(
@@ -39,9 +42,8 @@ describe('fetch against a StreamSecrets-only SDS server (test double)', () => {
       {
         StreamSecrets: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
           call.on('data', (b: Buffer) => {
-            const req = Request.toObject(Request.decode(b)) as { resourceNames?: string[] };
-            requested.push(req.resourceNames ?? []);
-            call.write(Buffer.from(Response.encode(Response.fromObject({ versionInfo: 'v7', typeUrl: SECRET_TYPE_URL, resources: [{ type_url: SECRET_TYPE_URL, value: secret }] })).finish()));
+            requested.push(decodeAs<DiscoveryRequest__Output>(Request, b).resource_names);
+            call.write(Buffer.from(Response.encode(Response.fromObject(response)).finish()));
           });
           call.on('error', () => undefined);
           call.on('end', () => call.end());

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { startServer, type RunningServer } from './helpers/server.js';
-import { SdsTestClient, decodeSecret, decodeSpiffeConfig, envoyNode, type SecretObj } from './helpers/sds-client.js';
+import { SdsTestClient, decodeSecret, decodeSpiffeConfig, envoyNode } from './helpers/sds-client.js';
+import type { Secret__Output } from '../src/api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 import type { BundleFormatSetting } from '../src/xds/bundle-format.js';
 
@@ -43,7 +44,7 @@ describe('secret names and bundle forms', () => {
     return { ca, partnerCa, front, back };
   }
 
-  async function get(name: string, node = envoyNode()): Promise<SecretObj> {
+  async function get(name: string, node = envoyNode()): Promise<Secret__Output> {
     const s = client.stream();
     s.send({ node, resource_names: [name], type_url: client.typeUrl });
     const res = await s.next();
@@ -55,7 +56,7 @@ describe('secret names and bundle forms', () => {
     return secret;
   }
 
-  const serialOf = (s: SecretObj): string => new X509Certificate(s.tls_certificate!.certificate_chain!.inline_bytes!).serialNumber;
+  const serialOf = (s: Secret__Output): string => new X509Certificate(s.tls_certificate!.certificate_chain!.inline_bytes!).serialNumber;
 
   it('serves a certificate by its SPIFFE ID, its configured extra name and `default`', async () => {
     const { front, back } = await setup();

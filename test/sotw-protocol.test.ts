@@ -2,14 +2,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
 import { startServer, type RunningServer } from './helpers/server.js';
-import { SdsTestClient, decodeSecret, envoyNode, type DiscoveryResponseObj } from './helpers/sds-client.js';
+import { SdsTestClient, decodeSecret, envoyNode } from './helpers/sds-client.js';
+import type { DiscoveryResponse__Output } from '../src/api/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 import type { CertificateAuthority } from '../src/x509/issue.js';
 
 const FRONT = 'spiffe://example.org/front';
 const TD = 'spiffe://example.org';
 
-function serialOf(res: DiscoveryResponseObj, index = 0): string {
+function serialOf(res: DiscoveryResponse__Output, index = 0): string {
   const resource = res.resources[index];
   if (!resource) throw new Error('response has no resource at ' + index);
   const chain = decodeSecret(resource).tls_certificate?.certificate_chain?.inline_bytes;

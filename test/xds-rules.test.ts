@@ -14,6 +14,10 @@ import type { StreamContext } from '../src/xds/stream-core.js';
 import type { DeltaRequest, SotwRequest, StreamFailure, StreamSink } from '../src/xds/types.js';
 import { createLogger, type Logger } from '../src/core/logger.js';
 import { upstreamType } from './helpers/upstream-protos.js';
+import { decodeAs } from '../src/api/proto-root.js';
+import type { DiscoveryResponse__Output } from '../src/api/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
+import type { DeltaDiscoveryResponse__Output } from '../src/api/generated/envoy/service/discovery/v3/DeltaDiscoveryResponse.js';
+import type { Secret__Output } from '../src/api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
 import { bundleValue, rootCa, tlsValue } from './helpers/identities.js';
 import type { CertificateAuthority } from '../src/x509/issue.js';
 
@@ -83,24 +87,9 @@ class DenyingCatalog implements SecretCatalog {
   }
 }
 
-interface SotwResponseObj {
-  version_info: string;
-  resources: { type_url: string; value: Buffer }[];
-  nonce: string;
-}
-interface DeltaResponseObj {
-  system_version_info: string;
-  resources: { name: string; version: string; resource?: { value: Buffer } }[];
-  removed_resources: string[];
-  nonce: string;
-}
-const TO_OBJECT = { defaults: true, arrays: true, bytes: Buffer, longs: String };
-const decodeSotw = (b: Buffer): SotwResponseObj =>
-  upstreamType('envoy.service.discovery.v3.DiscoveryResponse').toObject(upstreamType('envoy.service.discovery.v3.DiscoveryResponse').decode(b), TO_OBJECT) as SotwResponseObj;
-const decodeDelta = (b: Buffer): DeltaResponseObj =>
-  upstreamType('envoy.service.discovery.v3.DeltaDiscoveryResponse').toObject(upstreamType('envoy.service.discovery.v3.DeltaDiscoveryResponse').decode(b), TO_OBJECT) as DeltaResponseObj;
-const secretName = (value: Buffer): string =>
-  (upstreamType('envoy.extensions.transport_sockets.tls.v3.Secret').toObject(upstreamType('envoy.extensions.transport_sockets.tls.v3.Secret').decode(value)) as { name: string }).name;
+const decodeSotw = (b: Buffer): DiscoveryResponse__Output => decodeAs(upstreamType('envoy.service.discovery.v3.DiscoveryResponse'), b);
+const decodeDelta = (b: Buffer): DeltaDiscoveryResponse__Output => decodeAs(upstreamType('envoy.service.discovery.v3.DeltaDiscoveryResponse'), b);
+const secretName = (value: Buffer): string => decodeAs<Secret__Output>(upstreamType('envoy.extensions.transport_sockets.tls.v3.Secret'), value).name;
 
 /** `last` = the nonce of the stream's last response; `stale` = the one before; `foreign` = from another stream. */
 type NonceRef = 'none' | 'last' | 'stale' | 'foreign';

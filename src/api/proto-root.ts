@@ -25,7 +25,8 @@ export function protoRoot(): protobuf.Root {
     if (target.startsWith('google/protobuf/')) return target;
     return path.isAbsolute(target) ? target : path.join(PROTO_DIR, target);
   };
-  r.loadSync(PROTO_FILES, { keepCase: false });
+  // Proto field names (snake_case), as the generated types in ./generated/ spell them.
+  r.loadSync(PROTO_FILES, { keepCase: true });
   r.resolveAll();
   root = r;
   return r;
@@ -33,4 +34,16 @@ export function protoRoot(): protobuf.Root {
 
 export function messageType(name: string): protobuf.Type {
   return protoRoot().lookupType(name);
+}
+
+/**
+ * How a decoded message becomes a plain object: the shape the generated `__Output` types describe
+ * (scripts/gen-types.ts passes the matching generator flags): every non-oneof field present with
+ * its default, message fields null when absent, 64-bit integers as strings, bytes as Buffer.
+ */
+export const TO_OBJECT: protobuf.IConversionOptions = { defaults: true, longs: String };
+
+/** Decodes `bytes` as `type` into the plain object the generated `T` (a `__Output` type) describes; a Buffer, so bytes fields decode as Buffer views of it. */
+export function decodeAs<T>(type: protobuf.Type, bytes: Buffer): T {
+  return type.toObject(type.decode(bytes), TO_OBJECT) as T;
 }

@@ -4,6 +4,13 @@ import type { BundleFormat, ResourceEncoder } from '../xds/types.js';
 import { messageType } from './proto-root.js';
 import { encodeAny, encodeDeltaResponse, encodeSotwResponse } from './response-writer.js';
 import { SPIFFE_VALIDATOR_NAME, SPIFFE_VALIDATOR_TYPE_URL, type ApiVersion } from './api-version.js';
+import type { Secret as SecretV3 } from './generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
+import type { CertificateValidationContext } from './generated/envoy/extensions/transport_sockets/tls/v3/CertificateValidationContext.js';
+import type { SPIFFECertValidatorConfig } from './generated/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.js';
+import type { Secret as SecretV2 } from './generated/envoy/api/v2/auth/Secret.js';
+
+/** A v3 or v2 `Secret` as given to protobufjs' fromObject (generated from proto/ by `npm run gen:types`). */
+type WireSecret = SecretV3 | SecretV2;
 
 /**
  * Renders store entries as Envoy `Secret` messages (inline bytes) for one API version.
@@ -47,39 +54,36 @@ export class SecretEncoder implements ResourceEncoder {
   encodeSecret(entry: SecretEntry, name: string, format: BundleFormat): Uint8Array {
     const Secret = messageType(this.api.secretMessage);
     const value = entry.value;
-    if (value.kind === 'tls-certificate') {
-      return Secret.encode(
-        Secret.fromObject({
-          name,
-          tlsCertificate: {
-            certificateChain: { inlineBytes: Buffer.from(value.certificateChainPem) },
-            privateKey: { inlineBytes: Buffer.from(value.privateKeyPem) },
-          },
-        }),
-      ).finish();
-    }
-    return Secret.encode(Secret.fromObject({ name, validationContext: this.validationContext(value, format) })).finish();
+    const secret: WireSecret =
+      value.kind === 'tls-certificate'
+        ? {
+            name,
+            tls_certificate: {
+              certificate_chain: { inline_bytes: Buffer.from(value.certificateChainPem) },
+              private_key: { inline_bytes: Buffer.from(value.privateKeyPem) },
+            },
+          }
+        : { name, validation_context: this.validationContext(value, format) };
+    return Secret.encode(Secret.fromObject(secret)).finish();
   }
 
-  private validationContext(value: TrustBundleValue, format: BundleFormat): Record<string, unknown> {
+  /** v3 type; v2 gets only `trusted_ca`, which it shares (supportsSpiffeValidator is false there). */
+  private validationContext(value: TrustBundleValue, format: BundleFormat): CertificateValidationContext {
     const spiffe = format === 'spiffe' && this.api.supportsSpiffeValidator && value.bundles.every((b) => b.trustDomain);
     if (!spiffe) {
-      return { trustedCa: { inlineBytes: Buffer.from(value.bundles.flatMap((b) => b.rootsPem).join('')) } };
+      return { trusted_ca: { inline_bytes: Buffer.from(value.bundles.flatMap((b) => b.rootsPem).join('')) } };
     }
     const Config = messageType('envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig');
-    const config = Config.encode(
-      Config.fromObject({
-        trustDomains: value.bundles.map((b) => ({
-          name: b.trustDomain,
-          trustBundle: { inlineBytes: Buffer.from(b.rootsPem.join('')) },
-        })),
-      }),
-    ).finish();
+    const config: SPIFFECertValidatorConfig = {
+      trust_domains: value.bundles.map((b) => ({
+        name: b.trustDomain,
+        trust_bundle: { inline_bytes: Buffer.from(b.rootsPem.join('')) },
+      })),
+    };
     return {
-      customValidatorConfig: {
+      custom_validator_config: {
         name: SPIFFE_VALIDATOR_NAME,
-        // protobufjs' bundled google.protobuf.Any keeps its snake_case field names.
-        typedConfig: { type_url: SPIFFE_VALIDATOR_TYPE_URL, value: config },
+        typed_config: { type_url: SPIFFE_VALIDATOR_TYPE_URL, value: Config.encode(Config.fromObject(config)).finish() },
       },
     };
   }

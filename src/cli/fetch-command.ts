@@ -6,7 +6,12 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
-import { messageType } from '../api/proto-root.js';
+import { decodeAs, messageType } from '../api/proto-root.js';
+import type { DiscoveryRequest } from '../api/generated/envoy/service/discovery/v3/DiscoveryRequest.js';
+import type { DiscoveryResponse__Output } from '../api/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
+import type { Secret__Output } from '../api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
+import type { SPIFFECertValidatorConfig__Output } from '../api/generated/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.js';
+import type { DataSource__Output } from '../api/generated/envoy/config/core/v3/DataSource.js';
 import { ErrorCode, SdsError } from '../core/errors.js';
 import { splitPem } from '../x509/pem.js';
 import { summarizeCertificate, type CertificateSummary } from '../x509/certificate-summary.js';
@@ -30,36 +35,23 @@ export interface FetchedSecret {
   roots?: Array<{ trustDomain?: string; roots: CertificateSummary[] }>;
 }
 
-interface DataSource {
-  inlineBytes?: Uint8Array;
-  inlineString?: string;
-}
-interface SecretMsg {
-  name?: string;
-  tlsCertificate?: { certificateChain?: DataSource };
-  validationContext?: { trustedCa?: DataSource; customValidatorConfig?: { typedConfig?: { type_url?: string; typeUrl?: string; value?: Uint8Array } } };
-}
-
-const text = (d: DataSource | undefined): string => (d?.inlineString ?? (d?.inlineBytes ? Buffer.from(d.inlineBytes).toString('utf8') : ''));
+const text = (d: DataSource__Output | null | undefined): string => d?.inline_string ?? d?.inline_bytes?.toString('utf8') ?? '';
 const certsIn = (pem: string): CertificateSummary[] => splitPem(pem).filter((b) => b.label === 'CERTIFICATE').map((b) => summarizeCertificate(b.der));
 
 /** Decodes an SDS v3 Secret resource into its public summary. */
-export function summarizeSecret(bytes: Uint8Array, version: string): FetchedSecret {
-  const Secret = messageType('envoy.extensions.transport_sockets.tls.v3.Secret');
-  // Only the fields read below are looked at; tlsCertificate.privateKey is never read.
-  const s = Secret.toObject(Secret.decode(bytes)) as SecretMsg;
-  const name = s.name ?? '';
-  if (s.tlsCertificate) return { name, version, kind: 'tls-certificate', chain: certsIn(text(s.tlsCertificate.certificateChain)) };
-  const vc = s.validationContext;
+export function summarizeSecret(bytes: Buffer, version: string): FetchedSecret {
+  // Only the fields read below are looked at; tls_certificate.private_key is never read.
+  const s = decodeAs<Secret__Output>(messageType('envoy.extensions.transport_sockets.tls.v3.Secret'), bytes);
+  const name = s.name;
+  if (s.tls_certificate) return { name, version, kind: 'tls-certificate', chain: certsIn(text(s.tls_certificate.certificate_chain)) };
+  const vc = s.validation_context;
   if (vc) {
-    const typed = vc.customValidatorConfig?.typedConfig;
-    // protobufjs' bundled google.protobuf.Any keeps the snake_case `type_url` (see src/api/secret-encoder.ts).
-    if ((typed?.type_url ?? typed?.typeUrl) === SPIFFE_VALIDATOR_TYPE_URL && typed?.value) {
-      const Config = messageType('envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig');
-      const c = Config.toObject(Config.decode(typed.value)) as { trustDomains?: Array<{ name?: string; trustBundle?: DataSource }> };
-      return { name, version, kind: 'validation-context', roots: (c.trustDomains ?? []).map((d) => ({ ...(d.name ? { trustDomain: d.name } : {}), roots: certsIn(text(d.trustBundle)) })) };
+    const typed = vc.custom_validator_config?.typed_config;
+    if (typed?.type_url === SPIFFE_VALIDATOR_TYPE_URL) {
+      const c = decodeAs<SPIFFECertValidatorConfig__Output>(messageType('envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig'), typed.value);
+      return { name, version, kind: 'validation-context', roots: c.trust_domains.map((d) => ({ ...(d.name ? { trustDomain: d.name } : {}), roots: certsIn(text(d.trust_bundle)) })) };
     }
-    return { name, version, kind: 'validation-context', roots: [{ roots: certsIn(text(vc.trustedCa)) }] };
+    return { name, version, kind: 'validation-context', roots: [{ roots: certsIn(text(vc.trusted_ca)) }] };
   }
   return { name, version, kind: 'other' };
 }
@@ -75,11 +67,8 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
   const Request = messageType('envoy.service.discovery.v3.DiscoveryRequest');
   const Response = messageType('envoy.service.discovery.v3.DiscoveryResponse');
   const client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure());
-  const request = Buffer.from(
-    Request.encode(
-      Request.fromObject({ node: { id: 'sds-server-fetch', cluster: 'sds-server-cli', userAgentName: 'sds-server-fetch' }, resourceNames: [name], typeUrl: SECRET_TYPE_URL }),
-    ).finish(),
-  );
+  const requestObj: DiscoveryRequest = { node: { id: 'sds-server-fetch', cluster: 'sds-server-cli', user_agent_name: 'sds-server-fetch' }, resource_names: [name], type_url: SECRET_TYPE_URL };
+  const request = Buffer.from(Request.encode(Request.fromObject(requestObj)).finish());
   const raw = (b: Buffer): Buffer => b;
   const deadline = Date.now() + timeoutMs;
   try {
@@ -101,10 +90,10 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
         call.write(request);
       });
     }
-    const res = Response.toObject(Response.decode(bytes)) as { versionInfo?: string; resources?: Array<{ typeUrl?: string; value?: Uint8Array }> };
-    const resource = res.resources?.[0];
-    if (!resource?.value) throw new Error(`the server answered with no resource for ${name}`);
-    return summarizeSecret(resource.value, res.versionInfo ?? '');
+    const res = decodeAs<DiscoveryResponse__Output>(Response, bytes);
+    const resource = res.resources[0];
+    if (!resource?.value.length) throw new Error(`the server answered with no resource for ${name}`);
+    return summarizeSecret(resource.value, res.version_info);
   } finally {
     client.close();
   }

@@ -1,11 +1,26 @@
 import * as grpc from '@grpc/grpc-js';
 import type protobuf from 'protobufjs';
 import { upstreamType } from './upstream-protos.js';
+import { decodeAs } from '../../src/api/proto-root.js';
+import type { DiscoveryRequest } from '../../src/api/generated/envoy/service/discovery/v3/DiscoveryRequest.js';
+import type { DiscoveryResponse__Output } from '../../src/api/generated/envoy/service/discovery/v3/DiscoveryResponse.js';
+import type { DeltaDiscoveryRequest } from '../../src/api/generated/envoy/service/discovery/v3/DeltaDiscoveryRequest.js';
+import type { DeltaDiscoveryResponse__Output } from '../../src/api/generated/envoy/service/discovery/v3/DeltaDiscoveryResponse.js';
+import type { Secret__Output } from '../../src/api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
+import type { SPIFFECertValidatorConfig__Output } from '../../src/api/generated/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.js';
+import type { Any__Output } from '../../src/api/generated/google/protobuf/Any.js';
+import type { Node } from '../../src/api/generated/envoy/config/core/v3/Node.js';
+import type { Value } from '../../src/api/generated/google/protobuf/Value.js';
 
 /**
  * A real SDS client over a real Unix socket, built from the upstream Envoy protos (not ours).
  * v2 uses the v2 service path with the upstream v3 message definitions: the two are
  * wire-compatible in every field SDS uses (proven in wire-compat.test.ts).
+ *
+ * Messages are typed with the types generated from our proto/ (src/api/generated, `npm run
+ * gen:types`): requests as the generator's input types, responses as its `__Output` types, which
+ * describe what decodeAs (src/api/proto-root.ts, the server's own conversion) gives. Upstream
+ * messages have more fields than ours; those are present at run time but not in the types.
  */
 export type ApiLabel = 'v3' | 'v2';
 
@@ -18,56 +33,6 @@ export const SECRET_TYPE_URL: Record<ApiLabel, string> = {
   v2: 'type.googleapis.com/envoy.api.v2.auth.Secret',
 };
 
-/** Plain-object shapes of the upstream messages as protobufjs `toObject` gives them (keepCase). */
-export interface DataSourceObj { inline_bytes?: Buffer; filename?: string }
-export interface SecretObj {
-  name: string;
-  tls_certificate?: { certificate_chain?: DataSourceObj; private_key?: DataSourceObj };
-  validation_context?: {
-    trusted_ca?: DataSourceObj;
-    custom_validator_config?: { name: string; typed_config?: { type_url: string; value: Buffer } };
-  };
-}
-export interface SpiffeConfigObj { trust_domains: { name: string; trust_bundle?: DataSourceObj }[] }
-export interface DiscoveryResponseObj {
-  version_info: string;
-  resources: { type_url: string; value: Buffer }[];
-  type_url: string;
-  nonce: string;
-}
-export interface DeltaResponseObj {
-  system_version_info: string;
-  resources: { name: string; version: string; resource?: { type_url: string; value: Buffer } }[];
-  removed_resources: string[];
-  type_url: string;
-  nonce: string;
-}
-export interface NodeObj {
-  id?: string;
-  cluster?: string;
-  // protobufjs' bundled google.protobuf.Struct keeps camelCase field names even with keepCase.
-  metadata?: { fields: Record<string, { boolValue?: boolean; stringValue?: string }> };
-  user_agent_name?: string;
-  user_agent_build_version?: { version: { major_number: number; minor_number: number; patch: number } };
-}
-export interface DiscoveryRequestObj {
-  version_info?: string;
-  node?: NodeObj;
-  resource_names?: string[];
-  type_url?: string;
-  response_nonce?: string;
-  error_detail?: { code: number; message: string };
-}
-export interface DeltaRequestObj {
-  node?: NodeObj;
-  type_url?: string;
-  resource_names_subscribe?: string[];
-  resource_names_unsubscribe?: string[];
-  initial_resource_versions?: Record<string, string>;
-  response_nonce?: string;
-  error_detail?: { code: number; message: string };
-}
-
 const t = {
   req: () => upstreamType('envoy.service.discovery.v3.DiscoveryRequest'),
   res: () => upstreamType('envoy.service.discovery.v3.DiscoveryResponse'),
@@ -77,24 +42,19 @@ const t = {
   spiffe: () => upstreamType('envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig'),
 };
 
-const TO_OBJECT: protobuf.IConversionOptions = { defaults: true, arrays: true, objects: true, bytes: Buffer, longs: String };
-
 const encoder = (type: () => protobuf.Type) => (obj: object): Buffer => {
   const T = type();
   const err = T.verify(obj);
   if (err) throw new Error(`test client built an invalid ${T.name}: ${err}`);
   return Buffer.from(T.encode(T.fromObject(obj)).finish());
 };
-const decoder = <R>(type: () => protobuf.Type) => (bytes: Buffer): R => {
-  const T = type();
-  return T.toObject(T.decode(bytes), TO_OBJECT) as R;
-};
+const decoder = <R>(type: () => protobuf.Type) => (bytes: Buffer): R => decodeAs<R>(type(), bytes);
 
-export function decodeSecret(any: { type_url: string; value: Buffer }): SecretObj {
-  return decoder<SecretObj>(t.secret)(any.value);
+export function decodeSecret(any: Any__Output): Secret__Output {
+  return decoder<Secret__Output>(t.secret)(any.value);
 }
-export function decodeSpiffeConfig(value: Buffer): SpiffeConfigObj {
-  return decoder<SpiffeConfigObj>(t.spiffe)(value);
+export function decodeSpiffeConfig(value: Buffer): SPIFFECertValidatorConfig__Output {
+  return decoder<SPIFFECertValidatorConfig__Output>(t.spiffe)(value);
 }
 
 export interface StreamEnd {
@@ -181,32 +141,32 @@ export class SdsTestClient {
     return SECRET_TYPE_URL[this.api];
   }
 
-  stream(): TestStream<DiscoveryRequestObj, DiscoveryResponseObj> {
+  stream(): TestStream<DiscoveryRequest, DiscoveryResponse__Output> {
     const call = this.client.makeBidiStreamRequest(
       `/${SERVICE[this.api]}/StreamSecrets`,
       encoder(t.req),
-      decoder<DiscoveryResponseObj>(t.res),
+      decoder<DiscoveryResponse__Output>(t.res),
     );
     return new TestStream(call);
   }
 
-  delta(): TestStream<DeltaRequestObj, DeltaResponseObj> {
+  delta(): TestStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse__Output> {
     const call = this.client.makeBidiStreamRequest(
       `/${SERVICE[this.api]}/DeltaSecrets`,
       encoder(t.dreq),
-      decoder<DeltaResponseObj>(t.dres),
+      decoder<DeltaDiscoveryResponse__Output>(t.dres),
     );
     return new TestStream(call);
   }
 
-  fetch(req: DiscoveryRequestObj): Promise<DiscoveryResponseObj> {
+  fetch(req: DiscoveryRequest): Promise<DiscoveryResponse__Output> {
     return new Promise((resolve, reject) => {
       this.client.makeUnaryRequest(
         `/${SERVICE[this.api]}/FetchSecrets`,
         encoder(t.req),
-        decoder<DiscoveryResponseObj>(t.res),
+        decoder<DiscoveryResponse__Output>(t.res),
         req,
-        (err, res) => (err ? reject(err) : resolve(res as DiscoveryResponseObj)),
+        (err, res) => (err ? reject(err) : resolve(res as DiscoveryResponse__Output)),
       );
     });
   }
@@ -217,9 +177,10 @@ export class SdsTestClient {
 }
 
 /** An Envoy-like node: version and metadata as real Envoy sends them. */
-export function envoyNode(opts: { id?: string; version?: [number, number, number]; metadata?: Record<string, boolean | string> } = {}): NodeObj {
+export function envoyNode(opts: { id?: string; version?: [number, number, number]; metadata?: Record<string, boolean | string> } = {}): Node {
   const [major, minor, patch] = opts.version ?? [1, 40, 0];
-  const fields: Record<string, { boolValue?: boolean; stringValue?: string }> = {};
+  // protobufjs' bundled google.protobuf.Value keeps camelCase field names even with keepCase.
+  const fields: Record<string, Value> = {};
   for (const [k, v] of Object.entries(opts.metadata ?? {})) fields[k] = typeof v === 'boolean' ? { boolValue: v } : { stringValue: v };
   return {
     id: opts.id ?? 'sidecar~10.0.0.1~front~default.svc.cluster.local',
