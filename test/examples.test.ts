@@ -131,7 +131,7 @@ describe('every file under examples/ parses', () => {
   });
 
   it('the sds-server configs are valid server configs', () => {
-    for (const file of [EXAMPLE_FILES.server, 'examples/kubernetes/sidecar/sds-server.yaml']) {
+    for (const file of [EXAMPLE_FILES.server, 'examples/kubernetes/sidecar/sds-server.yaml', 'examples/quickstart/sds-server.yaml']) {
       expect(() => serverConfigFrom(read(file), file), file).not.toThrow();
     }
   });
