@@ -11,9 +11,11 @@ ARG NODE_VERSION=20.20.2
 FROM node:${NODE_VERSION} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# The sources come before `npm ci`: its `prepare` step builds dist/ (so does `npm run build`,
+# which then finds dist/ current and returns at once).
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+RUN npm ci --no-audit --no-fund
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:${NODE_VERSION}-slim

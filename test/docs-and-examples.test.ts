@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode } from '../src/core/errors.js';
@@ -29,5 +30,33 @@ describe('documentation and examples stay true', () => {
     expect(firstScreen).toContain('npm ci && npm test');
     const ci = fs.readFileSync(path.join(ROOT, '.ci', 'run'), 'utf8');
     expect(ci).toMatch(/^npm test$/m);
+  });
+  it("the README's Tests section names every skip note printed under test/ and every test file that can skip", () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n## Tests');
+    const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+    const files = readdirSync(path.join(ROOT, 'test'), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts') && !f.startsWith('helpers'))
+      .map((f) => path.posix.join('test', f.split(path.sep).join('/')));
+    const notes = new Set<string>();
+    const skipping: string[] = [];
+    for (const file of files) {
+      const text = fs.readFileSync(path.join(ROOT, file), 'utf8');
+      // A skip note: the literal start (up to ":" or an interpolation) of what a skip prints.
+      for (const m of text.matchAll(/(?:console\.warn\(|skipReason: |const message = )[`'"]([^`'"$:(]+)/g)) notes.add(m[1]!.trim());
+      if (/\.skipIf\(|describeWith(Envoy|Cfssl)\(/.test(text) && !file.endsWith('find-envoy.ts')) skipping.push(file);
+    }
+    for (const helper of ['test/helpers/cfssl-server.ts', 'test/helpers/moto.ts']) {
+      for (const m of fs.readFileSync(path.join(ROOT, helper), 'utf8').matchAll(/(?:console\.warn\(|skipReason: )[`'"]([^`'"$:(]+)/g)) notes.add(m[1]!.trim());
+    }
+    expect([...notes].sort()).toEqual(
+      ['Envoy tests skipped', 'cfssl tests skipped', 'docker-compose.yml not validated with Compose', 'skipping moto emulator tests', 'skipping the unshare -Urm test', 'v2 Envoy-faithful client test skipped'].sort(),
+    );
+    for (const note of notes) expect(section, `skip note "${note}"`).toContain(`\`${note}`);
+    expect(skipping.length).toBeGreaterThan(10);
+    for (const file of skipping) {
+      const named = section.includes(`\`${file}\``) || (file.startsWith('test/envoy/') && section.includes('`test/envoy/*`'));
+      expect(named, `${file} can skip: the README's Tests section should name it`).toBe(true);
+    }
   });
 });

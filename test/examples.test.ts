@@ -132,7 +132,7 @@ describe('every file under examples/ parses', () => {
   });
 
   it('the sds-server configs are valid server configs', () => {
-    for (const file of [EXAMPLE_FILES.server, 'examples/kubernetes/sidecar/sds-server.yaml']) {
+    for (const file of [EXAMPLE_FILES.server, 'examples/kubernetes/sidecar/sds-server.yaml', 'examples/quickstart/sds-server.yaml']) {
       expect(() => serverConfigFrom(read(file), file), file).not.toThrow();
     }
   });
@@ -403,6 +403,103 @@ describe('Kubernetes', () => {
       expect(config.certificates.map((c) => c.name)).toEqual([spiffeId('front')]);
     });
   });
+});
+
+/** A port something in a pod listens on, and who says so. */
+type Listener = { container: string; port: number; from: string };
+
+/**
+ * The text of the file a container reads at `file`: the volume mounted there (or above it), its
+ * ConfigMap, and that ConfigMap's key, from a ConfigMap document of the same manifest or a
+ * kustomize `configMapGenerator` file next to it. Undefined when `file` is not in a ConfigMap.
+ */
+function mountedFile(manifest: string, docs: Obj[], pod: Obj, container: Obj, file: string): string | undefined {
+  for (const mount of list(container.volumeMounts ?? []).map(obj)) {
+    const at = String(mount.mountPath);
+    const key = file === at ? String(mount.subPath ?? '') : file.startsWith(`${at}/`) ? file.slice(at.length + 1) : '';
+    if (!key) continue;
+    const volume = list(pod.volumes).map(obj).find((v) => v.name === mount.name);
+    const configMap = volume?.configMap === undefined ? undefined : String(obj(volume.configMap).name);
+    if (!configMap) continue;
+    const doc = docs.find((d) => d.kind === 'ConfigMap' && obj(d.metadata).name === configMap);
+    if (doc) return String(obj(doc.data)[key]);
+    const dir = path.posix.dirname(manifest);
+    const kustomization = obj(parseYaml(read(`${dir}/kustomization.yaml`)));
+    const generator = list(kustomization.configMapGenerator).map(obj).find((g) => g.name === configMap);
+    for (const entry of list(generator?.files ?? []).map(String)) {
+      const [name = entry, source = entry] = entry.split('=');
+      if (name === key) return read(`${dir}/${source}`);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Every port the containers of a pod listen on, read from what each process is given: an
+ * sds-server's config file (`--config`, admin address; `--admin` wins), an Envoy bootstrap (`-c`:
+ * listeners and admin), an app's `-listen=host:port`. Every declared containerPort must be one of
+ * its container's listeners (a probe on a port nobody serves fails as surely as a clash).
+ */
+function podListeners(manifest: string, docs: Obj[], pod: Obj): Listener[] {
+  const found: Listener[] = [];
+  for (const c of list(pod.containers).map(obj)) {
+    const name = String(c.name);
+    const argv = [...list(c.command ?? []), ...list(c.args ?? [])].map(String);
+    const own: Listener[] = [];
+    const configFile = flag(argv, '--config');
+    if (configFile) {
+      const text = mountedFile(manifest, docs, pod, c, configFile);
+      expect(text, `${manifest}: ${name}: --config ${configFile} is not a mounted ConfigMap`).toBeDefined();
+      const config = serverConfigFrom(String(text), manifest);
+      const admin = flag(argv, '--admin');
+      const port = admin ? Number(admin.split(':').at(-1)) : config.admin && 'port' in config.admin ? config.admin.port : undefined;
+      if (port !== undefined) own.push({ container: name, port, from: 'sds-server admin' });
+    }
+    const bootstrapFile = flag(argv, '-c');
+    if (bootstrapFile) {
+      const text = mountedFile(manifest, docs, pod, c, bootstrapFile);
+      expect(text, `${manifest}: ${name}: -c ${bootstrapFile} is not a mounted ConfigMap`).toBeDefined();
+      const bootstrap = obj(parseYaml(String(text)));
+      const portOf = (a: unknown): number => Number(obj(obj(obj(a).address).socket_address).port_value);
+      own.push({ container: name, port: portOf(bootstrap.admin), from: 'Envoy admin' });
+      for (const l of list(obj(bootstrap.static_resources).listeners).map(obj)) own.push({ container: name, port: portOf(l), from: `Envoy listener ${String(l.name)}` });
+    }
+    for (const arg of argv) {
+      const listen = /^--?listen=.*:(\d+)$/.exec(arg);
+      if (listen) own.push({ container: name, port: Number(listen[1]), from: arg });
+    }
+    for (const p of list(c.ports ?? []).map(obj)) {
+      expect(own.map((l) => l.port), `${manifest}: ${name}: containerPort ${String(p.containerPort)} (${String(p.name)}) is not a port it listens on`).toContain(p.containerPort);
+    }
+    found.push(...own);
+  }
+  return found;
+}
+
+describe('Kubernetes: in every pod, every listening port is distinct (one network namespace per pod)', () => {
+  const manifests = ['examples/kubernetes/sidecar/deployment.yaml', 'examples/kubernetes/daemonset/sds-server-daemonset.yaml'];
+
+  it('the manifests list every pod under examples/kubernetes', async () => {
+    const all = (await readdir(path.join(ROOT, 'examples', 'kubernetes'), { recursive: true }))
+      .filter((f) => /\.ya?ml$/.test(f))
+      .map((f) => path.posix.join('examples/kubernetes', f))
+      .filter((f) => yamlDocs(f).some((d) => ['Deployment', 'DaemonSet', 'StatefulSet', 'Pod', 'Job'].includes(String(d.kind))));
+    expect(all.sort()).toEqual([...manifests].sort());
+  });
+
+  for (const manifest of manifests) {
+    it(manifest, () => {
+      const docs = yamlDocs(manifest);
+      const workload = obj(docs.find((d) => ['Deployment', 'DaemonSet'].includes(String(d.kind))));
+      const pod = obj(obj(obj(workload.spec).template).spec);
+      const listeners = podListeners(manifest, docs, pod);
+      expect(listeners.length).toBeGreaterThan(0);
+      const byPort = new Map<number, Listener[]>();
+      for (const l of listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+      const clashes = [...byPort.entries()].filter(([, ls]) => ls.length > 1).map(([port, ls]) => `${port}: ${ls.map((l) => `${l.container} (${l.from})`).join(' and ')}`);
+      expect(clashes, 'ports used twice in one pod').toEqual([]);
+    });
+  }
 });
 
 describe('App Mesh virtual nodes (appmesh.k8s.aws/v1beta2) use SDS secrets the DaemonSet serves', () => {

@@ -81,11 +81,27 @@ describe('the Unix socket', () => {
     }
   });
 
-  it('takes the path from --socket, else APPMESH_SDS_SOCKET_PATH, else a default under the temp dir', () => {
+  it('takes the path from --socket, else APPMESH_SDS_SOCKET_PATH, else a per-user default', () => {
     expect(resolveSocketPath('/a.sock', { APPMESH_SDS_SOCKET_PATH: '/b.sock' })).toBe('/a.sock');
     expect(resolveSocketPath(undefined, { APPMESH_SDS_SOCKET_PATH: '/b.sock' })).toBe('/b.sock');
-    expect(resolveSocketPath(undefined, {})).toBe(defaultSocketPath());
-    expect(defaultSocketPath().startsWith(os.tmpdir())).toBe(true);
+    expect(resolveSocketPath(undefined, {})).toBe(defaultSocketPath({}));
+    expect(resolveSocketPath(undefined, { XDG_RUNTIME_DIR: '/run/user/1000' })).toBe('/run/user/1000/sds-server/sds.sock');
+  });
+
+  it.each([
+    { env: { XDG_RUNTIME_DIR: '/run/user/1000' }, uid: 1000, path: '/run/user/1000/sds-server/sds.sock' },
+    { env: {}, uid: 1000, path: path.join(os.tmpdir(), 'sds-server-1000', 'sds.sock') },
+    { env: {}, uid: 0, path: path.join(os.tmpdir(), 'sds-server-0', 'sds.sock') },
+    { env: { XDG_RUNTIME_DIR: '' }, uid: 65534, path: path.join(os.tmpdir(), 'sds-server-65534', 'sds.sock') },
+    // The spec requires an absolute path; a relative one would depend on the working directory.
+    { env: { XDG_RUNTIME_DIR: 'run/user/1000' }, uid: 1000, path: path.join(os.tmpdir(), 'sds-server-1000', 'sds.sock') },
+  ])('default socket of uid $uid with $env: $path (two users never share one)', ({ env, uid, path: expected }) => {
+    expect(defaultSocketPath(env, uid)).toBe(expected);
+  });
+
+  it('the default of this process is its own: XDG_RUNTIME_DIR, else the temp dir with its uid', () => {
+    const uid = process.getuid?.();
+    expect(defaultSocketPath({})).toBe(path.join(os.tmpdir(), uid === undefined ? 'sds-server' : `sds-server-${uid}`, 'sds.sock'));
   });
 
   it('shuts down gracefully: open streams end with OK and the socket file is removed', async () => {

@@ -37,7 +37,8 @@ Where secrets come from (with none, the embedded CA issues spiffe://example.org/
   --config FILE                       YAML configuration for many secrets (see docs/configuration.md)
 
 Socket:
-  --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else <tmpdir>/sds-server/sds.sock)
+  --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else $XDG_RUNTIME_DIR/sds-server/sds.sock,
+                         else <tmpdir>/sds-server-<uid>/sds.sock)
   --socket-mode MODE     octal mode of the socket file (default 0660)
   --socket-group GROUP   group (name or gid) owning the socket file (and the socket directory, when created)
   --allow-shared-socket-dir

@@ -4,13 +4,25 @@ import path from 'node:path';
 import os from 'node:os';
 import { ErrorCode, SdsError } from '../core/errors.js';
 
-/** The socket path when neither --socket nor APPMESH_SDS_SOCKET_PATH is given: needs no root. */
-export function defaultSocketPath(): string {
-  return path.join(os.tmpdir(), 'sds-server', 'sds.sock');
+/**
+ * The socket path when neither --socket nor APPMESH_SDS_SOCKET_PATH is given: per user, so two
+ * users of one machine each get their own, and no root is needed.
+ * - `$XDG_RUNTIME_DIR/sds-server/sds.sock` when XDG_RUNTIME_DIR is an absolute path (the user's
+ *   private runtime directory, XDG Base Directory spec; rootless podman and docker put their
+ *   sockets there);
+ * - else `<tmpdir>/sds-server-<uid>/sds.sock` (`/tmp/sds-server-1000/sds.sock`). Someone who
+ *   creates that directory first cannot take the socket over: an existing directory must be ours
+ *   and closed to others (`SDS_ERR_SOCKET_DIR_UNSAFE`), see prepareSocketPath.
+ * `uid` defaults to this process's (absent on Windows, where the name has no uid).
+ */
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env, uid: number | undefined = process.getuid?.()): string {
+  const runtimeDir = env.XDG_RUNTIME_DIR;
+  if (runtimeDir && path.isAbsolute(runtimeDir)) return path.join(runtimeDir, 'sds-server', 'sds.sock');
+  return path.join(os.tmpdir(), uid === undefined ? 'sds-server' : `sds-server-${uid}`, 'sds.sock');
 }
 
 export function resolveSocketPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag || env.APPMESH_SDS_SOCKET_PATH || defaultSocketPath();
+  return flag || env.APPMESH_SDS_SOCKET_PATH || defaultSocketPath(env);
 }
 
 /**
