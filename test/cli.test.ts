@@ -130,8 +130,8 @@ describe('the sds-server program', () => {
     expect(new X509Certificate(decodeSecret(res.resources[0]!).tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(leaf.serialNumber);
     stream.end();
     client.close();
-    // Text log format was asked for.
-    expect(r.lines.some((l) => / INFO  listening /.test(l))).toBe(true);
+    // Text log format was asked for (pino-pretty's one-line form).
+    expect(r.lines.some((l) => /^\[[0-9T:.-]+Z\] INFO: listening /.test(l))).toBe(true);
     r.child.kill('SIGINT');
     expect(await r.exited).toBe(0);
   });
