@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -298,6 +299,36 @@ describe('the sds-server program', () => {
     expect(out).toContain(`${config}: certificates[0].key: is required`);
     expect(out).toContain(`${config}: bundles[0].ca: must name at least one CA file`);
     expect(out).toContain(`${config}: colour: unknown field`);
+  });
+
+  // Start-up failures: each has a code and the exit status docs/errors.md gives it (issue 13).
+  const startFailures: Array<[string, (d: string, busyPort: number) => string[], string, number]> = [
+    ['a socket group that does not exist', (d) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'ca'), '--socket-group', 'no-such-group'], 'SDS_ERR_CONFIG_INVALID', 2],
+    ['an admin address another process listens on', (d, port) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'ca'), '--admin', `127.0.0.1:${port}`], 'SDS_ERR_ADMIN_LISTEN', 2],
+    ['a CA data directory that is a file', (d) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'a-file')], 'SDS_ERR_CA_DATA_DIR', 2],
+  ];
+  for (const [what, args, code, status] of startFailures) {
+    it(`start-up with ${what}: one "could not start" line with ${code}, exit ${status}`, async () => {
+      await fs.writeFile(path.join(dir, 'a-file'), 'not a directory');
+      const busy = net.createServer();
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+      try {
+        const r = run(args(dir, (busy.address() as AddressInfo).port));
+        running.push(r);
+        expect(await r.exited).toBe(status);
+        const failed = r.lines.filter((l) => l.includes('could not start')).map((l) => JSON.parse(l) as { code?: string; level?: string });
+        expect(failed).toEqual([expect.objectContaining({ level: 'error', code })]);
+      } finally {
+        busy.close();
+      }
+    });
+  }
+
+  it('check reports a socket group that does not exist and exits 2', async () => {
+    const r = run(['check', '--socket-group', 'no-such-group']);
+    running.push(r);
+    expect(await r.exited).toBe(2);
+    expect(r.lines.join('\n')).toContain('SDS_ERR_CONFIG_INVALID: socket group "no-such-group" not found');
   });
 });
 

@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { parseArgs } from 'node:util';
 import { messageType } from '../api/proto-root.js';
-import { ErrorCode, SdsError } from '../core/errors.js';
+import { ErrorCode, SdsError, describeError } from '../core/errors.js';
 import { splitPem } from '../x509/pem.js';
 import { summarizeCertificate, type CertificateSummary } from '../x509/certificate-summary.js';
 
@@ -86,7 +86,7 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
     let bytes: Buffer;
     try {
       bytes = await new Promise<Buffer>((resolve, reject) => {
-        client.makeUnaryRequest(`${SERVICE}/FetchSecrets`, raw, raw, request, { deadline }, (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)));
+        client.makeUnaryRequest(`${SERVICE}/FetchSecrets`, raw, raw, request, { deadline }, (err, value) => (err || !value ? reject(err ?? new SdsError(ErrorCode.FetchFailed, 'empty response')) : resolve(value)));
       });
     } catch (err) {
       if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) throw err;
@@ -97,13 +97,13 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
           call.cancel();
         });
         call.once('error', reject);
-        call.once('end', () => reject(new Error('the server ended the stream without a response')));
+        call.once('end', () => reject(new SdsError(ErrorCode.FetchFailed, 'the server ended the stream without a response')));
         call.write(request);
       });
     }
     const res = Response.toObject(Response.decode(bytes)) as { versionInfo?: string; resources?: Array<{ typeUrl?: string; value?: Uint8Array }> };
     const resource = res.resources?.[0];
-    if (!resource?.value) throw new Error(`the server answered with no resource for ${name}`);
+    if (!resource?.value) throw new SdsError(ErrorCode.FetchFailed, `the server answered with no resource for ${name}`);
     return summarizeSecret(resource.value, res.versionInfo ?? '');
   } finally {
     client.close();
@@ -161,7 +161,7 @@ export async function fetchMain(argv: string[], out: (s: string) => void = (s) =
   try {
     secret = await fetchSecret(v.socket, name, timeout);
   } catch (err) {
-    process.stderr.write(`sds-server fetch: ${name}: ${(err as Error).message}\n`);
+    process.stderr.write(`sds-server fetch: ${name}: ${describeError(err)}\n`);
     return 1;
   }
   out(v.json ? JSON.stringify(secret, null, 2) + '\n' : formatFetched(secret));
