@@ -4,6 +4,7 @@ import { createLogger } from '../core/logger.js';
 import { ErrorCode, describeError, errorCode, errorMessage } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
+import { disableDebuggerSignal } from './sigusr1.js';
 import { doctorMain } from './doctor-command.js';
 import { checkMain } from './check-command.js';
 import { fetchMain } from './fetch-command.js';
@@ -65,6 +66,7 @@ async function main(): Promise<number> {
   }
 
   const log = createLogger(command.config.log);
+  disableDebuggerSignal(log);
   let app;
   try {
     app = await startApp(command.config, log);
