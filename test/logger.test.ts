@@ -69,6 +69,7 @@ describe('logger (pino)', () => {
     ['an Error inside a nested field', (log) => log.error('parse failed', { cause: { error: new Error(KEY_PEM) } })],
     ['a child binding', (log) => log.child({ input: KEY_PEM }).info('hello')],
     ['a field name', (log) => log.info('odd', { [KEY_PEM]: 1 })],
+    ['a nested field name with no END line', (log) => log.info('odd', { outer: { [KEY_PEM.slice(0, 120)]: 'x'.repeat(20_000) } })],
     ['a Set', (log) => log.info('names', { names: new Set([KEY_PEM]) })],
     ['a PKCS#1 RSA key', (log) => log.warn('read', { content: RSA_KEY_PEM })],
     ['a key cut off before its END line', (log) => log.warn('read', { content: KEY_PEM.slice(0, 100) })],

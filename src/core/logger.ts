@@ -75,14 +75,19 @@ function boundDeep(value: unknown, depth: number): unknown {
   const items = value instanceof Map ? [...value.entries()] : value instanceof Set ? [...value] : value;
   if (Array.isArray(items)) return (boundLogValue(items) as unknown[]).map((v) => boundDeep(v, depth + 1));
   const out: LogFields = {};
-  for (const [k, v] of Object.entries(items)) out[k] = boundDeep(v, depth + 1);
+  for (const [k, v] of Object.entries(items)) out[boundKey(k)] = boundDeep(v, depth + 1);
   return out;
 }
 
 function boundFields(fields: LogFields): LogFields {
   const out: LogFields = {};
-  for (const key of Object.keys(fields)) out[key] = boundDeep(fields[key], 1);
+  for (const key of Object.keys(fields)) out[boundKey(key)] = boundDeep(fields[key], 1);
   return out;
+}
+
+/** A field name is bounded and redacted like a value (a key pasted as a name is still a key). */
+function boundKey(key: string): string {
+  return boundLogValue(key, 256) as string;
 }
 
 export interface LoggerOptions {
@@ -105,7 +110,12 @@ function sink(format: LogFormat, write: (line: string) => void): DestinationStre
       let line = redact(chunk.endsWith('\n') ? chunk.slice(0, -1) : chunk);
       if (line.length > MAX_LOG_LINE_CHARS) {
         // Many bounded fields can still add up: keep time, level, message and say how long it was.
-        const record = JSON.parse(line) as LogFields;
+        let record: LogFields = {};
+        try {
+          record = JSON.parse(line) as LogFields;
+        } catch {
+          // Not reachable with pino's output and the bounds above; never let a log call throw.
+        }
         line = JSON.stringify({ level: record.level, time: record.time, msg: boundLogValue(record.msg, 512), truncatedLogLine: line.length });
       }
       if (pretty) {
