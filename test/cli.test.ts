@@ -1,6 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -130,8 +132,8 @@ describe('the sds-server program', () => {
     expect(new X509Certificate(decodeSecret(res.resources[0]!).tls_certificate!.certificate_chain!.inline_bytes!).serialNumber).toBe(leaf.serialNumber);
     stream.end();
     client.close();
-    // Text log format was asked for.
-    expect(r.lines.some((l) => / INFO  listening /.test(l))).toBe(true);
+    // Text log format was asked for (pino-pretty's one-line form).
+    expect(r.lines.some((l) => /^\[[0-9T:.-]+Z\] INFO: listening /.test(l))).toBe(true);
     r.child.kill('SIGINT');
     expect(await r.exited).toBe(0);
   });
@@ -299,7 +301,80 @@ describe('the sds-server program', () => {
     expect(out).toContain(`${config}: bundles[0].ca: must name at least one CA file`);
     expect(out).toContain(`${config}: colour: unknown field`);
   });
+
+  // Start-up failures: each has a code and the exit status docs/errors.md gives it (issue 13).
+  const startFailures: Array<[string, (d: string, busyPort: number) => string[], string, number]> = [
+    ['a socket group that does not exist', (d) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'ca'), '--socket-group', 'no-such-group'], 'SDS_ERR_CONFIG_INVALID', 2],
+    ['an admin address another process listens on', (d, port) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'ca'), '--admin', `127.0.0.1:${port}`], 'SDS_ERR_ADMIN_LISTEN', 2],
+    ['a CA data directory that is a file', (d) => ['--socket', path.join(d, 'sds.sock'), '--data-dir', path.join(d, 'a-file')], 'SDS_ERR_CA_DATA_DIR', 2],
+  ];
+  for (const [what, args, code, status] of startFailures) {
+    it(`start-up with ${what}: one "could not start" line with ${code}, exit ${status}`, async () => {
+      await fs.writeFile(path.join(dir, 'a-file'), 'not a directory');
+      const busy = net.createServer();
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+      try {
+        const r = run(args(dir, (busy.address() as AddressInfo).port));
+        running.push(r);
+        expect(await r.exited).toBe(status);
+        const failed = r.lines.filter((l) => l.includes('could not start')).map((l) => JSON.parse(l) as { code?: string; level?: string });
+        expect(failed).toEqual([expect.objectContaining({ level: 'error', code })]);
+      } finally {
+        busy.close();
+      }
+    });
+  }
+
+  it('check reports a socket group that does not exist and exits 2', async () => {
+    const r = run(['check', '--socket-group', 'no-such-group']);
+    running.push(r);
+    expect(await r.exited).toBe(2);
+    expect(r.lines.join('\n')).toContain('SDS_ERR_CONFIG_INVALID: socket group "no-such-group" not found');
+  });
+
+  it('SIGUSR1 opens no debugger: nothing of the server listens on 9229, a warning is logged, and it still serves', async () => {
+    const socketPath = path.join(dir, 'sds.sock');
+    const r = run(['--socket', socketPath, '--data-dir', path.join(dir, 'ca'), '--spiffe-id', FRONT, '--admin', '127.0.0.1:0']);
+    running.push(r);
+    await waitForLine(r, /all secrets ready/);
+    // The port reader sees what the server listens on: its admin port.
+    const adminPort = Number((JSON.parse(await waitForLine(r, /admin listening/)) as { address: string }).address.split(':')[1]);
+    expect(listeningPorts(r.child.pid!)).toContain(adminPort);
+    r.child.kill('SIGUSR1');
+    await waitForLine(r, /SIGUSR1 ignored/);
+    // Node's debugger would print this on stderr and listen on 127.0.0.1:9229.
+    expect(r.lines.join('\n')).not.toContain('Debugger listening');
+    expect(listeningPorts(r.child.pid!)).not.toContain(9229);
+    const client = new SdsTestClient(socketPath);
+    const res = await client.fetch({ node: envoyNode(), resource_names: [FRONT] });
+    expect(decodeSecret(res.resources[0]!).name).toBe(FRONT);
+    client.close();
+    r.child.kill('SIGTERM');
+    expect(await r.exited).toBe(0);
+  });
 });
+
+/** TCP ports in LISTEN state on sockets the process `pid` holds (from /proc/<pid>/fd and /proc/net/tcp{,6}). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // closed while we looked
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is HEXIP:HEXPORT, st 0A is LISTEN, inode is field 10.
+      if (f.length > 9 && f[3] === '0A' && inodes.has(f[9]!)) ports.push(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
 
 describe('keys where they must not be (issue 10)', () => {
   let dir: string;

@@ -164,7 +164,7 @@ export class KubeletClient {
         });
         res.on('error', (err) => reject(this.problem(`failed while answering: ${err.message}`)));
       });
-      request.on('timeout', () => request.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      request.on('timeout', () => request.destroy(new SdsError(ErrorCode.KubeletUnavailable, `no answer within ${timeoutMs} ms`)));
       request.on('error', (err) => reject(this.problem(`cannot be reached: ${err.message}`)));
       request.end();
     });

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { ErrorCode, SdsError } from '../core/errors.js';
 
 /** Where procfs is mounted; tests pass a folder of their own (`<root>/<pid>/stat` etc.). */
 export const DEFAULT_PROC_ROOT = '/proc';
@@ -14,7 +15,8 @@ const scratch = Buffer.alloc(16 * 1024);
  * file (size 0 in procfs) and grows its buffer. Measured per call here: /proc/<pid>/stat 24-35 us
  * against 70-180 us.
  *
- * @throws the fs error (ENOENT / ESRCH when the process is gone) or RangeError past 16 KiB.
+ * @throws the fs error (ENOENT / ESRCH when the process is gone; callers map it to a caller
+ *   attestation code), or SdsError SDS_ERR_ATTESTATION_FAILED past 16 KiB.
  */
 export function readProcFileSync(file: string, encoding: 'latin1' | 'utf8'): string {
   const fd = fs.openSync(file, 'r');
@@ -24,7 +26,7 @@ export function readProcFileSync(file: string, encoding: 'latin1' | 'utf8'): str
       const n = fs.readSync(fd, scratch, length, scratch.length - length, null);
       if (n === 0) break;
       length += n;
-      if (length === scratch.length) throw new RangeError(`${file} is larger than ${scratch.length} bytes`);
+      if (length === scratch.length) throw new SdsError(ErrorCode.AttestationFailed, `${file} is larger than ${scratch.length} bytes`);
     }
     return scratch.toString(encoding, 0, length);
   } finally {

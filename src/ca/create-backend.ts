@@ -1,4 +1,5 @@
 import { readSecretFileOrThrow } from '../core/read-secret-file.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { CaConfig } from './ca-config.js';
 import type { CaBackend } from './ca-backend.js';
@@ -19,13 +20,13 @@ export async function createCaBackend(config: CaConfig, log: Logger): Promise<Ca
         ...(config.embedded.caKey ? { caKeyFile: config.embedded.caKey } : {}),
       });
     case 'aws-pca':
-      if (!config.awsPca) throw new Error('ca.awsPca is required for the aws-pca backend');
+      if (!config.awsPca) throw new SdsError(ErrorCode.ConfigInvalid, 'ca.awsPca is required for the aws-pca backend');
       return new AwsPcaBackend(config.awsPca);
     case 'cfssl': {
       const c = config.cfssl;
-      if (!c) throw new Error('ca.cfssl is required for the cfssl backend');
+      if (!c) throw new SdsError(ErrorCode.ConfigInvalid, 'ca.cfssl is required for the cfssl backend');
       const authKey = c.authKeyFile ? (await readSecretFileOrThrow(c.authKeyFile)).trim() : c.authKeyEnv ? process.env[c.authKeyEnv] : undefined;
-      if ((c.authKeyFile || c.authKeyEnv) && !authKey) throw new Error(`cfssl: the auth key in ${c.authKeyFile ?? `$${c.authKeyEnv}`} is empty`);
+      if ((c.authKeyFile || c.authKeyEnv) && !authKey) throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: the auth key in ${c.authKeyFile ?? `$${c.authKeyEnv}`} is empty`);
       return new CfsslBackend({
         url: c.url,
         ...(authKey ? { authKey } : {}),

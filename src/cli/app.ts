@@ -1,3 +1,4 @@
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/logger.js';
 import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
@@ -178,7 +179,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     clients: () => clients.report(),
     metrics,
     rolloverCaRoot: async () => {
-      if (!ca) throw new Error('no CA is configured');
+      if (!ca) throw new SdsError(ErrorCode.ConfigInvalid, 'no CA is configured');
       await ca.rolloverRoot();
     },
     renewCaIdentities: async () => {
@@ -215,7 +216,7 @@ function buildAuthorization(
   let template: IdentityTemplate | undefined;
   if (auth.identityTemplate !== undefined) {
     const parsed = IdentityTemplate.parse(auth.identityTemplate, config.ca.trustDomain);
-    if ('problem' in parsed) throw new Error(`identityTemplate: ${parsed.problem}`);
+    if ('problem' in parsed) throw new SdsError(ErrorCode.ConfigInvalid, `identityTemplate: ${parsed.problem}`);
     template = parsed;
   }
   const onDemand = template ? new OnDemandIdentities({ issuer, idleMs: auth.onDemandIdleSeconds * 1000, log }) : undefined;

@@ -12,6 +12,7 @@ import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import type { TlsCertificateValue } from '../secrets/secret.js';
+import { resolveGroup } from '../server/unix-socket.js';
 import { parseCommandLine } from './args.js';
 
 const CHECK_USAGE = `Usage: sds-server check --config FILE
@@ -43,6 +44,15 @@ export async function runCheck(argv: string[], now: Date = new Date()): Promise<
   if (command.kind !== 'run') return result;
   const config = command.config;
   result.passed.push(`configuration ${command.configFile ?? '(command line)'} parses`);
+  // The server resolves the socket group before it binds; a group that does not exist stops it.
+  if (config.socket.group !== undefined) {
+    try {
+      result.passed.push(`socket group ${config.socket.group} is gid ${await resolveGroup(config.socket.group)}`);
+    } catch (err) {
+      if (!(err instanceof SdsError)) throw err;
+      result.problems.push(err.toProblem());
+    }
+  }
 
   const bundles: NamedBundle[] = [];
   for (const b of config.bundles) {

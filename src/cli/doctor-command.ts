@@ -92,7 +92,7 @@ export function baseUrl(address: string): string {
 async function getText(base: string, pathname: string, timeoutMs: number): Promise<string> {
   if (base.startsWith('https://')) {
     const res = await fetch(`${base}${pathname}`, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!res.ok) throw new Error(`GET ${base}${pathname}: HTTP ${res.status}`);
+    if (!res.ok) throw new SdsError(ErrorCode.AdminUnreachable, `GET ${base}${pathname}: HTTP ${res.status}`);
     return res.text();
   }
   // The same reader as `sds-server status`: its errors name the address and the cause
@@ -111,7 +111,7 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
       const parsed = JSON.parse(await getText(baseUrl(o.admin), '/certificates', timeoutMs)) as Partial<CertificatesView> | null;
       // Another program on that address (or an older sds-server) answers something else.
       if (typeof parsed?.now !== 'string' || !Array.isArray(parsed.certificates) || !Array.isArray(parsed.bundles)) {
-        throw new Error('the answer is not an sds-server /certificates report (is this the sds-server admin address?)');
+        throw new SdsError(ErrorCode.AdminUnreachable, 'the answer is not an sds-server /certificates report (is this the sds-server admin address?)');
       }
       view = parsed as CertificatesView;
     } catch (err) {

@@ -12,7 +12,7 @@ import type { DiscoveryResponse__Output } from '../api/generated/envoy/service/d
 import type { Secret__Output } from '../api/generated/envoy/extensions/transport_sockets/tls/v3/Secret.js';
 import type { SPIFFECertValidatorConfig__Output } from '../api/generated/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.js';
 import type { DataSource__Output } from '../api/generated/envoy/config/core/v3/DataSource.js';
-import { ErrorCode, SdsError } from '../core/errors.js';
+import { ErrorCode, SdsError, describeError } from '../core/errors.js';
 import { splitPem } from '../x509/pem.js';
 import { summarizeCertificate, type CertificateSummary } from '../x509/certificate-summary.js';
 
@@ -75,7 +75,7 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
     let bytes: Buffer;
     try {
       bytes = await new Promise<Buffer>((resolve, reject) => {
-        client.makeUnaryRequest(`${SERVICE}/FetchSecrets`, raw, raw, request, { deadline }, (err, value) => (err || !value ? reject(err ?? new Error('empty response')) : resolve(value)));
+        client.makeUnaryRequest(`${SERVICE}/FetchSecrets`, raw, raw, request, { deadline }, (err, value) => (err || !value ? reject(err ?? new SdsError(ErrorCode.FetchFailed, 'empty response')) : resolve(value)));
       });
     } catch (err) {
       if ((err as grpc.ServiceError).code !== grpc.status.UNIMPLEMENTED) throw err;
@@ -86,13 +86,13 @@ export async function fetchSecret(socketPath: string, name: string, timeoutMs = 
           call.cancel();
         });
         call.once('error', reject);
-        call.once('end', () => reject(new Error('the server ended the stream without a response')));
+        call.once('end', () => reject(new SdsError(ErrorCode.FetchFailed, 'the server ended the stream without a response')));
         call.write(request);
       });
     }
     const res = decodeAs<DiscoveryResponse__Output>(Response, bytes);
     const resource = res.resources[0];
-    if (!resource?.value.length) throw new Error(`the server answered with no resource for ${name}`);
+    if (!resource?.value.length) throw new SdsError(ErrorCode.FetchFailed, `the server answered with no resource for ${name}`);
     return summarizeSecret(resource.value, res.version_info);
   } finally {
     client.close();
@@ -150,7 +150,7 @@ export async function fetchMain(argv: string[], out: (s: string) => void = (s) =
   try {
     secret = await fetchSecret(v.socket, name, timeout);
   } catch (err) {
-    process.stderr.write(`sds-server fetch: ${name}: ${(err as Error).message}\n`);
+    process.stderr.write(`sds-server fetch: ${name}: ${describeError(err)}\n`);
     return 1;
   }
   out(v.json ? JSON.stringify(secret, null, 2) + '\n' : formatFetched(secret));

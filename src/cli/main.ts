@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../core/logger.js';
-import { ErrorCode, SdsError } from '../core/errors.js';
+import { ErrorCode, describeError, errorCode, errorMessage } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
 import { startApp } from './app.js';
+import { disableDebuggerSignal } from './sigusr1.js';
 import { doctorMain } from './doctor-command.js';
 import { checkMain } from './check-command.js';
 import { fetchMain } from './fetch-command.js';
@@ -22,7 +23,7 @@ async function subcommand(run: (argv: string[]) => Promise<number>, argv: string
   try {
     return await run(argv);
   } catch (err) {
-    process.stderr.write(`sds-server: ${err instanceof SdsError ? `${err.code}: ${err.message}` : String(err)}\n`);
+    process.stderr.write(`sds-server: ${describeError(err)}\n`);
     return 2;
   }
 }
@@ -39,6 +40,7 @@ const EXIT_2_AT_START = new Set<string>([
   ErrorCode.SocketPathUnsupported,
   ErrorCode.SocketDirUnsafe,
   ErrorCode.CaDataDir,
+  ErrorCode.AdminListen,
 ]);
 
 /** The `sds-server` program: parse, start, run until SIGTERM/SIGINT, shut down cleanly. */
@@ -50,7 +52,7 @@ async function main(): Promise<number> {
   try {
     command = parseCommandLine(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`sds-server: ${err instanceof SdsError ? `${err.code}: ${err.message}` : String(err)}\n`);
+    process.stderr.write(`sds-server: ${describeError(err)}\n`);
     return 2;
   }
   if (command.kind === 'help') {
@@ -64,12 +66,15 @@ async function main(): Promise<number> {
   }
 
   const log = createLogger(command.config.log);
+  disableDebuggerSignal(log);
   let app;
   try {
     app = await startApp(command.config, log);
   } catch (err) {
-    log.error('could not start', err instanceof SdsError ? { code: err.code, error: err.message } : { error: String(err) });
-    return err instanceof SdsError && EXIT_2_AT_START.has(err.code) ? 2 : 1;
+    // Every start-up failure carries a code; one without ours is a path we did not foresee.
+    const code = errorCode(err, ErrorCode.Internal);
+    log.error('could not start', { code, error: errorMessage(err) });
+    return EXIT_2_AT_START.has(code) ? 2 : 1;
   }
 
   // Nothing a client or a file does may take the process down; log what escaped and keep serving.

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
-import { ErrorCode, SdsError } from '../core/errors.js';
+import { ErrorCode, SdsError, describeError } from '../core/errors.js';
 import type { ClientEntry, ClientsReport } from '../ops/clients.js';
 
 export const STATUS_USAGE = `Usage: sds-server status --admin ADDR [--json]
@@ -38,10 +38,10 @@ export function readAdmin(address: string, path: string, timeoutMs = 5000): Prom
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`admin ${address}${path} answered ${res.statusCode}: ${body.slice(0, 200)}`))));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new SdsError(ErrorCode.AdminUnreachable, `admin ${address}${path} answered ${res.statusCode}: ${body.slice(0, 200)}`))));
     });
-    req.on('timeout', () => req.destroy(new Error(`admin ${address}${path}: no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(new Error(`cannot read admin ${address}${path}: ${err.message}`)));
+    req.on('timeout', () => req.destroy(new SdsError(ErrorCode.AdminUnreachable, `admin ${address}${path}: no answer within ${timeoutMs} ms`)));
+    req.on('error', (err) => reject(new SdsError(ErrorCode.AdminUnreachable, `cannot read admin ${address}${path}: ${err.message}`, { cause: err })));
   });
 }
 
@@ -99,7 +99,7 @@ export async function runStatusCommand(argv: string[], out: (s: string) => void,
     out(values.json ? body : renderClientsTable(JSON.parse(body) as ClientsReport));
     return 0;
   } catch (e) {
-    err(`sds-server status: ${(e as Error).message}\n`);
+    err(`sds-server status: ${describeError(e)}\n`);
     return 1;
   }
 }

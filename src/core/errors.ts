@@ -47,6 +47,12 @@ export const ErrorCode = {
   PidReused: 'SDS_ERR_PID_REUSED',
   AttestationFailed: 'SDS_ERR_ATTESTATION_FAILED',
   KubeletUnavailable: 'SDS_ERR_KUBELET_UNAVAILABLE',
+  // Added for one error type everywhere (issue 13).
+  CsrInvalid: 'SDS_ERR_CSR_INVALID',
+  AdminUnreachable: 'SDS_ERR_ADMIN_UNREACHABLE',
+  FetchFailed: 'SDS_ERR_FETCH_FAILED',
+  Internal: 'SDS_ERR_INTERNAL',
+  AdminListen: 'SDS_ERR_ADMIN_LISTEN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -57,16 +63,36 @@ export interface Problem {
   message: string;
 }
 
+/**
+ * The one error type thrown in src/: a stable code (docs/errors.md) and a message naming the
+ * file, secret, field or address concerned. `cause` keeps the underlying error for debugging; the
+ * message never quotes secret material. Validation returns the same thing as data (`Result`).
+ */
 export class SdsError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string) {
-    super(message);
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = 'SdsError';
     this.code = code;
   }
   toProblem(): Problem {
     return { code: this.code, message: this.message };
   }
+}
+
+/** `err`'s code when it is an SdsError, else `fallback`: how a catch site names what it caught. */
+export function errorCode(err: unknown, fallback: ErrorCode): ErrorCode {
+  return err instanceof SdsError ? err.code : fallback;
+}
+
+/** `CODE: message` for an SdsError, the message (or string form) of anything else: for stderr. */
+export function describeError(err: unknown): string {
+  return err instanceof SdsError ? `${err.code}: ${err.message}` : errorMessage(err);
+}
+
+/** `err`'s message (or its string form when it is not an Error). */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 export type Result<T> = { ok: true; value: T; warnings: Problem[] } | { ok: false; problem: Problem };

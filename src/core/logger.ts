@@ -1,7 +1,16 @@
 /**
- * Structured logging: one JSON object per line (default) or a human-readable line.
- * Callers pass fields, never secret material; `redact` is a last line of defence for PEM keys.
+ * Structured logging through pino: one JSON object per line (default), or pino-pretty's one-line
+ * text form. Callers pass fields, never secret material; every value is still bounded and stripped
+ * of PEM private keys here (`boundLogValue`), and each finished line is redacted again, so a key can
+ * reach no log line by any path (a field, a nested field, an Error's message, a child's bindings).
+ *
+ * Why pino: it is what Node operators expect (its JSON shape, its pretty printer, its transports),
+ * and it writes a line with less work than our own logger did. The `Logger` interface below stays
+ * the project's: call sites do not depend on pino.
  */
+import { createRequire } from 'node:module';
+import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFormat = 'json' | 'text';
 export type LogFields = Record<string, unknown>;
@@ -14,13 +23,13 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
-const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-
 const PRIVATE_KEY_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
+/** The same block as it appears inside a JSON string, where line breaks are the two characters `\n`. */
+const PRIVATE_KEY_HEADER = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
 
 /** Replaces any PEM private key block in a string; keys must never reach a log line. */
 export function redact(text: string): string {
-  return text.replace(PRIVATE_KEY_BLOCK, '[REDACTED PRIVATE KEY]');
+  return PRIVATE_KEY_HEADER.test(text) ? text.replace(PRIVATE_KEY_BLOCK, '[REDACTED PRIVATE KEY]') : text;
 }
 
 /** Longest string a single field value (or `msg`) keeps in a log line, in characters. */
@@ -29,6 +38,8 @@ export const MAX_LOG_FIELD_CHARS = 2048;
 export const MAX_LOG_ARRAY_ITEMS = 32;
 /** Longest log line, in characters; a longer line is replaced by a short one that says so. */
 export const MAX_LOG_LINE_CHARS = 16 * 1024;
+/** Deepest nesting of objects a log line shows; deeper values become `[nested too deep]`. */
+const MAX_LOG_DEPTH = 8;
 
 /**
  * Bounds one value for a log line: a string over `maxChars` keeps its head and says how much was
@@ -44,37 +55,128 @@ export function boundLogValue(value: unknown, maxChars = MAX_LOG_FIELD_CHARS, ma
   return value;
 }
 
+/**
+ * A bounded copy of a field value, recursively: strings and arrays as `boundLogValue`, an Error as
+ * `{ name, message, code? }` (never its stack unless passed as a field), a Set or Map as an array,
+ * a Buffer by its length (bytes may be key material), objects to `MAX_LOG_DEPTH` levels.
+ */
+function boundDeep(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'bigint') return value.toString();
+    return boundLogValue(value);
+  }
+  if (depth >= MAX_LOG_DEPTH) return '[nested too deep]';
+  if (value instanceof Error) {
+    const code = (value as { code?: unknown }).code;
+    return { name: value.name, message: boundLogValue(value.message), ...(typeof code === 'string' ? { code } : {}) };
+  }
+  if (Buffer.isBuffer(value) || value instanceof Uint8Array) return `[${value.byteLength} bytes]`;
+  if (value instanceof Date) return value.toISOString();
+  const items = value instanceof Map ? [...value.entries()] : value instanceof Set ? [...value] : value;
+  if (Array.isArray(items)) return (boundLogValue(items) as unknown[]).map((v) => boundDeep(v, depth + 1));
+  const out: LogFields = {};
+  for (const [k, v] of Object.entries(items)) out[boundKey(k)] = boundDeep(v, depth + 1);
+  return out;
+}
+
+function boundFields(fields: LogFields): LogFields {
+  const out: LogFields = {};
+  for (const key of Object.keys(fields)) out[boundKey(key)] = boundDeep(fields[key], 1);
+  return out;
+}
+
+/** A field name is bounded and redacted like a value (a key pasted as a name is still a key). */
+function boundKey(key: string): string {
+  return boundLogValue(key, 256) as string;
+}
+
 export interface LoggerOptions {
   level?: LogLevel;
   format?: LogFormat;
+  /** Where finished lines go (without the trailing newline); default: stdout, written synchronously. */
   write?: (line: string) => void;
   now?: () => Date;
 }
 
-export function createLogger(options: LoggerOptions = {}, bound: LogFields = {}): Logger {
-  const threshold = LEVELS[options.level ?? 'info'];
-  const format = options.format ?? 'json';
-  const write = options.write ?? ((line: string) => process.stdout.write(line + '\n'));
-  const now = options.now ?? (() => new Date());
-
-  const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
-    if (LEVELS[level] < threshold) return;
-    const record: LogFields = { time: now().toISOString(), level, msg, ...bound, ...fields };
-    let line = redact(format === 'json' ? JSON.stringify(record, jsonReplacer) : formatText(record));
-    if (line.length > MAX_LOG_LINE_CHARS) {
-      // Many bounded fields can still add up: keep time, level, message and say how long it was.
-      const short: LogFields = { time: record.time, level, msg: boundLogValue(msg, 512), truncatedLogLine: line.length };
-      line = format === 'json' ? JSON.stringify(short) : formatText(short);
-    }
-    write(line);
-  };
-
+/**
+ * The pino destination: redacts the whole line once more, replaces an over-long line by a short
+ * one, renders the text format, then writes. Synchronous, so a line logged just before
+ * `process.exit` is never lost.
+ */
+function sink(format: LogFormat, write: (line: string) => void): DestinationStream {
+  const pretty = format === 'text' ? loadPrettyPrinter() : undefined;
   return {
-    debug: (msg, fields) => emit('debug', msg, fields),
-    info: (msg, fields) => emit('info', msg, fields),
-    warn: (msg, fields) => emit('warn', msg, fields),
-    error: (msg, fields) => emit('error', msg, fields),
-    child: (fields) => createLogger(options, { ...bound, ...fields }),
+    write(chunk: string): void {
+      let line = redact(chunk.endsWith('\n') ? chunk.slice(0, -1) : chunk);
+      if (line.length > MAX_LOG_LINE_CHARS) {
+        // Many bounded fields can still add up: keep time, level, message and say how long it was.
+        let record: LogFields = {};
+        try {
+          record = JSON.parse(line) as LogFields;
+        } catch {
+          // Not reachable with pino's output and the bounds above; never let a log call throw.
+        }
+        line = JSON.stringify({ level: record.level, time: record.time, msg: boundLogValue(record.msg, 512), truncatedLogLine: line.length });
+      }
+      if (pretty) {
+        line = pretty(line).replace(/\n$/, '');
+        if (line.length > MAX_LOG_LINE_CHARS) line = `${line.slice(0, MAX_LOG_LINE_CHARS - 40)}...[truncatedLogLine ${line.length}]`;
+      }
+      write(line);
+    },
+  };
+}
+
+/** pino-pretty, loaded only when the text format is chosen (it costs start-up time otherwise). */
+function loadPrettyPrinter(): (line: string) => string {
+  const require = createRequire(import.meta.url);
+  const { prettyFactory } = require('pino-pretty') as typeof import('pino-pretty');
+  return prettyFactory({ singleLine: true, colorize: false, translateTime: "UTC:yyyy-mm-dd'T'HH:MM:ss.l'Z'" });
+}
+
+let stdoutWrite: ((line: string) => void) | undefined;
+/** stdout through a synchronous SonicBoom (pino's own destination), shared by every logger. */
+function defaultWrite(): (line: string) => void {
+  if (!stdoutWrite) {
+    const out = pino.destination({ fd: 1, sync: true });
+    stdoutWrite = (line) => void out.write(line + '\n');
+  }
+  return stdoutWrite;
+}
+
+/**
+ * A logger writing one line per call at `options.level` (default `info`) and above, in
+ * `options.format` (default `json`: `{"level":"info","time":"<ISO 8601>","msg":...,...fields}`).
+ */
+export function createLogger(options: LoggerOptions = {}, bound: LogFields = {}): Logger {
+  const now = options.now;
+  const root = pino(
+    {
+      level: options.level ?? 'info',
+      base: undefined, // no pid/hostname: the line shape stays what it was before pino
+      timestamp: now ? () => `,"time":"${now().toISOString()}"` : pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    sink(options.format ?? 'json', options.write ?? defaultWrite()),
+  );
+  return wrap(Object.keys(bound).length > 0 ? root.child(boundFields(bound)) : root);
+}
+
+function wrap(p: PinoLogger): Logger {
+  const emit =
+    (level: LogLevel) =>
+    (msg: string, fields?: LogFields): void => {
+      if (!p.isLevelEnabled(level)) return;
+      const text = boundLogValue(msg) as string;
+      if (fields) p[level](boundFields(fields), text);
+      else p[level](text);
+    };
+  return {
+    debug: emit('debug'),
+    info: emit('info'),
+    warn: emit('warn'),
+    error: emit('error'),
+    child: (fields) => wrap(p.child(boundFields(fields))),
   };
 }
 
@@ -86,17 +188,3 @@ export const silentLogger: Logger = {
   error: () => {},
   child: () => silentLogger,
 };
-
-function jsonReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: boundLogValue(value.message) };
-  if (value instanceof Set) return boundLogValue([...value]);
-  return boundLogValue(value);
-}
-
-function formatText(record: LogFields): string {
-  const { time, level, msg, ...rest } = record;
-  const extras = Object.entries(rest)
-    .map(([k, v]) => `${k}=${JSON.stringify(v, jsonReplacer)}`)
-    .join(' ');
-  return `${String(time)} ${String(level).toUpperCase().padEnd(5)} ${String(boundLogValue(msg))}${extras ? ' ' + extras : ''}`;
-}

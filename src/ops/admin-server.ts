@@ -1,7 +1,7 @@
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode } from '../core/errors.js';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StatusReport, StreamsReport } from './status.js';
 import type { CertificatesView } from './certificates-view.js';
@@ -57,7 +57,9 @@ export class AdminServer {
       return `unix:${opts.socketPath}`;
     }
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new SdsError(ErrorCode.AdminListen, `admin endpoint cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}${err.code === 'EADDRINUSE' ? ' (another process listens there; choose another --admin address)' : ''}`, { cause: err })),
+      );
       server.listen(opts.port, opts.host, () => resolve());
     });
     this.server = server;

@@ -466,7 +466,7 @@ export function createSdsService(api: ApiVersion, deps: SdsServiceDeps): { defin
     let caller: Caller;
     try {
       const pending = deps.callerOf?.(peer);
-      if (!pending) throw new Error(`no attested caller is known for connection ${peer}`);
+      if (!pending) throw new SdsError(ErrorCode.AttestationFailed, `no attested caller is known for connection ${peer}`);
       caller = await pending;
     } catch (err) {
       // The attestation's own code when it has one (SDS_ERR_CALLER_GONE, SDS_ERR_PID_REUSED, ...).

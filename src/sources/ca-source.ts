@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
-import { ErrorCode, type Problem } from '../core/errors.js';
+import { raceAbort, timedOut } from '../core/abort.js';
+import { ErrorCode, SdsError, errorMessage, type Problem } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsCertificateValue } from '../secrets/secret.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
@@ -7,6 +8,7 @@ import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import type { CaBackend } from '../ca/ca-backend.js';
 import { generateKeys, type KeyType } from '../x509/issue.js';
 import { createCsr } from '../x509/csr.js';
+import { isSelfSigned } from '../x509/certificate-info.js';
 import { splitPem } from '../x509/pem.js';
 import { trustDomainId } from '../x509/spiffe.js';
 import type { SecretPublisher } from './file-source.js';
@@ -176,7 +178,9 @@ export class CaSource implements SecretSource {
   /** Rolls the CA's root (backends that can, e.g. the embedded CA), then re-issues every identity. */
   async rolloverRoot(): Promise<void> {
     const backend = this.opts.backend as CaBackend & { rotateRoot?: () => Promise<void> };
-    if (!backend.rotateRoot) throw new Error(`the ${backend.kind} CA rolls its root itself; the new root is picked up within bundleRefreshMs`);
+    if (!backend.rotateRoot) {
+      throw new SdsError(ErrorCode.ConfigInvalid, `the ${backend.kind} CA rolls its root itself; the new root is picked up within bundleRefreshMs`);
+    }
     await backend.rotateRoot();
     await this.refreshBundle();
     await Promise.all(this.identities.map((id) => id.inFlight));
@@ -187,7 +191,7 @@ export class CaSource implements SecretSource {
     try {
       const roots = await this.withTimeout((signal) => this.opts.backend.trustBundle(signal));
       const certs = roots.flatMap((r) => splitPem(r).filter((b) => b.label === 'CERTIFICATE').map((b) => b.pem));
-      if (certs.length === 0) throw new Error('the CA returned an empty trust bundle');
+      if (certs.length === 0) throw new SdsError(ErrorCode.BundleEmpty, 'the CA returned an empty trust bundle');
       const changed = certs.join('') !== this.caRoots.join('');
       this.caRoots = certs;
       if (changed) this.opts.log.info('CA roots read', { backend: this.opts.backend.kind, roots: certs.length });
@@ -228,7 +232,7 @@ export class CaSource implements SecretSource {
       const keyPem = pkcs8Pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
       const value = this.checkIssued(spec, signed.chainPem, keyPem);
       const root = this.rootOf(value.certificateChainPem);
-      if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
+      if (!root) throw new SdsError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
       await this.ensureServed(root);
       if (this.closed || id.removed) return;
       id.root = root;
@@ -256,8 +260,11 @@ export class CaSource implements SecretSource {
     } catch (err) {
       if (this.closed || id.removed) return;
       id.failures += 1;
+      // A check of ours names its own code and the CA; anything else is the CA failing.
       const problem: Problem =
-        err instanceof IssueError ? { code: err.code, message: err.message } : { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: ${(err as Error).message}` };
+        err instanceof SdsError && err.code !== ErrorCode.CaUnavailable
+          ? err.toProblem()
+          : { code: ErrorCode.CaUnavailable, message: `${this.opts.backend.kind} CA: ${errorMessage(err)}` };
       this.problem(id.status, problem);
       const delay = this.backoffMs(id.failures);
       id.nextRenewalAt = new Date(Date.now() + delay);
@@ -282,12 +289,12 @@ export class CaSource implements SecretSource {
       keyFile: 'in-memory key',
       expectedSpiffeId: spec.spiffeId,
     });
-    if (!result.ok) throw new IssueError(result.problem.code, result.problem.message);
+    if (!result.ok) throw new SdsError(result.problem.code, result.problem.message);
     if (result.value.leaf.spiffeId !== spec.spiffeId) {
-      throw new IssueError(ErrorCode.SpiffeIdMismatch, `the ${this.opts.backend.kind} CA returned a certificate without the URI SAN ${spec.spiffeId}`);
+      throw new SdsError(ErrorCode.SpiffeIdMismatch, `the ${this.opts.backend.kind} CA returned a certificate without the URI SAN ${spec.spiffeId}`);
     }
     const missing = spec.dnsNames.filter((d) => !result.value.leaf.dnsNames.includes(d));
-    if (missing.length > 0) throw new IssueError(ErrorCode.SanMissing, `the ${this.opts.backend.kind} CA returned a certificate for ${spec.spiffeId} without the DNS SAN(s) ${missing.join(', ')}`);
+    if (missing.length > 0) throw new SdsError(ErrorCode.SanMissing, `the ${this.opts.backend.kind} CA returned a certificate for ${spec.spiffeId} without the DNS SAN(s) ${missing.join(', ')}`);
     // Roots sent in the chain are not needed by peers (they hold the bundle): keep leaf + intermediates.
     const chain = splitPem(result.value.certificateChainPem).filter((b) => !isSelfSigned(b.pem));
     return { ...result.value, certificateChainPem: chain.map((b) => b.pem).join('') };
@@ -397,11 +404,7 @@ export class CaSource implements SecretSource {
   private async withTimeout<T>(call: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const timeoutMs = this.opts.timeoutMs ?? 10_000;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
-    const aborted = new Promise<never>((_, reject) => {
-      signal.addEventListener('abort', () => reject(new Error(signal.reason instanceof Error && signal.reason.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'cancelled')), { once: true });
-    });
-    aborted.catch(() => undefined);
-    return Promise.race([call(signal), aborted]);
+    return raceAbort(call(signal), signal, () => new SdsError(ErrorCode.CaUnavailable, timedOut(signal) ? `no answer within ${timeoutMs} ms` : 'cancelled'));
   }
 
   private problem(status: SecretSourceStatus, problem: Problem): void {
@@ -412,19 +415,7 @@ export class CaSource implements SecretSource {
 
 const MIN_RENEW_DELAY_MS = 1000;
 
-class IssueError extends Error {
-  constructor(
-    readonly code: Problem['code'],
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
-function isSelfSigned(pem: string): boolean {
-  const cert = new X509Certificate(pem);
-  return cert.checkIssued(cert) && cert.verify(cert.publicKey);
-}
 
 function pkcs8Pem(der: ArrayBuffer): string {
   return createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }).toString();

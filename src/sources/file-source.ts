@@ -125,7 +125,7 @@ export class FileSource implements SecretSource {
    * Resolves after that read even when files are missing or bad (their status says why).
    */
   async start(): Promise<void> {
-    if (this.started) throw new Error('FileSource.start() called twice');
+    if (this.started) throw new SdsError(ErrorCode.Internal, 'FileSource.start() called twice');
     this.started = true;
     for (const t of this.tracked) this.publisher.declare(t.name, t.source.kind, t.source.spec.names ?? []);
     // Watch first, read second: a change made in between is then seen by the watcher.

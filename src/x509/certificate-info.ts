@@ -1,4 +1,4 @@
-import type { X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { isSpiffeId } from './spiffe.js';
 
 /** What an operator needs to know about a served certificate. Never holds key material. */
@@ -93,4 +93,18 @@ export function parseOpenSslTime(s: string): Date {
   if (!m || month === -1) return new Date(s);
   const [, , day, hh, mm, ss, year] = m.map(Number);
   return new Date(Date.UTC(year ?? 0, month, day, hh, mm, ss));
+}
+
+/**
+ * True when `cert` (a parsed certificate, PEM or DER) is self-signed: issued by itself (names and
+ * key identifiers match) and its signature verifies with its own public key. A root CA is; an
+ * intermediate or a leaf is not. Input that does not parse as a certificate is not self-signed.
+ */
+export function isSelfSigned(cert: X509Certificate | string | Buffer): boolean {
+  try {
+    const c = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
+    return c.checkIssued(c) && c.verify(c.publicKey);
+  } catch {
+    return false;
+  }
 }

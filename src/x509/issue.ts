@@ -4,6 +4,7 @@
  */
 import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { importAlgorithm, signingAlgorithm } from './key-algorithms.js';
 import { toPem } from './pem.js';
 
 // @peculiar/x509 types its provider with the DOM `Crypto`; Node's webcrypto implements the same API.
@@ -136,11 +137,7 @@ export async function signLeaf(
  */
 export async function loadAuthority(certPem: string, keyPem: string): Promise<CertificateAuthority> {
   const cert = new x509.X509Certificate(certPem);
-  const alg = cert.publicKey.algorithm as webcrypto.KeyAlgorithm & { namedCurve?: string };
-  const importAlg =
-    alg.name === 'ECDSA'
-      ? { name: 'ECDSA', namedCurve: alg.namedCurve ?? 'P-256' }
-      : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  const importAlg = importAlgorithm(cert.publicKey.algorithm);
   const pkcs8 = createPrivateKey(keyPem).export({ format: 'der', type: 'pkcs8' });
   const privateKey = await webcrypto.subtle.importKey('pkcs8', pkcs8, importAlg, true, ['sign']);
   const publicKey = await cert.publicKey.export(importAlg, ['verify']);
@@ -161,13 +158,6 @@ export async function generateKeys(keyType: KeyType = 'ec-p256'): Promise<Crypto
         usages,
       );
   }
-}
-
-/** The signature algorithm for certificates signed by `key`: hash strength matched to the curve. */
-function signingAlgorithm(key: CryptoKey): webcrypto.EcdsaParams | webcrypto.Algorithm {
-  const alg = key.algorithm as webcrypto.KeyAlgorithm & { namedCurve?: string };
-  if (alg.name === 'ECDSA') return { name: 'ECDSA', hash: alg.namedCurve === 'P-384' ? 'SHA-384' : 'SHA-256' };
-  return { name: alg.name }; // RSA keys carry their hash in the key algorithm
 }
 
 /** 16 random bytes, first byte in 0x01..0x7f: positive and minimally DER-encoded at full length. */

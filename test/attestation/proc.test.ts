@@ -53,7 +53,7 @@ describe('readProcFileSync', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-proc-big-'));
     try {
       await fs.writeFile(path.join(dir, 'big'), 'x'.repeat(20_000));
-      expect(() => readProcFileSync(path.join(dir, 'big'), 'latin1')).toThrow(RangeError);
+      expect(() => readProcFileSync(path.join(dir, 'big'), 'latin1')).toThrow(expect.objectContaining({ code: 'SDS_ERR_ATTESTATION_FAILED', message: expect.stringContaining('is larger than 16384 bytes') }));
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }

@@ -7,6 +7,7 @@ import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import type { CertificateAuthority, IssuedLeaf } from '../../src/x509/issue.js';
+import { signingAlgorithm } from '../../src/x509/key-algorithms.js';
 import { toPem } from '../../src/x509/pem.js';
 
 export type LeafKeyType = 'rsa-1024' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096' | 'p-256' | 'p-384' | 'p-521' | 'ed25519' | 'secp256k1';
@@ -33,14 +34,13 @@ export async function issueLeafWithKeyType(
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   const serialNumber = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '1').toUpperCase();
   const now = Date.now();
-  const alg = ca.keys.privateKey.algorithm as { name: string; namedCurve?: string };
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber,
     subject: `CN=${opts.dnsNames?.[0] ?? `leaf ${type}`}`,
     issuer: ca.cert.subjectName,
     publicKey: new Uint8Array(spki),
     signingKey: ca.keys.privateKey,
-    signingAlgorithm: alg.name === 'ECDSA' ? { name: 'ECDSA', hash: alg.namedCurve === 'P-384' ? 'SHA-384' : 'SHA-256' } : alg,
+    signingAlgorithm: signingAlgorithm(ca.keys.privateKey),
     notBefore: opts.notBefore ?? new Date(now - 60_000),
     notAfter: opts.notAfter ?? new Date(now + 3_600_000),
     extensions: [

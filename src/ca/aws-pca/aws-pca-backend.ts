@@ -24,7 +24,7 @@
  *
  * Credentials and region come from the SDK's default provider chain unless a client is passed in.
  */
-import { X509Certificate, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import {
   ACMPCAClient,
   GetCertificateAuthorityCertificateCommand,
@@ -32,6 +32,9 @@ import {
   IssueCertificateCommand,
   type SigningAlgorithm,
 } from '@aws-sdk/client-acm-pca';
+import { abortError, raceAbort, sleep } from '../../core/abort.js';
+import { ErrorCode, SdsError } from '../../core/errors.js';
+import { isSelfSigned } from '../../x509/certificate-info.js';
 import { splitPem } from '../../x509/pem.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
 
@@ -67,7 +70,7 @@ export class AwsPcaBackend implements CaBackend {
   private closed = false;
 
   constructor(opts: AwsPcaOptions) {
-    if (!opts.certificateAuthorityArn) throw new Error('aws-pca: certificateAuthorityArn is required');
+    if (!opts.certificateAuthorityArn) throw new SdsError(ErrorCode.ConfigInvalid, 'aws-pca: certificateAuthorityArn is required');
     this.arn = opts.certificateAuthorityArn;
     this.signingAlgorithm = opts.signingAlgorithm ?? DEFAULT_SIGNING_ALGORITHM;
     this.templateArn = opts.templateArn ?? DEFAULT_TEMPLATE_ARN;
@@ -111,7 +114,7 @@ export class AwsPcaBackend implements CaBackend {
     });
     const issued = await this.call('IssueCertificate', (abortSignal) => this.client.send(command, { abortSignal }), signal);
     const certificateArn = issued.CertificateArn;
-    if (!certificateArn) throw new Error(`${this.label()}: IssueCertificate returned no CertificateArn`);
+    if (!certificateArn) throw new SdsError(ErrorCode.CaUnavailable, `${this.label()}: IssueCertificate returned no CertificateArn`);
 
     let delay = this.pollIntervalMs;
     for (;;) {
@@ -124,7 +127,7 @@ export class AwsPcaBackend implements CaBackend {
           { rawServiceErrors: ['RequestInProgressException'] },
         );
         const leaf = singleCert(got.Certificate);
-        if (!leaf) throw new Error(`${this.label()}: GetCertificate ${certificateArn} returned no certificate`);
+        if (!leaf) throw new SdsError(ErrorCode.CaUnavailable, `${this.label()}: GetCertificate ${certificateArn} returned no certificate`);
         const chain = splitPem(got.CertificateChain ?? '').filter((b) => b.label === 'CERTIFICATE');
         return { chainPem: leaf + chain.map((b) => b.pem).join('') };
       } catch (err) {
@@ -146,7 +149,7 @@ export class AwsPcaBackend implements CaBackend {
       ...splitPem(out.Certificate ?? ''),
       ...splitPem(out.CertificateChain ?? ''),
     ].filter((b) => b.label === 'CERTIFICATE');
-    if (certs.length === 0) throw new Error(`${this.label()}: GetCertificateAuthorityCertificate returned no certificate`);
+    if (certs.length === 0) throw new SdsError(ErrorCode.CaUnavailable, `${this.label()}: GetCertificateAuthorityCertificate returned no certificate`);
     const roots = certs.filter((b) => isSelfSigned(b.der));
     // An imported chain should end in its root; if it does not, its last certificate is the best anchor we have.
     const anchors = roots.length > 0 ? roots : [certs[certs.length - 1]!];
@@ -164,15 +167,12 @@ export class AwsPcaBackend implements CaBackend {
   }
 
   private checkUsable(operation: string, signal: AbortSignal): void {
-    if (this.closed) throw new Error(`${this.label()}: ${operation} after close()`);
+    if (this.closed) throw new SdsError(ErrorCode.Internal, `${this.label()}: ${operation} after close()`);
     if (signal.aborted) throw this.aborted(operation, signal);
   }
 
-  private aborted(operation: string, signal: AbortSignal, what?: string): Error {
-    const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : '';
-    const err = new Error(`${this.label()}: ${operation} aborted${what ? ` while ${what}` : ''}${reason}`, { cause: signal.reason });
-    err.name = 'AbortError';
-    return err;
+  private aborted(operation: string, signal: AbortSignal, what?: string): SdsError {
+    return abortError(ErrorCode.CaUnavailable, `${this.label()}: ${operation}`, signal, what ? `while ${what}` : undefined);
   }
 
   /**
@@ -188,26 +188,17 @@ export class AwsPcaBackend implements CaBackend {
   ): Promise<Output> {
     if (signal.aborted) throw this.aborted(operation, signal);
     const controller = new AbortController();
-    let onAbort: () => void = () => {};
-    const abortedPromise = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        controller.abort(signal.reason);
-        reject(this.aborted(operation, signal));
-      };
-    });
-    abortedPromise.catch(() => {}); // an abort racing the end of the call must not be an unhandled rejection
-    signal.addEventListener('abort', onAbort, { once: true });
+    const forward = (): void => controller.abort(signal.reason);
+    signal.addEventListener('abort', forward, { once: true });
     try {
-      const sent = send(controller.signal);
-      sent.catch(() => {}); // settled by the race below; after an abort nobody awaits it
-      return await Promise.race([sent, abortedPromise]);
+      return await raceAbort(send(controller.signal), signal, () => this.aborted(operation, signal));
     } catch (err) {
       if (signal.aborted) throw this.aborted(operation, signal);
       const e = err as Error & { code?: string };
       if (opts.rawServiceErrors?.includes(e.name)) throw err;
-      throw new Error(`${this.label()}: ${operation} failed: ${describeAwsError(e)}`, { cause: err });
+      throw new SdsError(ErrorCode.CaUnavailable, `${this.label()}: ${operation} failed: ${describeAwsError(e)}`, { cause: err });
     } finally {
-      signal.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', forward);
     }
   }
 }
@@ -224,29 +215,4 @@ function singleCert(pem: string | undefined): string | undefined {
   return splitPem(pem ?? '').find((b) => b.label === 'CERTIFICATE')?.pem;
 }
 
-function isSelfSigned(der: Buffer): boolean {
-  try {
-    const cert = new X509Certificate(der);
-    return cert.checkIssued(cert) && cert.verify(cert.publicKey);
-  } catch {
-    return false;
-  }
-}
 
-function sleep(ms: number, signal: AbortSignal, onAbort: () => Error): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(onAbort());
-      return;
-    }
-    const abort = (): void => {
-      clearTimeout(timer);
-      reject(onAbort());
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', abort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', abort, { once: true });
-  });
-}

@@ -33,6 +33,9 @@ import { X509Certificate, createHmac } from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as x509 from '@peculiar/x509';
+import { abortError } from '../../core/abort.js';
+import { ErrorCode, SdsError } from '../../core/errors.js';
+import { isSelfSigned } from '../../x509/certificate-info.js';
 import { splitPem } from '../../x509/pem.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
 
@@ -91,22 +94,22 @@ export class CfsslBackend implements CaBackend {
     try {
       base = new URL(opts.url);
     } catch {
-      throw new Error(`cfssl: url ${JSON.stringify(opts.url)} is not a URL`);
+      throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${JSON.stringify(opts.url)} is not a URL`);
     }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new Error(`cfssl: url ${opts.url} must be http:// or https://`);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${opts.url} must be http:// or https://`);
     if (!base.pathname.endsWith('/')) base.pathname += '/';
     this.base = base;
     if (opts.authKey !== undefined) {
-      if (!/^(?:[0-9a-fA-F]{2})+$/.test(opts.authKey)) throw new Error('cfssl: authKey must be a hex string (as in cfssl auth_keys)');
+      if (!/^(?:[0-9a-fA-F]{2})+$/.test(opts.authKey)) throw new SdsError(ErrorCode.ConfigInvalid, 'cfssl: authKey must be a hex string (as in cfssl auth_keys)');
       this.authKey = Buffer.from(opts.authKey, 'hex');
     }
     this.profiles = [...(opts.profiles ?? [])].sort((a, b) => a.lifetimeSeconds - b.lifetimeSeconds);
     for (const p of this.profiles) {
-      if (!p.name || !(p.lifetimeSeconds > 0)) throw new Error(`cfssl: profile ${JSON.stringify(p)} needs a name and a positive lifetimeSeconds`);
+      if (!p.name || !(p.lifetimeSeconds > 0)) throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: profile ${JSON.stringify(p)} needs a name and a positive lifetimeSeconds`);
     }
     if (opts.rootsPem !== undefined) {
       this.rootsPem = opts.rootsPem.flatMap((text) => splitPem(text).filter((b) => b.label === 'CERTIFICATE').map((b) => b.pem));
-      if (this.rootsPem.length === 0) throw new Error('cfssl: rootsPem holds no certificate');
+      if (this.rootsPem.length === 0) throw new SdsError(ErrorCode.ConfigInvalid, 'cfssl: rootsPem holds no certificate');
     }
     this.maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE;
     this.agent =
@@ -162,7 +165,8 @@ export class CfsslBackend implements CaBackend {
     const signer = await this.fetchSigner(signal);
     if (isSelfSigned(signer)) return [normalise(signer.toString())];
     if (this.rootsPem) return [...this.rootsPem];
-    throw new Error(
+    throw new SdsError(
+      ErrorCode.ConfigInvalid,
       `cfssl at ${this.where('api/v1/cfssl/info')} signs with an intermediate (${oneLine(signer.subject)}, issued by ${oneLine(signer.issuer)}); ` +
         'cfssl does not publish the root above it, so configure it as rootsPem',
     );
@@ -189,15 +193,15 @@ export class CfsslBackend implements CaBackend {
   private certificateField(path: string, result: unknown): string {
     const value = isObject(result) ? result['certificate'] : undefined;
     if (typeof value !== 'string' || value.trim() === '') {
-      throw new Error(`cfssl at ${this.where(path)} answered without a certificate (result: ${excerpt(JSON.stringify(result) ?? 'undefined')})`);
+      throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${this.where(path)} answered without a certificate (result: ${excerpt(JSON.stringify(result) ?? 'undefined')})`);
     }
     const blocks = splitPem(value).filter((b) => b.label === 'CERTIFICATE');
     const first = blocks[0];
-    if (!first) throw new Error(`cfssl at ${this.where(path)} answered a "certificate" that is not a PEM certificate: ${excerpt(value)}`);
+    if (!first) throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${this.where(path)} answered a "certificate" that is not a PEM certificate: ${excerpt(value)}`);
     try {
       new X509Certificate(first.der);
     } catch (err) {
-      throw new Error(`cfssl at ${this.where(path)} answered a certificate that does not parse: ${(err as Error).message}`);
+      throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${this.where(path)} answered a certificate that does not parse: ${(err as Error).message}`);
     }
     return first.pem;
   }
@@ -212,16 +216,16 @@ export class CfsslBackend implements CaBackend {
     try {
       envelope = JSON.parse(text) as CfsslEnvelope;
     } catch {
-      if (status < 200 || status >= 300) throw new Error(`cfssl at ${where} answered HTTP ${status}: ${excerpt(text)}`);
-      throw new Error(`cfssl at ${where} answered HTTP ${status} with a body that is not JSON: ${excerpt(text)}`);
+      if (status < 200 || status >= 300) throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} answered HTTP ${status}: ${excerpt(text)}`);
+      throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} answered HTTP ${status} with a body that is not JSON: ${excerpt(text)}`);
     }
-    if (!isObject(envelope)) throw new Error(`cfssl at ${where} answered HTTP ${status} with JSON that is not an object: ${excerpt(text)}`);
+    if (!isObject(envelope)) throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} answered HTTP ${status} with JSON that is not an object: ${excerpt(text)}`);
     const messages = Array.isArray(envelope.errors)
       ? envelope.errors.map((e) => (isObject(e) ? `${String(e['message'] ?? '')}${e['code'] !== undefined ? ` (code ${String(e['code'])})` : ''}` : String(e)))
       : [];
     if (status < 200 || status >= 300 || envelope.success !== true) {
       const what = messages.length > 0 ? messages.join('; ') : excerpt(text);
-      throw new Error(`cfssl at ${where} answered HTTP ${status}: ${what}`);
+      throw new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} answered HTTP ${status}: ${what}`);
     }
     return envelope.result;
   }
@@ -257,14 +261,14 @@ export class CfsslBackend implements CaBackend {
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
           if (size > this.maxResponseBytes) {
-            settle(() => reject(new Error(`cfssl at ${where} answered HTTP ${res.statusCode ?? 0} with a body over ${this.maxResponseBytes} bytes`)));
+            settle(() => reject(new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} answered HTTP ${res.statusCode ?? 0} with a body over ${this.maxResponseBytes} bytes`)));
             req.destroy();
             return;
           }
           chunks.push(chunk);
         });
         res.on('end', () => settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })));
-        res.on('error', (err) => settle(() => reject(new Error(`cfssl at ${where}: the answer broke off: ${err.message}`, { cause: err }))));
+        res.on('error', (err) => settle(() => reject(new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where}: the answer broke off: ${err.message}`, { cause: err }))));
       });
       req.end(payload);
     });
@@ -275,15 +279,12 @@ export class CfsslBackend implements CaBackend {
   }
 
   private checkUsable(signal: AbortSignal): void {
-    if (this.closed) throw new Error(`cfssl at ${this.base.toString()}: used after close()`);
+    if (this.closed) throw new SdsError(ErrorCode.Internal, `cfssl at ${this.base.toString()}: used after close()`);
     if (signal.aborted) throw this.aborted(this.base.toString(), signal);
   }
 
-  private aborted(where: string, signal: AbortSignal): Error {
-    const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : '';
-    const err = new Error(`cfssl request to ${where} aborted${reason}`, { cause: signal.reason });
-    err.name = 'AbortError';
-    return err;
+  private aborted(where: string, signal: AbortSignal): SdsError {
+    return abortError(ErrorCode.CaUnavailable, `cfssl request to ${where}`, signal);
   }
 }
 
@@ -293,22 +294,20 @@ function checkUriSan(leafPem: string, spiffeId: string, where: string): void {
   const names = san?.names.toJSON() ?? [];
   if (names.some((n) => n.type === 'url' && n.value === spiffeId)) return;
   const asDns = names.some((n) => n.type === 'dns' && n.value === spiffeId);
-  throw new Error(
+  throw new SdsError(
+    ErrorCode.SpiffeIdMismatch,
     `cfssl at ${where} issued a certificate without the URI SAN ${spiffeId}` +
       (asDns ? ' (it made it a DNS name: cfssl older than 1.4 does not put URIs from `hosts` into URI SANs)' : ` (SANs: ${names.map((n) => `${n.type}:${n.value}`).join(', ') || 'none'})`),
   );
 }
 
-function connectionError(where: string, err: NodeJS.ErrnoException): Error {
+function connectionError(where: string, err: NodeJS.ErrnoException): SdsError {
   const detail = err.code && !err.message.includes(err.code) ? `${err.code}: ${err.message}` : err.message;
   const tls = /CERT|UNABLE_TO|SELF_SIGNED|ERR_TLS|ERR_SSL/.test(err.code ?? '');
   const what = tls ? 'failed the TLS handshake (is caPem the CA of its HTTPS certificate?)' : 'is unreachable';
-  return new Error(`cfssl at ${where} ${what}: ${detail}`, { cause: err });
+  return new SdsError(ErrorCode.CaUnavailable, `cfssl at ${where} ${what}: ${detail}`, { cause: err });
 }
 
-function isSelfSigned(cert: X509Certificate): boolean {
-  return cert.subject === cert.issuer && cert.checkIssued(cert) && cert.verify(cert.publicKey);
-}
 
 function normalise(pem: string): string {
   const block = splitPem(pem)[0];

@@ -61,7 +61,7 @@ export class EmbeddedCa implements CaBackend {
 
   /** Replaces the root with a new one (persisted when a data dir is set): a CA rollover. */
   async rotateRoot(): Promise<void> {
-    if (this.opts.caCertFile) throw new Error('the CA is provided by the operator (caCert/caKey); replace those files to roll it');
+    if (this.opts.caCertFile) throw new SdsError(ErrorCode.ConfigInvalid, 'the CA is provided by the operator (caCert/caKey); replace those files to roll it');
     const next = await createRootCa({ commonName: rootName(this.opts.trustDomain), trustDomain: this.opts.trustDomain, keyType: this.opts.keyType ?? 'ec-p256' });
     if (this.opts.dataDir) await persist(this.opts.dataDir, next);
     this.opts.log.info('embedded CA root rotated', { trustDomain: this.opts.trustDomain, serial: next.serialNumber });
@@ -73,12 +73,12 @@ export class EmbeddedCa implements CaBackend {
 
 async function loadOrCreate(opts: EmbeddedCaOptions): Promise<CertificateAuthority> {
   if (opts.caCertFile || opts.caKeyFile) {
-    if (!opts.caCertFile || !opts.caKeyFile) throw new Error('embedded CA: give both caCert and caKey, or neither');
+    if (!opts.caCertFile || !opts.caKeyFile) throw new SdsError(ErrorCode.ConfigInvalid, 'embedded CA: give both caCert and caKey, or neither');
     const [cert, key] = await Promise.all([readSecretFileOrThrow(opts.caCertFile), readSecretFileOrThrow(opts.caKeyFile)]);
     try {
       return await loadAuthority(cert, key);
     } catch (err) {
-      throw new Error(`embedded CA: cannot use ${opts.caCertFile} with ${opts.caKeyFile}: ${(err as Error).message.split('\n')[0]}`);
+      throw new SdsError(ErrorCode.KeyInvalid, `embedded CA: cannot use ${opts.caCertFile} with ${opts.caKeyFile}: ${(err as Error).message.split('\n')[0]}`);
     }
   }
   if (opts.dataDir) {
