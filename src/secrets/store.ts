@@ -75,7 +75,9 @@ interface Declared {
 }
 
 export class SecretStore implements SecretCatalog {
-  readonly aliasNames: AliasNames;
+  private aliases: AliasNames;
+  /** `defaultCertificate` / `rootBundle` targets chosen by the config (see SecretStoreOptions). */
+  private selected: Pick<SecretStoreOptions, 'defaultCertificate' | 'rootBundle'>;
   private readonly declared = new Map<string, Declared>();
   private readonly entries = new Map<string, SecretEntry>();
   private readonly watchers = new Map<string, Set<NameListener>>();
@@ -87,8 +89,31 @@ export class SecretStore implements SecretCatalog {
   private listenerLog: Logger | undefined;
 
   constructor(private readonly options: SecretStoreOptions = {}) {
-    this.aliasNames = { ...DEFAULT_ALIASES, ...options.aliases };
+    this.aliases = { ...DEFAULT_ALIASES, ...options.aliases };
+    this.selected = { ...(options.defaultCertificate !== undefined ? { defaultCertificate: options.defaultCertificate } : {}), ...(options.rootBundle !== undefined ? { rootBundle: options.rootBundle } : {}) };
     this.now = options.now ?? (() => new Date());
+  }
+
+  /** The alias names in force (config `aliases:`; changed live by `setAliases`). */
+  get aliasNames(): AliasNames {
+    return this.aliases;
+  }
+
+  /**
+   * Changes the alias names and the `default` / `rootBundle` targets (a config reload). Watchers of
+   * every alias whose target changed, and of an old and a new `allBundles` name, are told; nothing
+   * else is notified.
+   */
+  setAliases(next: { aliases: AliasNames; defaultCertificate?: string; rootBundle?: string }): void {
+    const previousAll = this.aliases.allBundles;
+    this.aliases = { ...next.aliases };
+    this.selected = { ...(next.defaultCertificate !== undefined ? { defaultCertificate: next.defaultCertificate } : {}), ...(next.rootBundle !== undefined ? { rootBundle: next.rootBundle } : {}) };
+    const affected = new Set(this.refreshAliases());
+    if (previousAll !== this.aliases.allBundles) {
+      this.allBundlesEntry = undefined;
+      affected.add(previousAll).add(this.aliases.allBundles);
+    }
+    if (affected.size > 0) this.notify(affected);
   }
 
   /** Declares a configured secret: requests for it wait until it is published. */
@@ -306,9 +331,9 @@ export class SecretStore implements SecretCatalog {
       }
     }
 
-    const defaultCert = this.options.defaultCertificate ?? this.firstDeclared('tls-certificate');
+    const defaultCert = this.selected.defaultCertificate ?? this.firstDeclared('tls-certificate');
     if (defaultCert !== undefined) add(this.aliasNames.defaultCertificate, defaultCert);
-    const rootBundle = this.options.rootBundle ?? this.bundleForDefault(defaultCert) ?? this.firstDeclared('trust-bundle');
+    const rootBundle = this.selected.rootBundle ?? this.bundleForDefault(defaultCert) ?? this.firstDeclared('trust-bundle');
     if (rootBundle !== undefined) add(this.aliasNames.rootBundle, rootBundle);
 
     const changed: string[] = [];
