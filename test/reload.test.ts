@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -222,5 +224,48 @@ workloads:
     expect(served.resources.map((r) => r.name)).toEqual([ADDED]);
     expect(app!.status().config).toMatchObject({ generation: 2, lastReload: { trigger: 'config file changed', outcome: 'applied' } });
     expect(held.pending).toBe(0);
+  }, 60_000);
+
+  it('the sds-server program reloads its --config on SIGHUP: a file certificate added is served, the one kept is not re-sent', async () => {
+    const ca = await rootCa('example.org');
+    for (const name of ['one', 'two']) {
+      const leaf = await issueLeaf(ca, { spiffeId: `${TD}/${name}` });
+      await fs.writeFile(path.join(dir, `${name}.crt`), leaf.chainPem);
+      await fs.writeFile(path.join(dir, `${name}.key`), leaf.keyPem, { mode: 0o600 });
+    }
+    const socketPath = path.join(dir, 'sds.sock');
+    const certs = (names: string[]): string =>
+      `socket: { path: ${socketPath} }\ncertificates:\n${names.map((n) => `  - { name: "${TD}/${n}", cert: ${n}.crt, key: ${n}.key }\n`).join('')}`;
+    await fs.writeFile(file, certs(['one']));
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'main.ts'), '--config', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    try {
+      const logged = (text: string): Promise<void> => new Promise((resolve) => (output.includes(text) ? resolve() : child.stdout.on('data', () => output.includes(text) && resolve())));
+      await logged('all secrets ready');
+      client = new SdsTestClient(socketPath);
+      const kept = sotw(`${TD}/one`);
+      await kept.next(10_000);
+      const waiting = delta(`${TD}/two`);
+      expect((await waiting.next(10_000)).removed_resources).toEqual([`${TD}/two`]);
+
+      await fs.writeFile(file, certs(['one', 'two']));
+      child.kill('SIGHUP');
+      expect((await waiting.next(15_000)).resources.map((r) => r.name)).toEqual([`${TD}/two`]);
+      // The reload is done (every file read) once logged; a new stream's answer on the same
+      // connection comes after anything the reload wrote to the kept one.
+      await logged('"msg":"config reloaded"');
+      await sotw(`${TD}/one`).next(10_000);
+      expect({ pending: kept.pending, ended: await endedYet(kept) }).toEqual({ pending: 0, ended: undefined });
+    } finally {
+      client?.close();
+      client = undefined;
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+    expect(output).not.toContain('PRIVATE KEY');
   }, 60_000);
 });
