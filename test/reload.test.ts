@@ -24,6 +24,7 @@ const STAY_A = `${TD}/stay-a`;
 const STAY_B = `${TD}/stay-b`;
 const GONE = `${TD}/gone`;
 const ADDED = `${TD}/added`;
+const REVOKED = `${TD}/revoked`;
 const INVALID_ARGUMENT = 3;
 const PERMISSION_DENIED = 7;
 
@@ -89,11 +90,12 @@ ca: { trustDomain: example.org, embedded: { dataDir: ${path.join(dir, 'ca')} }, 
   - spiffeId: ${STAY_A}
   - spiffeId: ${STAY_B}
   - spiffeId: ${GONE}
+  - spiffeId: ${REVOKED}
 workloads:
   - selectors: ["unix:uid:${uid}"]
     identities: ["${STAY_A}", "${STAY_B}"]
   - selectors: ["unix:uid:${uid}", "unix:gid:${gid}"]
-    identities: ["${GONE}"]
+    identities: ["${GONE}", "${REVOKED}"]
 `);
     await start();
     const before = app!.status().config!;
@@ -102,15 +104,18 @@ workloads:
     // Not granted yet: the rule that grants it comes with the reload.
     expect((await sotw(ADDED).ended).code).toBe(PERMISSION_DENIED);
 
-    // 100 streams: 80 unaffected (SotW and Delta on two identities, SotW on the bundle), 20 on the identity to remove.
+    // 100 streams: 75 unaffected (SotW and Delta on two identities, SotW on the bundle), 20 on the
+    // identity to remove, 5 on an identity that stays but is no longer granted.
     const unaffected: Array<{ s: { pending: number; ended: Promise<StreamEnd>; next(ms?: number): Promise<unknown> }; kind: string }> = [];
     for (let i = 0; i < 40; i++) unaffected.push({ s: sotw(STAY_A), kind: 'sotw stay-a' });
     for (let i = 0; i < 30; i++) unaffected.push({ s: delta(STAY_B), kind: 'delta stay-b' });
-    for (let i = 0; i < 10; i++) unaffected.push({ s: sotw('ROOTCA'), kind: 'sotw ROOTCA' });
+    for (let i = 0; i < 5; i++) unaffected.push({ s: sotw('ROOTCA'), kind: 'sotw ROOTCA' });
+    const revoked = Array.from({ length: 5 }, () => sotw(REVOKED));
     const goneSotw = Array.from({ length: 10 }, () => sotw(GONE));
     const goneDelta = Array.from({ length: 10 }, () => delta(GONE));
     for (const { s } of unaffected) await s.next(10_000);
     for (const s of goneSotw) expect(servedName(await s.next(10_000))).toBe(GONE);
+    for (const s of revoked) expect(servedName(await s.next(10_000))).toBe(REVOKED);
     for (const s of goneDelta) expect((await s.next(10_000)).resources.map((r) => r.name)).toEqual([GONE]);
     const versionOfA = app!.store.get(STAY_A)!.version;
 
@@ -118,6 +123,7 @@ workloads:
   - spiffeId: ${STAY_A}
   - spiffeId: ${STAY_B}
   - spiffeId: ${ADDED}
+  - spiffeId: ${REVOKED}
 workloads:
   - selectors: ["unix:uid:${uid}"]
     identities: ["${STAY_A}", "${STAY_B}"]
@@ -136,6 +142,12 @@ workloads:
       const removal = await s.next(10_000);
       expect(removal.removed_resources).toEqual([GONE]);
       expect(removal.resources).toEqual([]);
+    }
+    // Still configured, no longer granted: refused as any name the caller may not have.
+    for (const s of revoked) {
+      const end = await s.ended;
+      expect(end.code).toBe(PERMISSION_DENIED);
+      expect(end.details).toContain('SDS_ERR_PERMISSION_DENIED');
     }
     // The new identity (and its rule) is served.
     const added = sotw(ADDED);
