@@ -280,4 +280,53 @@ workloads:
     }
     expect(output).not.toContain('PRIVATE KEY');
   }, 60_000);
+
+  it('the first identity starts the CA and the last one stops it; `default` can point elsewhere; the streams of other secrets see nothing', async () => {
+    const ca = await rootCa('example.org');
+    await fs.writeFile(path.join(dir, 'ca.crt'), ca.certPem);
+    for (const name of ['front', 'other']) {
+      const leaf = await issueLeaf(ca, { spiffeId: `${TD}/${name}` });
+      await fs.writeFile(path.join(dir, `${name}.crt`), leaf.chainPem);
+      await fs.writeFile(path.join(dir, `${name}.key`), leaf.keyPem, { mode: 0o600 });
+    }
+    const ISSUED = 'spiffe://mesh.org/issued';
+    const files = `certificates:
+  - { name: "${TD}/front", cert: front.crt, key: front.key }
+  - { name: "${TD}/other", cert: other.crt, key: other.key }
+bundles:
+  - { name: "${TD}", ca: ca.crt }
+`;
+    const meshCa = `ca: { trustDomain: mesh.org, embedded: { dataDir: ${path.join(dir, 'mesh-ca')} }, bundlePropagationMs: 0 }\n`;
+    const write = (body: string): Promise<void> => fs.writeFile(file, `socket: { path: ${path.join(dir, 'sds.sock')} }\n${body}`);
+    await write(files);
+    await start();
+    const bundle = sotw(TD);
+    const front = sotw(`${TD}/front`);
+    const byDefault = sotw('default');
+    for (const s of [bundle, front]) await s.next(10_000);
+    expect(servedName(await byDefault.next(10_000))).toBe('default');
+    const waiting = delta(ISSUED);
+    expect((await waiting.next(10_000)).removed_resources).toEqual([ISSUED]);
+
+    // The first identity: the CA starts and issues it; `default` now names the other certificate.
+    await write(`${files}default: "${TD}/other"\n${meshCa}identities:\n  - { spiffeId: "${ISSUED}", names: [issued] }\n`);
+    expect(await app!.reloadConfig()).toMatchObject({ outcome: 'applied', restartRequired: [] });
+    expect((await waiting.next(10_000)).resources.map((r) => r.name)).toEqual([ISSUED]);
+    const pushed = await byDefault.next(10_000);
+    const otherPem = await fs.readFile(path.join(dir, 'other.crt'), 'utf8');
+    expect(decodeSecret(pushed.resources[0]!).tls_certificate?.certificate_chain?.inline_bytes?.toString()).toBe(otherPem);
+    expect(servedName(await sotw('issued').next(10_000))).toBe('issued');
+
+    // The last identity: the CA stops; its identity and bundle are gone.
+    const meshBundle = delta('spiffe://mesh.org');
+    expect((await meshBundle.next(10_000)).resources.map((r) => r.name)).toEqual(['spiffe://mesh.org']);
+    await write(`${files}default: "${TD}/other"\n`);
+    expect(await app!.reloadConfig()).toMatchObject({ outcome: 'applied', generation: 3 });
+    expect((await waiting.next(10_000)).removed_resources).toEqual([ISSUED]);
+    expect((await meshBundle.next(10_000)).removed_resources).toEqual(['spiffe://mesh.org']);
+    // Barrier on the same connection, then: the bundle and front streams got nothing.
+    await sotw(TD).next(10_000);
+    for (const s of [bundle, front]) expect({ pending: s.pending, ended: await endedYet(s) }).toEqual({ pending: 0, ended: undefined });
+    expect(app!.status().secrets.map((x) => x.name).sort()).toEqual([TD, `${TD}/front`, `${TD}/other`]);
+  }, 60_000);
 });
