@@ -211,6 +211,7 @@ export class ConfigReloader {
   private async reloadNow(): Promise<void> {
     const trigger = this.trigger;
     const at = this.now();
+    const started = performance.now();
     const log = this.opts.log;
     try {
       let next: ServerConfig;
@@ -238,6 +239,7 @@ export class ConfigReloader {
         generation: this.generation,
         hash: this.hash,
         ...summarise(plan),
+        durationMs: Math.round(performance.now() - started),
       };
       log.info(changed ? 'config reloaded' : 'config reloaded: nothing changed', summary);
       if (plan.restartRequired.length > 0) {
