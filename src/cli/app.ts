@@ -2,9 +2,8 @@ import { createLogger, type Logger } from '../core/logger.js';
 import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
 import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';
-import { FileSource } from '../sources/file-source.js';
-import { CaSource } from '../sources/ca-source.js';
-import { createCaBackend } from '../ca/create-backend.js';
+import type { FileSource } from '../sources/file-source.js';
+import type { CaSource } from '../sources/ca-source.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
@@ -105,9 +104,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
   metrics.start();
 
-  const makeFileSource = (c: ServerConfig): FileSource | undefined =>
+  // Sources and CA backends are imported only when a config uses them (start-up time).
+  const makeFileSource = async (c: ServerConfig): Promise<FileSource | undefined> =>
     c.certificates.length > 0 || c.bundles.length > 0
-      ? new FileSource({
+      ? new (await import('../sources/file-source.js')).FileSource({
           tls: c.certificates.map((x) => ({ name: x.name, certFile: x.cert, keyFile: x.key, names: x.names, ...(x.name.startsWith('spiffe://') ? { expectedSpiffeId: x.name } : {}) })),
           bundles: c.bundles.map((b) => ({
             name: b.name,
@@ -123,10 +123,11 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
           pollIntervalMs: config.watch.pollIntervalMs,
         })
       : undefined;
-  files = makeFileSource(config);
+  files = await makeFileSource(config);
   // The CA's settings are fixed once it runs; a reload that first needs a CA creates it from its config.
   const makeCaSource = async (c: ServerConfig): Promise<CaSource> => {
     const settings = c.ca;
+    const [{ CaSource }, { createCaBackend }] = await Promise.all([import('../sources/ca-source.js'), import('../ca/create-backend.js')]);
     const source = new CaSource({
       backend: metrics.instrumentBackend(await createCaBackend(settings, log)),
       trustDomain: settings.trustDomain,
@@ -167,9 +168,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       files = undefined;
       await old?.close();
     },
-    startFiles: (c) => {
-      files = makeFileSource(c);
-      return files?.start() ?? Promise.resolve();
+    prepareFiles: async (c) => {
+      const source = await makeFileSource(c);
+      return () => {
+        files = source;
+        return source?.start() ?? Promise.resolve();
+      };
     },
     ca: () => ca,
     prepareCa: async (c) => {

@@ -11,10 +11,9 @@ import { ErrorCode, SdsError, type Problem } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { AliasNames } from '../secrets/store.js';
 import type { IssuedIdentitySpec } from '../sources/ca-source.js';
-import { DirWatchSet, watchPointOf } from '../sources/dir-watch-set.js';
+import type { DirWatchSet } from '../sources/dir-watch-set.js';
 import { SerialTask } from '../sources/serial-task.js';
 import type { ConfigStatus } from '../ops/status.js';
-import { checkBundleFiles, checkCertificateFiles } from './check-command.js';
 import type { ServerConfig } from './config.js';
 import { planReload, type ReloadPlan } from './reload-plan.js';
 
@@ -27,10 +26,11 @@ export interface LiveParts {
   /** Stops the file source (nothing is published by it afterwards; the store keeps its secrets). */
   closeFiles(): Promise<void>;
   /**
-   * Starts a file source for `config`'s certificates and bundles (none when there are none). Its
-   * secrets are declared before this returns its promise, so requests for new names wait.
+   * Sets up a file source for `config`'s certificates and bundles and returns the function that
+   * starts it (none when there are none); it declares their secrets before its first await, so
+   * requests for new names wait.
    */
-  startFiles(config: ServerConfig): Promise<void>;
+  prepareFiles(config: ServerConfig): Promise<() => Promise<void>>;
   /** The running CA source, if any. */
   ca():
     | {
@@ -63,6 +63,7 @@ export async function applyReloadPlan(plan: ReloadPlan, parts: LiveParts, now: D
   await checkPlanFiles(plan, now);
   const startCa = plan.ca === 'start' ? await parts.prepareCa(plan.config) : undefined;
   const filesChanged = plan.files.add.length + plan.files.remove.length + plan.files.change.length > 0;
+  const startFiles = filesChanged ? await parts.prepareFiles(plan.config) : undefined;
   if (filesChanged) await parts.closeFiles();
   const caNames = plan.ca === 'stop' ? await parts.stopCa() : [];
 
@@ -78,13 +79,15 @@ export async function applyReloadPlan(plan: ReloadPlan, parts: LiveParts, now: D
   if (plan.authorization) parts.setPolicy(plan.authorization);
   for (const spec of plan.identities.add) ca?.addConfiguredIdentity(spec);
   const started: Promise<void>[] = [];
-  if (filesChanged) started.push(parts.startFiles(plan.config));
+  if (startFiles) started.push(startFiles());
   if (startCa) started.push(startCa());
   await Promise.all(started);
 }
 
 /** Reads and validates the files of added and changed file secrets; throws naming every problem. */
 async function checkPlanFiles(plan: ReloadPlan, now: Date): Promise<void> {
+  if (plan.files.add.length + plan.files.change.length === 0) return;
+  const { checkBundleFiles, checkCertificateFiles } = await import('./check-command.js');
   const problems: Problem[] = [];
   for (const group of [...plan.files.add, ...plan.files.change]) {
     for (const c of group.certificates) {
@@ -179,6 +182,8 @@ export class ConfigReloader {
   async watchFile(debounceMs: number): Promise<void> {
     const file = this.opts.file;
     if (!file || this.watch) return;
+    // Loaded only with --watch-config (start-up time: chokidar is not needed otherwise).
+    const { DirWatchSet } = await import('../sources/dir-watch-set.js');
     const watch: { set: DirWatchSet; timer?: NodeJS.Timeout } = {
       set: new DirWatchSet(() => {
         clearTimeout(watch.timer);
@@ -204,6 +209,7 @@ export class ConfigReloader {
   private async syncWatch(): Promise<void> {
     const file = this.opts.file;
     if (!this.watch || !file) return;
+    const { watchPointOf } = await import('../sources/dir-watch-set.js');
     const { dir, name } = await watchPointOf(file);
     await this.watch.set.sync(new Map([[dir, new Set([name])]]));
   }
