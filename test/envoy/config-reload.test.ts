@@ -11,7 +11,7 @@ import { startApp } from '../../src/cli/app.js';
 import { createLogger } from '../../src/core/logger.js';
 import { describeWithEnvoy } from './find-envoy.js';
 import { EnvoyProcess, freePorts, sameSerial, sdsListenersBootstrap, sdsTlsListener, waitUntil, writeBootstrap, writeLdsFile, type SdsApiType } from './harness.js';
-import { FileSecretsServer, spiffeId } from './sds-fixture.js';
+import { FileSecretsServer, failureReport, spiffeId } from './sds-fixture.js';
 
 const FRONT = spiffeId('front');
 const BACK = spiffeId('back');
@@ -23,9 +23,7 @@ describeWithEnvoy('Envoy end to end: a config reload touches only the streams of
   let envoy: EnvoyProcess | undefined;
 
   beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      console.error(`----- ${ctx.task.name} -----\n/streams: ${JSON.stringify(sds?.app?.streams() ?? {}, null, 1)}\n----- Envoy output -----\n${envoy?.output() ?? '(no Envoy)'}\n----- sds-server log -----\n${sds?.log.join('\n') ?? ''}`);
-    });
+    ctx.onTestFailed(() => console.error(failureReport(ctx.task.name, sds, envoy)));
   });
   afterEach(async () => {
     await envoy?.stop();
