@@ -221,6 +221,10 @@ workloads:
     expect(s.pending).toBe(0);
   }, 60_000);
 
+  it('--watch-config needs --config', () => {
+    expect(() => parseCommandLine(['--watch-config'], {})).toThrow('--watch-config: needs --config (the file to watch)');
+  });
+
   it('--watch-config picks up a file change: a Delta stream waiting for a name not configured yet is served it', async () => {
     await writeConfig(`identities:\n  - spiffeId: ${STAY_A}\n`);
     await start({ watchConfig: true });
