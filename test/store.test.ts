@@ -158,4 +158,24 @@ describe('expiry policy', () => {
       expect(got, name).toBe(want ?? 'unknown');
     }
   });
+
+  // Issue 13: a secret removed by a config reload is unknown at once, even while another
+  // certificate is still loading (which would otherwise hold every SPIFFE ID as pending).
+  it('a removed secret is unknown at once, also while another certificate is pending; declaring it again makes it pending', async () => {
+    const ca = await rootCa('example.org');
+    const store = new SecretStore();
+    const gone = 'spiffe://example.org/gone';
+    store.declare(gone, 'tls-certificate');
+    store.publish(gone, (await tlsValue(ca, gone)).value);
+    store.declare('spiffe://example.org/loading', 'tls-certificate');
+    store.markSettled();
+    expect(store.resolve('spiffe://example.org/never-configured').kind).toBe('pending');
+    const seen: string[] = [];
+    store.watch(gone, (n) => seen.push(`${n}:${store.resolve(n).kind}`));
+    store.remove(gone);
+    expect(seen).toEqual([`${gone}:unknown`]);
+    store.declare(gone, 'tls-certificate');
+    expect(store.resolve(gone).kind).toBe('pending');
+  });
 });
+

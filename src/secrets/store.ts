@@ -83,6 +83,8 @@ export class SecretStore implements SecretCatalog {
   private readonly watchers = new Map<string, Set<NameListener>>();
   private readonly wildcardWatchers = new Set<NameListener>();
   private aliasTable = new Map<string, string>();
+  /** Names removed (no longer configured) and not declared since, newest last; at most MAX_REMOVED_NAMES. */
+  private readonly removedNames = new Set<string>();
   private allBundlesEntry: SecretEntry | undefined;
   private settled = false;
   private readonly now: () => Date;
@@ -118,6 +120,7 @@ export class SecretStore implements SecretCatalog {
 
   /** Declares a configured secret: requests for it wait until it is published. */
   declare(name: string, kind: SecretKind, extraNames: string[] = []): void {
+    this.removedNames.delete(name);
     this.declared.set(name, { kind, names: [...extraNames] });
     this.refreshAliases();
   }
@@ -148,6 +151,11 @@ export class SecretStore implements SecretCatalog {
   /** Removes a secret entirely (no longer configured). Subscribers are told it is gone. */
   remove(name: string): void {
     const had = this.entries.get(name);
+    if (this.declared.has(name)) {
+      // Told as gone (unknown) even while another certificate is still loading (see mayStillBeLearned).
+      this.removedNames.add(name);
+      if (this.removedNames.size > MAX_REMOVED_NAMES) this.removedNames.delete(this.removedNames.values().next().value as string);
+    }
     this.declared.delete(name);
     this.entries.delete(name);
     if (had?.value.kind === 'trust-bundle') this.allBundlesEntry = undefined;
@@ -191,6 +199,7 @@ export class SecretStore implements SecretCatalog {
    * and `ROOTCA` when the files are missing at start; Envoy asks by SPIFFE ID.)
    */
   private mayStillBeLearned(name: string): boolean {
+    if (this.removedNames.has(name)) return false;
     const id = parseSpiffeId(name);
     if (!id) return false;
     const kind: SecretKind = id.path === '' ? 'trust-bundle' : 'tls-certificate';
@@ -361,6 +370,9 @@ export class SecretStore implements SecretCatalog {
     return undefined;
   }
 }
+
+/** How many removed names the store remembers (on-demand identities come and go with pods). */
+const MAX_REMOVED_NAMES = 10_000;
 
 /** True for a certificate entry at or past its leaf's notAfter. */
 export function isExpired(entry: SecretEntry, now: Date): boolean {
