@@ -219,6 +219,10 @@ workloads:
     expect(app!.status().config).toMatchObject({ generation, restartRequired: ['log.level'] });
     expect(app!.status().config!.lastReloadError).toBeUndefined();
     expect(s.pending).toBe(0);
+    const metrics = await app!.metrics.registry.metrics();
+    expect(metrics).toContain('sds_config_reloads_total{outcome="refused"} 3');
+    expect(metrics).toContain('sds_config_reloads_total{outcome="unchanged"} 1');
+    expect(metrics).toMatch(new RegExp(`sds_config_generation ${generation}\\b`));
   }, 60_000);
 
   it('--watch-config needs --config', () => {

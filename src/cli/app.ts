@@ -98,6 +98,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     streams: server.streams,
     sources: () => sources().flatMap((s) => s.status()),
     connections: () => server.connectionStats()?.open ?? 0,
+    configGeneration: () => reloader.status().generation,
   });
   const clients = new ClientTracker(server.streams, log, (stream) => server.peerCredentialsOf(stream.peer()));
   const hooks = combineHooks(stats, clients, metrics);
@@ -195,7 +196,14 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, config.ca.trustDomain));
     },
   };
-  const reloader = new ConfigReloader({ config, load: opts.load ?? (() => config), parts, log, ...(opts.configFile ? { file: opts.configFile } : {}) });
+  const reloader = new ConfigReloader({
+    config,
+    load: opts.load ?? (() => config),
+    parts,
+    log,
+    onReload: (outcome) => metrics.configReloaded(outcome.outcome),
+    ...(opts.configFile ? { file: opts.configFile } : {}),
+  });
   try {
     if (needsCa(config)) ca = await makeCaSource(config);
     await Promise.all(sources().map((s) => s.start()));

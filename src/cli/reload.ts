@@ -122,6 +122,8 @@ export interface ConfigReloaderOptions {
   log: Logger;
   /** The config file, for status and `--watch-config`. */
   file?: string;
+  /** Told the outcome of every reload (metrics). */
+  onReload?: (outcome: ReloadOutcome) => void;
   now?: () => Date;
 }
 
@@ -215,6 +217,11 @@ export class ConfigReloader {
   }
 
   private async reloadNow(): Promise<void> {
+    await this.apply();
+    if (this.outcome) this.opts.onReload?.(this.outcome);
+  }
+
+  private async apply(): Promise<void> {
     const trigger = this.trigger;
     const at = this.now();
     const started = performance.now();
