@@ -225,6 +225,24 @@ workloads:
     expect(metrics).toMatch(new RegExp(`sds_config_generation ${generation}\\b`));
   }, 60_000);
 
+  it('with authorization on, renaming the `default` alias re-points each caller\'s view: the old name is unknown, the new one is its first identity', async () => {
+    const uid = process.getuid!();
+    const body = (aliases: string): string => `${aliases}identities:\n  - spiffeId: ${STAY_A}\nworkloads:\n  - { selectors: ["unix:uid:${uid}"], identities: ["${STAY_A}"] }\n`;
+    await writeConfig(body(''));
+    await start();
+    const byDefault = sotw('default');
+    const byId = sotw(STAY_A);
+    expect(servedName(await byDefault.next(10_000))).toBe('default');
+    await byId.next(10_000);
+    await writeConfig(body('aliases: { defaultCertificate: mine }\n'));
+    expect(await app!.reloadConfig()).toMatchObject({ outcome: 'applied' });
+    const end = await byDefault.ended;
+    expect(end.code).toBe(INVALID_ARGUMENT);
+    expect(end.details).toContain('SDS_ERR_UNKNOWN_SECRET');
+    expect(servedName(await sotw('mine').next(10_000))).toBe('mine');
+    expect({ pending: byId.pending, ended: await endedYet(byId) }).toEqual({ pending: 0, ended: undefined });
+  }, 60_000);
+
   it('--watch-config needs --config', () => {
     expect(() => parseCommandLine(['--watch-config'], {})).toThrow('--watch-config: needs --config (the file to watch)');
   });

@@ -130,10 +130,11 @@ export class Authorization {
   }
 
   /**
-   * Replaces the policy (workload entries, identity template; a config reload). New streams get the
-   * new policy; each open stream's caller is granted anew, and only streams whose answer changed
-   * are told (see CallerCatalog.regrant): a withdrawn identity ends its streams with
-   * PERMISSION_DENIED, a granted one is served, every other stream sees nothing.
+   * Replaces the policy (workload entries, identity template; a config reload; also called with the
+   * same policy after the store's alias names changed). New streams get the new policy; each open
+   * stream's caller is granted anew, and only streams whose answer changed are told (see
+   * CallerCatalog.regrant): a withdrawn identity ends its streams with PERMISSION_DENIED, a granted
+   * one is served, every other stream sees nothing.
    */
   setPolicy(policy: AuthorizationPolicy): void {
     this.opts.policy = policy;

@@ -84,20 +84,23 @@ export class CallerCatalog implements SecretCatalog {
    * held or released), and each watched name whose answer for this caller changed is notified, so
    * its stream sends the new state or ends as the protocol rules say for a denied or unknown name.
    * A name that was already refused or unknown and still is (in either form) is not notified: its
-   * stream was told then. Nothing happens when the grant is the same.
+   * stream was told then. A watch whose store name moved (the alias names changed) is notified too.
    */
   regrant(grant: Grant): void {
-    const same = grant.templated === this.grant.templated && grant.templateProblem === this.grant.templateProblem && grant.identities.join('\0') === this.grant.identities.join('\0');
-    if (same) return;
     const wildcardNames = this.wildcardListeners.size > 0 ? this.store.names() : [];
     const before = new Map<string, Resolution>();
     for (const w of this.watches) before.set(w.name, this.evaluate(w.name));
     for (const n of wildcardNames) if (!before.has(n)) before.set(n, this.evaluate(n));
     this.currentGrant = grant;
     this.identities = new Set(grant.identities);
-    for (const w of this.watches) this.attach(w);
+    const moved = new Set<CatalogWatch>();
+    for (const w of this.watches) {
+      const target = w.target;
+      this.attach(w);
+      if (w.target !== target) moved.add(w);
+    }
     const changed = (name: string): boolean => answerChanged(before.get(name), this.evaluate(name));
-    for (const w of [...this.watches]) if (changed(w.name)) w.listener(w.name);
+    for (const w of [...this.watches]) if (moved.has(w) || changed(w.name)) w.listener(w.name);
     for (const n of wildcardNames) if (changed(n)) for (const l of [...this.wildcardListeners]) l(n);
   }
 

@@ -75,8 +75,10 @@ export async function applyReloadPlan(plan: ReloadPlan, parts: LiveParts, now: D
   for (const spec of plan.identities.change) ca?.updateIdentity(spec);
   if (plan.caBundleNames) ca?.setBundleNames(plan.caBundleNames);
   if (plan.aliases) parts.store.setAliases(plan.aliases);
-  // After removals: a stream of a removed identity was told "gone" and is not told again.
-  if (plan.authorization) parts.setPolicy(plan.authorization);
+  // After removals: a stream of a removed identity was told "gone" and is not told again. Renamed
+  // aliases re-point the callers' views too (`default` is per caller).
+  const { workloads, identityTemplate } = plan.config.authorization;
+  if (plan.authorization || plan.aliases) parts.setPolicy(plan.authorization ?? { workloads, ...(identityTemplate !== undefined ? { identityTemplate } : {}) });
   for (const spec of plan.identities.add) ca?.addConfiguredIdentity(spec);
   const started: Promise<void>[] = [];
   if (startFiles) started.push(startFiles());
