@@ -131,4 +131,51 @@ describe('expiry policy', () => {
   ] as const)('%s: %s', (_what, lifetime, left, state) => {
     expect(expiryState(cert(lifetime, left), at, DEFAULT_EXPIRY_WARNING_MS)).toBe(state);
   });
+
+  // Issue 13: a config reload changes aliases; only the watchers of an alias whose answer changed are told.
+  it.each([
+    ['`default` pointed at another certificate', { defaultCertificate: 'b' }, ['default'], { default: 'b', ROOTCA: 'td' }],
+    ['`default` renamed', { aliases: { defaultCertificate: 'mine', rootBundle: 'ROOTCA', allBundles: 'ALL' } }, ['default', 'mine'], { mine: 'a', default: undefined }],
+    ['`ALL` renamed', { aliases: { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'EVERY' } }, ['ALL', 'EVERY'], { EVERY: 'ALL-ready', ALL: 'unknown' }],
+    ['nothing changed', {}, [], { default: 'a' }],
+  ] as const)('setAliases: %s', async (_what, change, notified, expected) => {
+    const ca = await rootCa('example.org');
+    const store = new SecretStore();
+    for (const name of ['a', 'b']) {
+      store.declare(name, 'tls-certificate');
+      store.publish(name, (await tlsValue(ca, `spiffe://example.org/${name}`)).value);
+    }
+    store.declare('td', 'trust-bundle');
+    store.publish('td', bundleValue('example.org', ca));
+    store.markSettled();
+    const seen: string[] = [];
+    for (const name of ['default', 'mine', 'ROOTCA', 'ALL', 'EVERY', 'a', 'b', 'td']) store.watch(name, (n) => seen.push(n));
+    store.setAliases({ aliases: { defaultCertificate: 'default', rootBundle: 'ROOTCA', allBundles: 'ALL' }, ...change });
+    expect(seen.sort()).toEqual([...notified].sort());
+    for (const [name, want] of Object.entries(expected)) {
+      const r = store.resolve(name);
+      const got = r.kind !== 'ready' ? r.kind : name === store.aliasNames.allBundles ? 'ALL-ready' : r.entry.name;
+      expect(got, name).toBe(want ?? 'unknown');
+    }
+  });
+
+  // Issue 13: a secret removed by a config reload is unknown at once, even while another
+  // certificate is still loading (which would otherwise hold every SPIFFE ID as pending).
+  it('a removed secret is unknown at once, also while another certificate is pending; declaring it again makes it pending', async () => {
+    const ca = await rootCa('example.org');
+    const store = new SecretStore();
+    const gone = 'spiffe://example.org/gone';
+    store.declare(gone, 'tls-certificate');
+    store.publish(gone, (await tlsValue(ca, gone)).value);
+    store.declare('spiffe://example.org/loading', 'tls-certificate');
+    store.markSettled();
+    expect(store.resolve('spiffe://example.org/never-configured').kind).toBe('pending');
+    const seen: string[] = [];
+    store.watch(gone, (n) => seen.push(`${n}:${store.resolve(n).kind}`));
+    store.remove(gone);
+    expect(seen).toEqual([`${gone}:unknown`]);
+    store.declare(gone, 'tls-certificate');
+    expect(store.resolve(gone).kind).toBe('pending');
+  });
 });
+

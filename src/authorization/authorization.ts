@@ -53,10 +53,13 @@ const MAX_RECENTLY_REFUSED = 20;
 export class Authorization {
   private readonly connections = new Map<string, ConnectionRecord>();
   private readonly recentlyRefused: ConnectionReport[] = [];
+  /** Every open stream's view, so a new policy reaches the streams already open. */
+  private readonly catalogs = new Set<CallerCatalog>();
 
   constructor(
     private readonly opts: {
       store: StoreView;
+      /** Replaced by `setPolicy`. */
       policy: AuthorizationPolicy;
       onDemand?: OnDemandIdentities;
       log: Logger;
@@ -104,6 +107,7 @@ export class Authorization {
       closed: () => {
         if (closed) return;
         closed = true;
+        this.catalogs.delete(catalog);
         rec.report.streams -= 1;
         if (rec.report.streams === 0 && this.connections.get(origin.peer) === rec) {
           this.connections.delete(origin.peer);
@@ -118,10 +122,30 @@ export class Authorization {
       },
     };
     const catalog = new CallerCatalog(this.opts.store, who, grant, this.opts.onDemand, decisions);
+    this.catalogs.add(catalog);
     // A caller granted nothing is refused as a whole (the stream ends before any name is resolved).
     const refusal = catalog.refusal();
     if (refusal !== undefined) decisions.refused('*', refusal);
     return catalog;
+  }
+
+  /**
+   * Replaces the policy (workload entries, identity template; a config reload; also called with the
+   * same policy after the store's alias names changed). New streams get the new policy; each open
+   * stream's caller is granted anew, and only streams whose answer changed are told (see
+   * CallerCatalog.regrant): a withdrawn identity ends its streams with PERMISSION_DENIED, a granted
+   * one is served, every other stream sees nothing.
+   */
+  setPolicy(policy: AuthorizationPolicy): void {
+    this.opts.policy = policy;
+    for (const catalog of [...this.catalogs]) {
+      const grant = grantFor(policy, catalog.caller);
+      catalog.regrant(grant);
+    }
+    for (const record of this.connections.values()) {
+      const who: Caller = { pid: record.report.pid, uid: record.report.uid, gid: record.report.gid, selectors: record.report.selectors };
+      record.report.identities = grantFor(policy, who).identities;
+    }
   }
 
   status(): AuthorizationReport {
@@ -133,7 +157,7 @@ export class Authorization {
       ...(policy.template ? { identityTemplate: policy.template.text } : {}),
       connections: [...this.connections.values()].map((r) => ({ ...r.report, granted: [...r.report.granted], refused: [...r.report.refused] })),
       recentlyRefused: [...this.recentlyRefused],
-      ...(this.opts.onDemand ? { onDemand: this.opts.onDemand.status() } : {}),
+      ...(this.opts.onDemand && policy.template ? { onDemand: this.opts.onDemand.status() } : {}),
     };
   }
 }

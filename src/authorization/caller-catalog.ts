@@ -37,16 +37,26 @@ export interface CallerDecisions {
  * - a caller with no identity at all is refused everything (`refusal()` says why).
  */
 export class CallerCatalog implements SecretCatalog {
-  private readonly identities: Set<string>;
+  private identities: Set<string>;
+  private currentGrant: Grant;
+  /** This view's watches, so a new grant (config reload) can re-point and notify them. */
+  private readonly watches = new Set<CatalogWatch>();
+  private readonly wildcardListeners = new Set<NameListener>();
 
   constructor(
     private readonly store: StoreView,
     readonly caller: Caller,
-    readonly grant: Grant,
+    grant: Grant,
     private readonly onDemand?: OnDemandIssuer,
     private readonly decisions?: CallerDecisions,
   ) {
+    this.currentGrant = grant;
     this.identities = new Set(grant.identities);
+  }
+
+  /** What the caller is granted now (replaced by `regrant`). */
+  get grant(): Grant {
+    return this.currentGrant;
   }
 
   /** The stream using this view ended. */
@@ -60,15 +70,38 @@ export class CallerCatalog implements SecretCatalog {
   }
 
   resolve(name: string): Resolution {
-    const refusal = this.refusal();
-    if (refusal !== undefined) return this.deny(name, refusal);
     const target = this.targetOf(name);
-    if (target === this.grant.templated && this.store.canonicalOf(target) === undefined) this.onDemand?.ensure(target);
-    const decision = this.decide(name, target);
-    if (decision !== 'allow') return decision;
-    const resolution = this.store.resolve(target);
-    if (resolution.kind === 'ready' && resolution.entry.value.kind === 'tls-certificate') this.decisions?.granted(name);
+    if (this.refusal() === undefined && target === this.grant.templated && this.store.canonicalOf(target) === undefined) this.onDemand?.ensure(target);
+    const resolution = this.evaluate(name);
+    if (resolution.kind === 'denied') this.decisions?.refused(name, resolution.reason);
+    else if (resolution.kind === 'ready' && resolution.entry.value.kind === 'tls-certificate') this.decisions?.granted(name);
     return resolution;
+  }
+
+  /**
+   * Applies a new grant (the workload rules or identity template changed in a config reload).
+   * Watches are re-pointed (`default` follows the caller's first identity; a templated identity is
+   * held or released), and each watched name whose answer for this caller changed is notified, so
+   * its stream sends the new state or ends as the protocol rules say for a denied or unknown name.
+   * A name that was already refused or unknown and still is (in either form) is not notified: its
+   * stream was told then. A watch whose store name moved (the alias names changed) is notified too.
+   */
+  regrant(grant: Grant): void {
+    const wildcardNames = this.wildcardListeners.size > 0 ? this.store.names() : [];
+    const before = new Map<string, Resolution>();
+    for (const w of this.watches) before.set(w.name, this.evaluate(w.name));
+    for (const n of wildcardNames) if (!before.has(n)) before.set(n, this.evaluate(n));
+    this.currentGrant = grant;
+    this.identities = new Set(grant.identities);
+    const moved = new Set<CatalogWatch>();
+    for (const w of this.watches) {
+      const target = w.target;
+      this.attach(w);
+      if (w.target !== target) moved.add(w);
+    }
+    const changed = (name: string): boolean => answerChanged(before.get(name), this.evaluate(name));
+    for (const w of [...this.watches]) if (moved.has(w) || changed(w.name)) w.listener(w.name);
+    for (const n of wildcardNames) if (changed(n)) for (const l of [...this.wildcardListeners]) l(n);
   }
 
   /** Certificates the caller is entitled to, and every bundle; nothing for a refused caller. */
@@ -78,23 +111,56 @@ export class CallerCatalog implements SecretCatalog {
   }
 
   watch(name: string, listener: NameListener): () => void {
-    const target = this.targetOf(name);
-    const release = target === this.grant.templated && this.onDemand && this.refusal() === undefined ? this.onDemand.acquire(target) : undefined;
-    const unwatch = target === name ? this.store.watch(name, listener) : this.store.watch(target, () => listener(name));
+    const w: CatalogWatch = { name, listener };
+    this.watches.add(w);
+    this.attach(w);
     return () => {
-      unwatch();
-      release?.();
+      this.watches.delete(w);
+      w.detach?.();
+      w.detach = undefined;
     };
   }
 
   watchAll(listener: NameListener): () => void {
-    return this.store.watchAll(listener);
+    this.wildcardListeners.add(listener);
+    const unwatch = this.store.watchAll(listener);
+    return () => {
+      this.wildcardListeners.delete(listener);
+      unwatch();
+    };
+  }
+
+  /** (Re)points one watch at the store name it stands for now, holding a templated identity. */
+  private attach(w: CatalogWatch): void {
+    const target = this.targetOf(w.name);
+    const hold = target === this.grant.templated && this.onDemand !== undefined && this.refusal() === undefined;
+    if (w.detach && w.target === target && w.held === hold) return;
+    const previous = w.detach;
+    const release = hold ? this.onDemand?.acquire(target) : undefined;
+    const unwatch = target === w.name ? this.store.watch(w.name, w.listener) : this.store.watch(target, () => w.listener(w.name));
+    w.target = target;
+    w.held = hold;
+    w.detach = () => {
+      unwatch();
+      release?.();
+    };
+    // After the new hold is taken: releasing first could let an on-demand identity go idle.
+    previous?.();
   }
 
   /** The store name a requested name stands for: `default` is the caller's first identity. */
   private targetOf(name: string): string {
     if (name === this.store.aliasNames.defaultCertificate) return this.grant.identities[0] ?? name;
     return name;
+  }
+
+  /** The answer for `name` under the current grant, without logging or issuing anything. */
+  private evaluate(name: string): Resolution {
+    const refusal = this.refusal();
+    if (refusal !== undefined) return { kind: 'denied', reason: refusal };
+    const target = this.targetOf(name);
+    const decision = this.decide(name, target);
+    return decision === 'allow' ? this.store.resolve(target) : decision;
   }
 
   private decide(name: string, target: string): 'allow' | Resolution {
@@ -105,13 +171,13 @@ export class CallerCatalog implements SecretCatalog {
       // the answer must not depend on what other callers have asked for. Other names: the store
       // says pending or unknown.
       const id = parseSpiffeId(target);
-      return id && id.path !== '' && !this.identities.has(target) ? this.deny(name, notEntitledReason(name, this.caller)) : 'allow';
+      return id && id.path !== '' && !this.identities.has(target) ? { kind: 'denied', reason: notEntitledReason(name, this.caller) } : 'allow';
     }
     if (this.store.kindOf(canonical) === 'trust-bundle') return 'allow';
     if (this.entitledTo(target, canonical)) return 'allow';
     // A certificate not loaded yet, named differently from its SPIFFE ID: decided once it is readable.
     if (this.store.get(canonical) === undefined && !target.startsWith('spiffe://') && !canonical.startsWith('spiffe://')) return { kind: 'pending' };
-    return this.deny(name, notEntitledReason(name, this.caller));
+    return { kind: 'denied', reason: notEntitledReason(name, this.caller) };
   }
 
   /** Entitled when the requested name, the canonical name or the certificate's SPIFFE ID is granted. */
@@ -121,8 +187,25 @@ export class CallerCatalog implements SecretCatalog {
     return value?.kind === 'tls-certificate' && value.leaf.spiffeId !== undefined && this.identities.has(value.leaf.spiffeId);
   }
 
-  private deny(name: string, reason: string): Resolution {
-    this.decisions?.refused(name, reason);
-    return { kind: 'denied', reason };
-  }
+}
+
+interface CatalogWatch {
+  name: string;
+  listener: NameListener;
+  /** The store name watched for it now, whether it holds an on-demand identity, and how to stop. */
+  target?: string;
+  held?: boolean;
+  detach?: () => void;
+}
+
+/**
+ * Whether a new grant changes what a stream holding `before` must be told: another version, or a
+ * change between being served (or waiting) and being refused. Refused and unknown count as one
+ * answer (the stream was already told it does not get the name).
+ */
+function answerChanged(before: Resolution | undefined, after: Resolution): boolean {
+  const gone = (r: Resolution | undefined): boolean => r?.kind === 'denied' || r?.kind === 'unknown';
+  if (gone(before) && gone(after)) return false;
+  if (before?.kind !== after.kind) return true;
+  return before.kind === 'ready' && after.kind === 'ready' && before.entry.version !== after.entry.version;
 }

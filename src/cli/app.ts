@@ -3,9 +3,8 @@ import { createLogger, type Logger } from '../core/logger.js';
 import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
 import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';
-import { FileSource } from '../sources/file-source.js';
-import { CaSource } from '../sources/ca-source.js';
-import { createCaBackend } from '../ca/create-backend.js';
+import type { FileSource } from '../sources/file-source.js';
+import type { CaSource } from '../sources/ca-source.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
@@ -16,9 +15,11 @@ import { SdsMetrics, combineHooks } from '../ops/metrics.js';
 import { ClientTracker, type ClientsReport } from '../ops/clients.js';
 import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
-import { IdentityTemplate } from '../authorization/entitlements.js';
+import { IdentityTemplate, type AuthorizationPolicy } from '../authorization/entitlements.js';
+import { needsCa } from './reload-plan.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
 import { createCallerAttestation, type CallerAttestation } from '../attestation/index.js';
+import { ConfigReloader, type LiveParts, type ReloadOutcome } from './reload.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -31,7 +32,13 @@ export interface RunningApp {
   clients(): ClientsReport;
   /** Prometheus metrics (admin `/metrics`). */
   metrics: SdsMetrics;
+  /** Re-reads every secret file now (SIGHUP; also after a config reload). */
   reload(): Promise<void>;
+  /**
+   * Re-reads the config (`StartOptions.load`) and applies the difference live (issue 13); never
+   * rejects: an invalid config keeps the running one, and the outcome and `/status` say why.
+   */
+  reloadConfig(trigger?: string): Promise<ReloadOutcome>;
   /** Rolls the CA root (embedded CA) and re-issues every CA-issued identity; rejects without a CA. */
   rolloverCaRoot(): Promise<void>;
   /** Renews every CA-issued identity now (failures keep the current one and retry with backoff). */
@@ -39,11 +46,20 @@ export interface RunningApp {
   stop(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** Reads the config again for `reloadConfig` (the config file and the command line); throws an SdsError when invalid. */
+  load?: () => ServerConfig;
+  /** The config file (shown in `/status`; watched with `watchConfig`). */
+  configFile?: string;
+  /** `--watch-config`: reload when the config file changes. */
+  watchConfig?: boolean;
+}
+
 /**
  * Wires a configuration into a running server: store, sources, gRPC socket, admin endpoint.
  * The socket is bound before sources load, so Envoys that start first connect and wait.
  */
-export async function startApp(config: ServerConfig, log: Logger = createLogger(config.log)): Promise<RunningApp> {
+export async function startApp(config: ServerConfig, log: Logger = createLogger(config.log), opts: StartOptions = {}): Promise<RunningApp> {
   const socketPath = resolveSocketPath(config.socket.path);
   const store = new SecretStore({
     aliases: config.aliases,
@@ -56,8 +72,10 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     const r = store.resolve(name);
     return r.kind === 'ready' ? r.entry.version : undefined;
   });
-  const sources: SecretSource[] = [];
+  // Replaced by config reloads: the file source as a whole, the CA source when first or last needed.
+  let files: FileSource | undefined;
   let ca: CaSource | undefined;
+  const sources = (): SecretSource[] => [...(files ? [files] : []), ...(ca ? [ca] : [])];
   const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
   if (!authorization) log.warn(AUTHORIZATION_OFF);
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
@@ -78,32 +96,57 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   const metrics = new SdsMetrics({
     store,
     streams: server.streams,
-    sources: () => sources.flatMap((s) => s.status()),
+    sources: () => sources().flatMap((s) => s.status()),
     connections: () => server.connectionStats()?.open ?? 0,
+    configGeneration: () => reloader.status().generation,
   });
   const clients = new ClientTracker(server.streams, log, (stream) => server.peerCredentialsOf(stream.peer()));
   const hooks = combineHooks(stats, clients, metrics);
   server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
   metrics.start();
 
-  if (config.certificates.length > 0 || config.bundles.length > 0) {
-    sources.push(
-      new FileSource({
-        tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
-        bundles: config.bundles.map((b) => ({
-          name: b.name,
-          caFiles: b.ca,
-          names: b.names,
-          ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}),
-          ...(b.trustDomainFromCertificate ? { trustDomainFromCertificate: b.trustDomainFromCertificate } : {}),
-        })),
-        publisher: store,
-        log,
-        debounceMs: config.watch.debounceMs,
-        pollIntervalMs: config.watch.pollIntervalMs,
-      }),
-    );
-  }
+  // Sources and CA backends are imported only when a config uses them (start-up time).
+  const makeFileSource = async (c: ServerConfig): Promise<FileSource | undefined> =>
+    c.certificates.length > 0 || c.bundles.length > 0
+      ? new (await import('../sources/file-source.js')).FileSource({
+          tls: c.certificates.map((x) => ({ name: x.name, certFile: x.cert, keyFile: x.key, names: x.names, ...(x.name.startsWith('spiffe://') ? { expectedSpiffeId: x.name } : {}) })),
+          bundles: c.bundles.map((b) => ({
+            name: b.name,
+            caFiles: b.ca,
+            names: b.names,
+            ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}),
+            ...(b.trustDomainFromCertificate ? { trustDomainFromCertificate: b.trustDomainFromCertificate } : {}),
+          })),
+          publisher: store,
+          log,
+          // Watch settings are fixed at start (a reload keeps them; see reload-plan.ts).
+          debounceMs: config.watch.debounceMs,
+          pollIntervalMs: config.watch.pollIntervalMs,
+        })
+      : undefined;
+  files = await makeFileSource(config);
+  // The CA's settings are fixed once it runs; a reload that first needs a CA creates it from its config.
+  const makeCaSource = async (c: ServerConfig): Promise<CaSource> => {
+    const settings = c.ca;
+    const [{ CaSource }, { createCaBackend }] = await Promise.all([import('../sources/ca-source.js'), import('../ca/create-backend.js')]);
+    const source = new CaSource({
+      backend: metrics.instrumentBackend(await createCaBackend(settings, log)),
+      trustDomain: settings.trustDomain,
+      identities: c.identities,
+      bundleNames: settings.bundleNames,
+      publisher: store,
+      log,
+      renewFraction: settings.renewFraction,
+      jitterFraction: settings.jitterFraction,
+      timeoutMs: settings.timeoutMs,
+      backoff: settings.backoff,
+      bundleRefreshMs: settings.bundleRefreshMs,
+      bundlePropagationMs: settings.bundlePropagationMs,
+      onDemand: { keyType: 'ec-p256', lifetimeSeconds: c.authorization.onDemandLifetimeSeconds },
+    });
+    issuer.attach(source);
+    return source;
+  };
   // Bind first: Envoys that start before the secrets are ready connect and wait.
   await server.start();
   let admin: AdminServer | undefined;
@@ -111,54 +154,79 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   const expiry = new ExpiryWatch(store, log, config.expiryWarningMs);
   expiry.start();
   const status = (): StatusReport => {
-    const report = buildStatus({ socketPath, store, sources: sources.flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
+    const report = buildStatus({ socketPath, store, sources: sources().flatMap((s) => s.status()), streams: server.streams, stats, expiryWarningMs: config.expiryWarningMs });
     const auth = authorization?.status() ?? { enabled: false, summary: AUTHORIZATION_OFF };
     // Readiness is about the configured secrets: an on-demand identity being issued for a new caller
     // must not flip the server to not-ready.
     const onDemandNames = new Set((auth.onDemand ?? []).map((o) => o.spiffeId));
     const ready = report.secrets.every((s) => onDemandNames.has(s.name) || (s.version !== undefined && s.state !== 'expired'));
-    return { ...report, ready, authorization: auth };
+    return { ...report, ready, config: reloader.status(), authorization: auth };
   };
+  const parts: LiveParts = {
+    store,
+    closeFiles: async () => {
+      const old = files;
+      files = undefined;
+      await old?.close();
+    },
+    prepareFiles: async (c) => {
+      const source = await makeFileSource(c);
+      return () => {
+        files = source;
+        return source?.start() ?? Promise.resolve();
+      };
+    },
+    ca: () => ca,
+    prepareCa: async (c) => {
+      const source = await makeCaSource(c);
+      return () => {
+        ca = source;
+        return source.start();
+      };
+    },
+    stopCa: async () => {
+      const old = ca;
+      ca = undefined;
+      if (!old) return [];
+      await old.close();
+      return old.declaredNames();
+    },
+    setPolicy: (a) => {
+      if (!authorization) return;
+      authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, config.ca.trustDomain));
+    },
+  };
+  const reloader = new ConfigReloader({
+    config,
+    load: opts.load ?? (() => config),
+    parts,
+    log,
+    onReload: (outcome) => metrics.configReloaded(outcome.outcome),
+    ...(opts.configFile ? { file: opts.configFile } : {}),
+  });
   try {
-    if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
-      const c = config.ca;
-      ca = new CaSource({
-        backend: metrics.instrumentBackend(await createCaBackend(c, log)),
-        trustDomain: c.trustDomain,
-        identities: config.identities,
-        bundleNames: c.bundleNames,
-        publisher: store,
-        log,
-        renewFraction: c.renewFraction,
-        jitterFraction: c.jitterFraction,
-        timeoutMs: c.timeoutMs,
-        backoff: c.backoff,
-        bundleRefreshMs: c.bundleRefreshMs,
-        bundlePropagationMs: c.bundlePropagationMs,
-        onDemand: { keyType: 'ec-p256', lifetimeSeconds: config.authorization.onDemandLifetimeSeconds },
-      });
-      sources.push(ca);
-      issuer.attach(ca);
-    }
-    await Promise.all(sources.map((s) => s.start()));
+    if (needsCa(config)) ca = await makeCaSource(config);
+    await Promise.all(sources().map((s) => s.start()));
     store.markSettled();
+    if (opts.watchConfig) await reloader.watchFile(config.watch.debounceMs);
     if (config.admin) {
       admin = new AdminServer({
         ...config.admin,
         status,
         streams: () => buildStreamsReport(server.streams),
         clients: () => clients.report(),
-        certificates: () => buildCertificatesView(store, sources.flatMap((s) => s.status()).map((s) => s.name)),
+        certificates: () => buildCertificatesView(store, sources().flatMap((s) => s.status()).map((s) => s.name)),
         metrics,
         log,
       });
       adminAddress = await admin.start();
     }
   } catch (err) {
+    await reloader.close();
     expiry.stop();
     metrics.stop();
     clients.stop();
-    for (const s of sources) await s.close();
+    for (const s of sources()) await s.close();
     await server.stop(0);
     throw err;
   }
@@ -186,15 +254,17 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       await ca?.renewAll();
     },
     reload: async () => {
-      for (const s of sources) await s.reloadAll?.();
+      for (const s of sources()) await s.reloadAll?.();
     },
+    reloadConfig: (trigger = 'reload') => reloader.reload(trigger),
     stop: async () => {
+      await reloader.close();
       onDemand?.close();
       await admin?.stop();
       expiry.stop();
       metrics.stop();
       clients.stop();
-      for (const s of sources) await s.close();
+      for (const s of sources()) await s.close();
       await server.stop();
     },
   };
@@ -213,24 +283,25 @@ function buildAuthorization(
   const issuer = new LateIssuer();
   const auth = config.authorization;
   if (!auth.enabled) return { issuer };
-  let template: IdentityTemplate | undefined;
-  if (auth.identityTemplate !== undefined) {
-    const parsed = IdentityTemplate.parse(auth.identityTemplate, config.ca.trustDomain);
-    if ('problem' in parsed) throw new SdsError(ErrorCode.ConfigInvalid, `identityTemplate: ${parsed.problem}`);
-    template = parsed;
-  }
-  const onDemand = template ? new OnDemandIdentities({ issuer, idleMs: auth.onDemandIdleSeconds * 1000, log }) : undefined;
-  const authorization = new Authorization({
-    store,
-    policy: { workloads: auth.workloads, trustDomain: config.ca.trustDomain, ...(template ? { template } : {}) },
-    ...(onDemand ? { onDemand } : {}),
-    log,
-  });
+  // Always there while authorization is on: a reload may add an identity template.
+  const onDemand = new OnDemandIdentities({ issuer, idleMs: auth.onDemandIdleSeconds * 1000, log });
+  const authorization = new Authorization({ store, policy: authorizationPolicy(auth, config.ca.trustDomain), onDemand, log });
   log.info('authorization is on: each caller gets only the identities granted to its selectors', {
     workloads: auth.workloads.length,
     ...(auth.identityTemplate ? { identityTemplate: auth.identityTemplate, onDemandIdleSeconds: auth.onDemandIdleSeconds } : {}),
   });
-  return { authorization, ...(onDemand ? { onDemand } : {}), issuer };
+  return { authorization, onDemand, issuer };
+}
+
+/** The policy of the `workloads` / `identityTemplate` settings (validated when the config was read). */
+function authorizationPolicy(auth: Pick<ServerConfig['authorization'], 'workloads' | 'identityTemplate'>, trustDomain: string): AuthorizationPolicy {
+  let template: IdentityTemplate | undefined;
+  if (auth.identityTemplate !== undefined) {
+    const parsed = IdentityTemplate.parse(auth.identityTemplate, trustDomain);
+    if ('problem' in parsed) throw new SdsError(ErrorCode.ConfigInvalid, `identityTemplate: ${parsed.problem}`);
+    template = parsed;
+  }
+  return { workloads: auth.workloads, trustDomain, ...(template ? { template } : {}) };
 }
 
 /** An IdentityIssuer whose CA source is created after the socket is bound: earlier requests wait here. */

@@ -35,6 +35,7 @@ Envoy Secret Discovery Service (v3 and v2) on a Unix domain socket.
 Where secrets come from (with none, the embedded CA issues spiffe://example.org/sds-server):
   --cert FILE --key FILE [--ca FILE]  serve one identity and its trust bundle from watched files
   --config FILE                       YAML configuration for many secrets (see docs/configuration.md)
+  --watch-config                      reload the --config file when it changes (SIGHUP always reloads it)
 
 Socket:
   --socket PATH          socket path (default: $APPMESH_SDS_SOCKET_PATH, else $XDG_RUNTIME_DIR/sds-server/sds.sock,
@@ -77,7 +78,7 @@ Operations:
   --version              print the version
 `;
 
-export type Command = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: ServerConfig; configFile?: string };
+export type Command = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: ServerConfig; configFile?: string; watchConfig?: boolean };
 
 /** Parses the command line (and the --config file it names) into a validated configuration. */
 export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): Command {
@@ -89,6 +90,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       allowPositionals: false,
       options: {
         config: { type: 'string' },
+        'watch-config': { type: 'boolean' },
         cert: { type: 'string' },
         key: { type: 'string' },
         ca: { type: 'string', multiple: true },
@@ -179,10 +181,11 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${describe(v['poll-interval'])}`);
     else config.watch.pollIntervalMs = ms;
   }
+  if (v['watch-config'] && v.config === undefined) check.problem('--watch-config', 'needs --config (the file to watch)');
   if (check.problems.length > 0) {
     throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - ${check.problems.join('\n  - ')}`);
   }
-  return { kind: 'run', config, ...(v.config !== undefined ? { configFile: v.config } : {}) };
+  return { kind: 'run', config, ...(v.config !== undefined ? { configFile: v.config } : {}), ...(v['watch-config'] ? { watchConfig: true } : {}) };
 }
 
 /**

@@ -11,8 +11,9 @@ import { readSecretFile } from '../core/read-secret-file.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
-import type { TlsCertificateValue } from '../secrets/secret.js';
+import type { TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js';
 import { resolveGroup } from '../server/unix-socket.js';
+import type { BundleConfig, CertificateConfig } from './config.js';
 import { parseCommandLine } from './args.js';
 
 const CHECK_USAGE = `Usage: sds-server check --config FILE
@@ -56,20 +57,9 @@ export async function runCheck(argv: string[], now: Date = new Date()): Promise<
 
   const bundles: NamedBundle[] = [];
   for (const b of config.bundles) {
-    const files: Array<{ file: string; text: string }> = [];
-    let readable = true;
-    for (const file of b.ca) {
-      const r = await readSecretFile(file);
-      if (r.ok) files.push({ file, text: r.value });
-      else {
-        result.problems.push(r.problem);
-        readable = false;
-      }
-    }
-    if (!readable) continue;
-    const v = validateTrustBundle({ files, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}), now });
+    const v = await checkBundleFiles(b, now);
     if (!v.ok) {
-      result.problems.push(v.problem);
+      result.problems.push(...v.problems);
       continue;
     }
     result.warnings.push(...v.warnings);
@@ -78,20 +68,9 @@ export async function runCheck(argv: string[], now: Date = new Date()): Promise<
   }
   const certs: Array<{ file: string; value: TlsCertificateValue }> = [];
   for (const c of config.certificates) {
-    const [cert, key] = [await readSecretFile(c.cert), await readSecretFile(c.key)];
-    if (!cert.ok) result.problems.push(cert.problem);
-    if (!key.ok) result.problems.push(key.problem);
-    if (!cert.ok || !key.ok) continue;
-    const v = validateTlsCertificate({
-      certificateChainPem: cert.value,
-      privateKeyPem: key.value,
-      certFile: c.cert,
-      keyFile: c.key,
-      now,
-      ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}),
-    });
+    const v = await checkCertificateFiles(c, now);
     if (!v.ok) {
-      result.problems.push(v.problem);
+      result.problems.push(...v.problems);
       continue;
     }
     result.warnings.push(...v.warnings);
@@ -119,6 +98,41 @@ export async function runCheck(argv: string[], now: Date = new Date()): Promise<
   }
   result.ok = result.problems.length === 0;
   return result;
+}
+
+/** What checking one configured secret's files gave: its value, or every problem found. */
+export type FilesCheck<T> = { ok: true; value: T; warnings: Problem[] } | { ok: false; problems: Problem[] };
+
+/**
+ * Reads and validates one `certificates:` entry's cert and key as the file source would (a name
+ * that is a SPIFFE ID must match the certificate). Problems name the files, never key content.
+ */
+export async function checkCertificateFiles(c: CertificateConfig, now: Date): Promise<FilesCheck<TlsCertificateValue>> {
+  const [cert, key] = [await readSecretFile(c.cert), await readSecretFile(c.key)];
+  if (!cert.ok || !key.ok) return { ok: false, problems: [...(cert.ok ? [] : [cert.problem]), ...(key.ok ? [] : [key.problem])] };
+  const v = validateTlsCertificate({
+    certificateChainPem: cert.value,
+    privateKeyPem: key.value,
+    certFile: c.cert,
+    keyFile: c.key,
+    now,
+    ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}),
+  });
+  return v.ok ? v : { ok: false, problems: [v.problem] };
+}
+
+/** Reads and validates one `bundles:` entry's CA files as the file source would. */
+export async function checkBundleFiles(b: BundleConfig, now: Date): Promise<FilesCheck<TrustBundleValue>> {
+  const files: Array<{ file: string; text: string }> = [];
+  const problems: Problem[] = [];
+  for (const file of b.ca) {
+    const r = await readSecretFile(file);
+    if (r.ok) files.push({ file, text: r.value });
+    else problems.push(r.problem);
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  const v = validateTrustBundle({ files, ...(b.trustDomain ? { trustDomain: b.trustDomain } : {}), now });
+  return v.ok ? v : { ok: false, problems: [v.problem] };
 }
 
 export function formatCheck(r: CheckResult): string {

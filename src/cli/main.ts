@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../core/logger.js';
-import { ErrorCode, describeError, errorCode, errorMessage } from '../core/errors.js';
+import { ErrorCode, SdsError, describeError, errorCode, errorMessage } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
+import type { ServerConfig } from './config.js';
 import { startApp } from './app.js';
 import { disableDebuggerSignal } from './sigusr1.js';
 import { doctorMain } from './doctor-command.js';
@@ -67,9 +68,20 @@ async function main(): Promise<number> {
 
   const log = createLogger(command.config.log);
   disableDebuggerSignal(log);
+  const argv = process.argv.slice(2);
+  // A reload reads the config file and the command line again, exactly as at start.
+  const load = (): ServerConfig => {
+    const again = parseCommandLine(argv);
+    if (again.kind !== 'run') throw new SdsError(ErrorCode.ConfigInvalid, 'config reload: the command line no longer runs the server');
+    return again.config;
+  };
+  const configFile = command.configFile;
   let app;
   try {
-    app = await startApp(command.config, log);
+    app = await startApp(command.config, log, {
+      ...(configFile !== undefined ? { load, configFile } : {}),
+      ...(command.watchConfig ? { watchConfig: true } : {}),
+    });
   } catch (err) {
     // Every start-up failure carries a code; one without ours is a path we did not foresee.
     const code = errorCode(err, ErrorCode.Internal);
@@ -81,9 +93,14 @@ async function main(): Promise<number> {
   process.on('uncaughtException', (err) => log.error('unexpected error (still serving)', { error: err.message, stack: err.stack }));
   process.on('unhandledRejection', (reason) => log.error('unexpected rejection (still serving)', { error: String(reason) }));
 
+  // SIGHUP: with --config, the config is read again and applied live (src/cli/reload.ts); in every
+  // case every secret file is then re-read at once (the behaviour documented before config reload).
   process.on('SIGHUP', () => {
-    log.info('SIGHUP: re-reading secret files');
-    app.reload().catch((err: Error) => log.error('reload failed', { error: err.message }));
+    log.info(configFile !== undefined ? 'SIGHUP: reloading the config and re-reading secret files' : 'SIGHUP: re-reading secret files');
+    const running = app;
+    (configFile !== undefined ? running.reloadConfig('SIGHUP') : Promise.resolve())
+      .then(() => running.reload())
+      .catch((err: Error) => log.error('reload failed', { error: err.message }));
   });
   // An operator-triggered CA rollover (embedded CA): new root, both roots served, leaves re-issued,
   // old root dropped once nothing chains to it.

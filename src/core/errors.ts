@@ -28,6 +28,8 @@ export const ErrorCode = {
   SanMissing: 'SDS_ERR_SAN_MISSING',
   // Configuration and command line.
   ConfigInvalid: 'SDS_ERR_CONFIG_INVALID',
+  /** A config reload changed settings that only take effect at restart (a warning). */
+  ConfigNeedsRestart: 'SDS_ERR_CONFIG_NEEDS_RESTART',
   // Socket.
   SocketInUse: 'SDS_ERR_SOCKET_IN_USE',
   SocketPathNotSocket: 'SDS_ERR_SOCKET_PATH_NOT_SOCKET',

@@ -22,6 +22,8 @@ export interface MetricsDeps {
   sources: () => SecretSourceStatus[];
   /** Open connections on the SDS socket, read at scrape, when the server counts them. */
   connections?: () => number;
+  /** The running config's generation (`sds_config_generation`), read at scrape. */
+  configGeneration?: () => number;
   /** How long after a store publish the fan-out is measured (ms); default 2000. */
   fanOutWindowMs?: number;
   now?: () => number;
@@ -47,6 +49,7 @@ export class SdsMetrics implements StreamHooks {
   private readonly fanOut: Histogram<never>;
   private readonly attestation: Counter<'result'>;
   private readonly streamsOpened: Counter<'api' | 'kind'>;
+  private readonly configReloads: Counter<'outcome'>;
   private readonly now: () => number;
   /** Secret names whose publish is being timed: publish time and the last write of that name since. */
   private readonly pendingFanOut = new Map<string, PendingFanOut>();
@@ -135,6 +138,23 @@ export class SdsMetrics implements StreamHooks {
       labelNames: ['result'] as const,
       registers,
     });
+    this.configReloads = new Counter({
+      name: `${P}config_reloads_total`,
+      help: 'Config reloads (SIGHUP, --watch-config) by outcome: applied, unchanged, refused (the running config kept).',
+      labelNames: ['outcome'] as const,
+      registers,
+    });
+    if (deps.configGeneration) {
+      const generation = deps.configGeneration;
+      new Gauge({
+        name: `${P}config_generation`,
+        help: 'Generation of the running config: 1 at start, one more for each reload that changed it.',
+        registers,
+        collect() {
+          this.set(generation());
+        },
+      });
+    }
   }
 
   /** Starts timing fan-outs: every store change of a name (seen before any stream is told) starts a measuring window for it. */
@@ -203,6 +223,11 @@ export class SdsMetrics implements StreamHooks {
   /** Attestation hook: called once per attested caller with the outcome. */
   attestationResult(result: 'granted' | 'refused'): void {
     this.attestation.inc({ result });
+  }
+
+  /** Counts one config reload by its outcome (`sds_config_reloads_total`). */
+  configReloaded(outcome: 'applied' | 'unchanged' | 'refused'): void {
+    this.configReloads.inc({ outcome });
   }
 
   /** Wraps a CA backend so every `sign` is timed into `sds_issuance_duration_seconds`. */

@@ -15,6 +15,8 @@ export interface StatusReport {
   ready: boolean;
   socket: string;
   streams: { open: number; byApi: Record<string, number> };
+  /** The running config's version and the last reload (issue 13); filled in by the app. */
+  config?: ConfigStatus;
   /** Who may receive what (issue 11); filled in by the app. */
   authorization?: AuthorizationReport;
   secrets: Array<{
@@ -42,6 +44,25 @@ export interface StatusReport {
     nextRenewalAt?: string;
     protocol?: SecretStreamStats;
   }>;
+}
+
+/** The running config: its version, when it was loaded, and the last reload (admin `/status`). */
+export interface ConfigStatus {
+  /** 1 at start, one more for each reload that changed the running config. */
+  generation: number;
+  /** Content hash of the running config (16 hex digits of SHA-256). */
+  hash: string;
+  /** When the running config was loaded (start, or the last reload that changed it). */
+  loadedAt: string;
+  /** The config file, when there is one. */
+  file?: string;
+  /** `--watch-config`: the file is watched and reloaded when it changes. */
+  watching: boolean;
+  /** Settings changed in the config that keep their running value until restart. */
+  restartRequired: string[];
+  lastReload?: { at: string; trigger: string; outcome: 'applied' | 'unchanged' | 'refused' };
+  /** Why the last reload was refused (cleared by the next one that succeeds). */
+  lastReloadError?: { code: string; message: string; at: string };
 }
 
 /** Adds up the protocol counters of a secret's canonical name and aliases (Envoy may use either). */

@@ -75,24 +75,52 @@ interface Declared {
 }
 
 export class SecretStore implements SecretCatalog {
-  readonly aliasNames: AliasNames;
+  private aliases: AliasNames;
+  /** `defaultCertificate` / `rootBundle` targets chosen by the config (see SecretStoreOptions). */
+  private selected: Pick<SecretStoreOptions, 'defaultCertificate' | 'rootBundle'>;
   private readonly declared = new Map<string, Declared>();
   private readonly entries = new Map<string, SecretEntry>();
   private readonly watchers = new Map<string, Set<NameListener>>();
   private readonly wildcardWatchers = new Set<NameListener>();
   private aliasTable = new Map<string, string>();
+  /** Names removed (no longer configured) and not declared since, newest last; at most MAX_REMOVED_NAMES. */
+  private readonly removedNames = new Set<string>();
   private allBundlesEntry: SecretEntry | undefined;
   private settled = false;
   private readonly now: () => Date;
   private listenerLog: Logger | undefined;
 
   constructor(private readonly options: SecretStoreOptions = {}) {
-    this.aliasNames = { ...DEFAULT_ALIASES, ...options.aliases };
+    this.aliases = { ...DEFAULT_ALIASES, ...options.aliases };
+    this.selected = { ...(options.defaultCertificate !== undefined ? { defaultCertificate: options.defaultCertificate } : {}), ...(options.rootBundle !== undefined ? { rootBundle: options.rootBundle } : {}) };
     this.now = options.now ?? (() => new Date());
+  }
+
+  /** The alias names in force (config `aliases:`; changed live by `setAliases`). */
+  get aliasNames(): AliasNames {
+    return this.aliases;
+  }
+
+  /**
+   * Changes the alias names and the `default` / `rootBundle` targets (a config reload). Watchers of
+   * every alias whose target changed, and of an old and a new `allBundles` name, are told; nothing
+   * else is notified.
+   */
+  setAliases(next: { aliases: AliasNames; defaultCertificate?: string; rootBundle?: string }): void {
+    const previousAll = this.aliases.allBundles;
+    this.aliases = { ...next.aliases };
+    this.selected = { ...(next.defaultCertificate !== undefined ? { defaultCertificate: next.defaultCertificate } : {}), ...(next.rootBundle !== undefined ? { rootBundle: next.rootBundle } : {}) };
+    const affected = new Set(this.refreshAliases());
+    if (previousAll !== this.aliases.allBundles) {
+      this.allBundlesEntry = undefined;
+      affected.add(previousAll).add(this.aliases.allBundles);
+    }
+    if (affected.size > 0) this.notify(affected);
   }
 
   /** Declares a configured secret: requests for it wait until it is published. */
   declare(name: string, kind: SecretKind, extraNames: string[] = []): void {
+    this.removedNames.delete(name);
     this.declared.set(name, { kind, names: [...extraNames] });
     this.refreshAliases();
   }
@@ -123,6 +151,11 @@ export class SecretStore implements SecretCatalog {
   /** Removes a secret entirely (no longer configured). Subscribers are told it is gone. */
   remove(name: string): void {
     const had = this.entries.get(name);
+    if (this.declared.has(name)) {
+      // Told as gone (unknown) even while another certificate is still loading (see mayStillBeLearned).
+      this.removedNames.add(name);
+      if (this.removedNames.size > MAX_REMOVED_NAMES) this.removedNames.delete(this.removedNames.values().next().value as string);
+    }
     this.declared.delete(name);
     this.entries.delete(name);
     if (had?.value.kind === 'trust-bundle') this.allBundlesEntry = undefined;
@@ -166,6 +199,7 @@ export class SecretStore implements SecretCatalog {
    * and `ROOTCA` when the files are missing at start; Envoy asks by SPIFFE ID.)
    */
   private mayStillBeLearned(name: string): boolean {
+    if (this.removedNames.has(name)) return false;
     const id = parseSpiffeId(name);
     if (!id) return false;
     const kind: SecretKind = id.path === '' ? 'trust-bundle' : 'tls-certificate';
@@ -306,9 +340,9 @@ export class SecretStore implements SecretCatalog {
       }
     }
 
-    const defaultCert = this.options.defaultCertificate ?? this.firstDeclared('tls-certificate');
+    const defaultCert = this.selected.defaultCertificate ?? this.firstDeclared('tls-certificate');
     if (defaultCert !== undefined) add(this.aliasNames.defaultCertificate, defaultCert);
-    const rootBundle = this.options.rootBundle ?? this.bundleForDefault(defaultCert) ?? this.firstDeclared('trust-bundle');
+    const rootBundle = this.selected.rootBundle ?? this.bundleForDefault(defaultCert) ?? this.firstDeclared('trust-bundle');
     if (rootBundle !== undefined) add(this.aliasNames.rootBundle, rootBundle);
 
     const changed: string[] = [];
@@ -336,6 +370,9 @@ export class SecretStore implements SecretCatalog {
     return undefined;
   }
 }
+
+/** How many removed names the store remembers (on-demand identities come and go with pods). */
+const MAX_REMOVED_NAMES = 10_000;
 
 /** True for a certificate entry at or past its leaf's notAfter. */
 export function isExpired(entry: SecretEntry, now: Date): boolean {

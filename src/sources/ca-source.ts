@@ -94,11 +94,11 @@ export class CaSource implements SecretSource {
   constructor(private readonly opts: CaSourceOptions) {
     this.bundleName = trustDomainId(opts.trustDomain);
     this.bundleStatus = { name: this.bundleName, kind: 'trust-bundle', files: [`${opts.backend.kind} CA`], state: 'pending', warnings: [] };
-    this.identities = opts.identities.map((spec) => ({
-      spec,
-      failures: 0,
-      status: { name: spec.spiffeId, kind: 'tls-certificate', files: [`${opts.backend.kind} CA (key in memory)`], state: 'pending', warnings: [] },
-    }));
+    this.identities = opts.identities.map((spec) => this.configuredState(spec));
+  }
+
+  private configuredState(spec: IssuedIdentitySpec): IdentityState {
+    return { spec, failures: 0, status: { name: spec.spiffeId, kind: 'tls-certificate', files: [`${this.opts.backend.kind} CA (key in memory)`], state: 'pending', warnings: [] } };
   }
 
   async start(): Promise<void> {
@@ -162,11 +162,69 @@ export class CaSource implements SecretSource {
   /** Stops renewing an identity added with `addIdentity` and removes it from the store. */
   removeIdentity(spiffeId: string): void {
     const id = this.identities.find((i) => i.spec.spiffeId === spiffeId && i.onDemand);
-    if (!id) return;
+    if (id) this.drop(id);
+  }
+
+  /**
+   * Adds a configured identity (a config reload): declared at once, so streams asking for it wait,
+   * then issued and renewed like the others. An on-demand identity with that SPIFFE ID becomes a
+   * configured one (no longer dropped when idle); an existing configured one is updated.
+   */
+  addConfiguredIdentity(spec: IssuedIdentitySpec): void {
+    if (this.closed) return;
+    const existing = this.identities.find((i) => i.spec.spiffeId === spec.spiffeId);
+    if (existing) {
+      existing.onDemand = false;
+      this.updateIdentity(spec);
+      return;
+    }
+    const id = this.configuredState(spec);
+    this.identities.push(id);
+    this.opts.publisher.declare(spec.spiffeId, 'tls-certificate', spec.names);
+    if (this.started) void this.renew(id);
+  }
+
+  /**
+   * Applies a changed spec (a config reload): new extra names are declared at once; a new key type,
+   * lifetime or DNS SAN list re-issues the identity now (its subscribers get the new certificate).
+   * Unchanged fields change nothing.
+   */
+  updateIdentity(spec: IssuedIdentitySpec): void {
+    const id = this.identities.find((i) => i.spec.spiffeId === spec.spiffeId);
+    if (!id || this.closed) return;
+    const old = id.spec;
+    id.spec = spec;
+    if (old.names.join('\0') !== spec.names.join('\0')) this.opts.publisher.declare(spec.spiffeId, 'tls-certificate', spec.names);
+    const reissue = old.keyType !== spec.keyType || old.lifetimeSeconds !== spec.lifetimeSeconds || old.dnsNames.join('\0') !== spec.dnsNames.join('\0');
+    if (!reissue || !this.started) return;
+    // An issuance in flight used the old spec: issue again once it is done.
+    const inFlight = id.inFlight;
+    if (inFlight) void inFlight.then(() => this.renew(id));
+    else void this.renew(id);
+  }
+
+  /** Stops renewing a configured identity and removes it from the store (a config reload). */
+  removeConfiguredIdentity(spiffeId: string): void {
+    const id = this.identities.find((i) => i.spec.spiffeId === spiffeId);
+    if (id) this.drop(id);
+  }
+
+  /** Changes the extra names of the trust bundle (config `ca.bundleNames`, a reload). */
+  setBundleNames(names: string[]): void {
+    this.opts.bundleNames = [...names];
+    this.opts.publisher.declare(this.bundleName, 'trust-bundle', names);
+  }
+
+  /** Every name this source declared in the store: the bundle and each identity. */
+  declaredNames(): string[] {
+    return [this.bundleName, ...this.identities.map((i) => i.spec.spiffeId)];
+  }
+
+  private drop(id: IdentityState): void {
     id.removed = true;
     if (id.timer) clearTimeout(id.timer);
     this.identities = this.identities.filter((i) => i !== id);
-    this.opts.publisher.remove?.(spiffeId);
+    this.opts.publisher.remove?.(id.spec.spiffeId);
     this.publishBundle(); // a root only this leaf needed can retire
   }
 

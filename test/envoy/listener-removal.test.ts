@@ -20,7 +20,7 @@ import {
   writeLdsFile,
   type SdsApiType,
 } from './harness.js';
-import { BUNDLE, FileSecretsServer, spiffeId, streamsSentUnnamed } from './sds-fixture.js';
+import { BUNDLE, FileSecretsServer, failureReport, spiffeId, streamsSentUnnamed } from './sds-fixture.js';
 
 const FRONT = spiffeId('front');
 const BACK = spiffeId('back');
@@ -30,11 +30,7 @@ describeWithEnvoy('Envoy end to end: removing a listener (file-based LDS) sends 
   let envoy: EnvoyProcess | undefined;
 
   beforeEach((ctx) => {
-    ctx.onTestFailed(() => {
-      console.error(
-        `----- ${ctx.task.name} -----\n/streams: ${JSON.stringify(sds?.app?.streams() ?? {}, null, 1)}\n----- Envoy output -----\n${envoy?.output() ?? '(no Envoy)'}\n----- sds-server log -----\n${sds?.log.join('\n') ?? ''}`,
-      );
-    });
+    ctx.onTestFailed(() => console.error(failureReport(ctx.task.name, sds, envoy)));
   });
   afterEach(async () => {
     await envoy?.stop();

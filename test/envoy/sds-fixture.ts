@@ -116,3 +116,9 @@ export function streamsSentUnnamed(streams: StreamReportEntry[]): Array<{ id: nu
     .map((s) => ({ id: s.id, kind: s.kind, named: s.named, sent: s.sent, unnamed: s.sent.filter((n) => !s.named.includes(n)) }))
     .filter((s) => s.unnamed.length > 0);
 }
+
+/** What a failed Envoy test prints: the server's /streams, Envoy's output and the server's log. */
+export function failureReport(test: string, sds: FileSecretsServer | undefined, envoy: { output(): string } | undefined): string {
+  return `----- ${test} -----\n/streams: ${JSON.stringify(sds?.app?.streams() ?? {}, null, 1)}\n----- Envoy output -----\n${envoy?.output() ?? '(no Envoy)'}\n----- sds-server log -----\n${sds?.log.join('\n') ?? ''}`;
+}
+
