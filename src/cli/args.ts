@@ -44,7 +44,7 @@ Socket:
                          start (with a warning) even if other users can write the socket directory,
                          e.g. a Kubernetes emptyDir shared inside a pod; they could replace the socket
 
-Transport limits (each logs, rate-limited, when it acts):
+Transport limits (each logs, rate-limited, when it acts; also socket.limits in the config file):
   --preface-timeout MS   close a connection that sends no HTTP/2 preface within MS (default 5000)
   --max-connections N    connections open at once; the excess is closed at accept (default 8192)
   --max-connections-per-uid N
