@@ -3,7 +3,7 @@
  * backend shares, and each registered backend's own settings under its key (src/ca/registry.ts).
  */
 import * as v from 'valibot';
-import { AS_WRITTEN, fraction, integer, mapping, maybe, oneOf, section, stringList, text, textWith, withDefault, type ConfigContext } from '../core/config-schema.js';
+import { AS_WRITTEN, fraction, integer, mapping, maybe, unwrap, oneOf, section, stringList, text, textWith, withDefault, type ConfigContext } from '../core/config-schema.js';
 import { isTrustDomainName } from '../x509/spiffe.js';
 import { CA_BACKEND_TYPES, type AnyCaBackendType } from './registry.js';
 
@@ -56,4 +56,19 @@ export type CaConfig = v.InferOutput<ReturnType<typeof caConfigSchema>>;
 /** The CA settings when the config file says nothing (every default, from the schema). */
 export function defaultCaConfig(): CaConfig {
   return v.parse(caConfigSchema(AS_WRITTEN), {});
+}
+
+/**
+ * The files the chosen backend reads at start (its settings' `file path` fields), as
+ * `[field path, file]`, for `sds-server check`. Declared by the backend's schema, not listed here.
+ */
+export function caFilesToRead(ca: CaConfig): Array<[string, string]> {
+  const type = CA_BACKEND_TYPES.find((t) => t.name === ca.backend);
+  const settings = type ? (ca[type.key] as Record<string, unknown> | undefined) : undefined;
+  if (!type || !settings) return [];
+  const entries = (unwrap(type.schema(AS_WRITTEN)).base as v.GenericSchema & { entries?: v.ObjectEntries }).entries ?? {};
+  return Object.entries(entries).flatMap(([key, schema]): Array<[string, string]> => {
+    const value = settings[key];
+    return unwrap(schema).doc.type === 'file path' && typeof value === 'string' ? [[`ca.${type.key}.${key}`, value]] : [];
+  });
 }

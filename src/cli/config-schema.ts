@@ -104,7 +104,7 @@ export function configFileSchema(ctx: ConfigContext) {
   return mapping({
     socket: section(
       mapping({
-        path: optional(filePath(ctx), 'Path of the Unix socket Envoy connects to. Default: `--socket`, else `$APPMESH_SDS_SOCKET_PATH`, else `<tmpdir>/sds-server/sds.sock`.'),
+        path: optional(filePath(ctx, 'socket'), 'Path of the Unix socket Envoy connects to. Default: `--socket`, else `$APPMESH_SDS_SOCKET_PATH`, else `<tmpdir>/sds-server/sds.sock`.'),
         mode: withDefault(fileMode(), 'Mode of the socket file (octal).', '0660'),
         group: optional(
           v.pipe(v.union([text(), v.number()], (issue) => `expected a group name or gid, got ${describe(issue.input)}`), v.transform(String)),
@@ -221,7 +221,7 @@ export function configFileSchema(ctx: ConfigContext) {
                 tokenFile: optional(filePath(ctx), 'Bearer token for the kubelet. Default: the pod\'s service-account token.'),
                 caFile: optional(filePath(ctx), 'CA of the kubelet\'s serving certificate. Default: the service-account CA.'),
                 skipKubeletVerification: optional(boolean(), 'Do not verify the kubelet\'s certificate.'),
-                procRoot: optional(filePath(ctx), 'Where `<pid>/cgroup` is read. Default `/proc` (the host\'s: hostPID: true).'),
+                procRoot: optional(filePath(ctx, 'directory'), 'Where `<pid>/cgroup` is read. Default `/proc` (the host\'s: hostPID: true).'),
               }),
             ),
             v.transform((k) => k ?? {}),

@@ -112,9 +112,15 @@ export function textWith(rule: (s: string) => boolean, message: string | ((issue
   return v.pipe(text(), v.check(rule, message));
 }
 
-/** A file or directory path, resolved against the config file's folder. */
-export function filePath(ctx: ConfigContext) {
-  return v.pipe(text(), v.transform((p: string) => ctx.resolvePath(p)), doc<string>({ type: 'path' }));
+/** What a path names: a file the server reads, a directory, or a socket it creates. */
+export type PathKind = 'file' | 'directory' | 'socket';
+
+/**
+ * A path, resolved against the config file's folder. `kind` is documented (`file path`, ...) and
+ * tells `sds-server check` which paths must be readable files.
+ */
+export function filePath(ctx: ConfigContext, kind: PathKind = 'file') {
+  return v.pipe(text(), v.transform((p: string) => ctx.resolvePath(p)), doc<string>({ type: `${kind} path` }));
 }
 
 /** A string that must match `re`; `what` says in the message what was expected. */

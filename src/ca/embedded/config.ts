@@ -11,7 +11,7 @@ export const embeddedCaType = defineCaBackend({
     section(
       v.pipe(
         mapping({
-          dataDir: optional(filePath(ctx), 'Where a generated root is kept (ca.crt 0644, ca.key 0600), so restarts keep the same trust. Default: `$XDG_DATA_HOME` or `~/.local/share`, then `sds-server/ca/<trust domain>`.'),
+          dataDir: optional(filePath(ctx, 'directory'), 'Where a generated root is kept (ca.crt 0644, ca.key 0600), so restarts keep the same trust. Default: `$XDG_DATA_HOME` or `~/.local/share`, then `sds-server/ca/<trust domain>`.'),
           caCert: optional(filePath(ctx), 'Your own CA certificate (PEM), instead of a generated root. Needs `caKey`.'),
           caKey: optional(filePath(ctx), 'The private key of `caCert` (PEM). Needs `caCert`.'),
         }),
