@@ -54,6 +54,14 @@ describe('config file: rules between fields name the field path', () => {
     expect(problems(yaml)).toContain(`/etc/sds/sds.yaml: ${expected}`);
   });
 
+  it('names every unknown field, not only the first of each mapping', () => {
+    const message = problems('colour: blue\nsize: 3\nwatch: { debounce: 1, poll: 2 }\ncertificates:\n  - { name: a, cert: a.crt, key: a.key, keyfile: b }');
+    for (const field of ['colour', 'size', 'watch.debounce', 'watch.poll', 'certificates[0].keyfile']) {
+      expect(message).toContain(`/etc/sds/sds.yaml: ${field}: unknown field (expected one of `);
+    }
+    expect(message.match(/: colour: /g)).toHaveLength(1);
+  });
+
   it('one bad field does not hide a rule that involves other fields', () => {
     const message = problems('watch: { debounceMs: soon }\ncertificates:\n  - { name: a, cert: a.crt, key: a.key }\n  - { name: a, cert: b.crt, key: b.key }');
     expect(message).toContain('watch.debounceMs: expected an integer >= 0, got a string of 4 characters');

@@ -11,7 +11,7 @@ import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCode, SdsError } from '../core/errors.js';
 import type { LogFormat, LogLevel } from '../core/logger.js';
-import { AS_WRITTEN, describe, issueKeys, issuePath, parseDurationSeconds, pastedContentProblem, schemaAt } from '../core/config-schema.js';
+import { AS_WRITTEN, describe, issueKeys, issuePath, parseDurationSeconds, pastedContentProblem, schemaAt, unknownFields } from '../core/config-schema.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
 import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
@@ -169,6 +169,9 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   const schema = configFileSchema({ resolvePath: (p) => path.resolve(base, p) });
   const result = v.safeParse(schema, doc ?? {}, { abortEarly: false });
   const problems = (result.issues ?? []).map((issue) => ({ field: issuePath(issue) || '(top level)', message: issue.message }));
+  for (const unknown of result.success ? [] : unknownFields(doc, schema)) {
+    if (!problems.some((p) => p.field === unknown.field)) problems.push(unknown);
+  }
   if (!problems.some((p) => p.field === '(top level)')) {
     // Rules between fields run on what is valid, so one bad field does not hide the others' problems.
     const lenient = result.success ? result.output : withoutInvalidFields(result.output, result.issues, schema);

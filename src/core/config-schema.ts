@@ -285,3 +285,21 @@ export function schemaAt(schema: Schema, keys: ReadonlyArray<string | number>): 
   }
   return s;
 }
+
+/**
+ * Every unknown key in `doc`, as `[field path, message]`. valibot's strict mapping reports only the
+ * first unknown key of each mapping; this finds them all, so every typo is named at once.
+ */
+export function unknownFields(doc: unknown, schema: Schema, at = ''): Array<{ field: string; message: string }> {
+  const { base } = unwrap(schema);
+  const b = base as Schema & { entries?: v.ObjectEntries; item?: Schema };
+  if (Array.isArray(doc) && b.item) return doc.flatMap((item, i) => unknownFields(item, b.item as Schema, `${at}[${i}]`));
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc) || !b.entries) return [];
+  const entries = b.entries;
+  const known = Object.keys(entries).join(', ');
+  return Object.entries(doc).flatMap(([key, value]) => {
+    const field = at === '' ? describeKey(key) : `${at}.${describeKey(key)}`;
+    const entry = entries[key];
+    return entry ? unknownFields(value, entry, field) : [{ field, message: `unknown field (expected one of ${known})` }];
+  });
+}
