@@ -3,7 +3,7 @@
  * references to configured names, the CA's trust domain, settings that apply only together.
  * Each problem names the field path; values are quoted only when they cannot be pasted secrets.
  */
-import { pastedContentProblem, describe } from '../core/config-schema.js';
+import { quoted } from '../core/config-schema.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
 import { CA_BACKEND_TYPES } from '../ca/registry.js';
 import { parseSpiffeId } from '../x509/spiffe.js';
@@ -19,10 +19,6 @@ export interface ConfigProblem {
 }
 
 const ALIAS_KEYS = ['defaultCertificate', 'rootBundle', 'allBundles'] as const;
-
-function quoted(value: string): string {
-  return pastedContentProblem(value) === undefined && value.length <= 256 ? JSON.stringify(value) : describe(value);
-}
 
 /**
  * Problems between fields of `file` (the parsed config, invalid fields removed). `raw` is the

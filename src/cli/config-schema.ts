@@ -16,7 +16,7 @@ import {
   oneOf,
   optional,
   optionalDefaultedElsewhere,
-  pastedContentProblem,
+  quoted,
   required,
   section,
   stringList,
@@ -91,11 +91,6 @@ const adminAddress = () =>
 
 /** A selector as SPIRE writes it: `type:name:value` (`unix:uid:1001`, `k8s:ns:shop`, `k8s:pod-label:app:web`). */
 const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
-
-/** A value quoted in a message only when it cannot be pasted secret content (that is reported apart). */
-function quoted(value: unknown): string {
-  return typeof value === 'string' && pastedContentProblem(value) === undefined && value.length <= 256 ? JSON.stringify(value) : describe(value);
-}
 
 const limit = (min: number, key: keyof TransportLimits, description: string) => optionalDefaultedElsewhere(integer(min), description, DEFAULT_TRANSPORT_LIMITS[key]);
 

@@ -78,6 +78,14 @@ function looksLikeBase64Content(value: string): boolean {
   return false;
 }
 
+/**
+ * A value as a message may quote it: JSON-quoted when it cannot be pasted secret content (a short,
+ * single-line string that is not PEM or base64; such content is reported apart), else `describe`d.
+ */
+export function quoted(value: unknown): string {
+  return typeof value === 'string' && pastedContentProblem(value) === undefined && value.length <= 256 ? JSON.stringify(value) : describe(value);
+}
+
 /** Parses `90`, `90s`, `15m`, `1h`, `2d` into seconds; undefined for anything else. */
 export function parseDurationSeconds(value: unknown): number | undefined {
   if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value;
