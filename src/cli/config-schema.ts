@@ -5,6 +5,7 @@
  */
 import * as v from 'valibot';
 import type { LogFormat, LogLevel } from '../core/logger.js';
+import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import {
   boolean,
   describe,
@@ -32,7 +33,7 @@ import { parseSpiffeId } from '../x509/spiffe.js';
 import { CA_DESCRIPTION, caConfigSchema } from '../ca/ca-config.js';
 import { bundleFileSchema, certificateFileSchema } from '../sources/file-config.js';
 
-export const BUNDLE_FORMATS = ['auto', 'spiffe', 'trusted-ca'] as const;
+export const BUNDLE_FORMATS = ['auto', 'spiffe', 'trusted-ca'] as const satisfies readonly BundleFormatSetting[];
 export const LOG_FORMATS = ['json', 'text'] as const satisfies readonly LogFormat[];
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const satisfies readonly LogLevel[];
 export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;

@@ -10,7 +10,6 @@ import path from 'node:path';
 import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCode, SdsError } from '../core/errors.js';
-import type { LogFormat, LogLevel } from '../core/logger.js';
 import { AS_WRITTEN, describe, issueKeys, issuePath, parseDurationSeconds, pastedContentProblem, schemaAt, unknownFields } from '../core/config-schema.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
@@ -56,7 +55,7 @@ export type KubernetesAttestorConfig = NonNullable<ConfigFile['attestation']['ku
 export interface AuthorizationConfig {
   enabled: boolean;
   /** `workloads:` entries: a caller whose selectors include all of `selectors` may receive `identities`. */
-  workloads: Array<{ selectors: string[]; identities: string[] }>;
+  workloads: NonNullable<ConfigFile['workloads']>;
   /** `identityTemplate:` e.g. `spiffe://{trustDomain}/ns/{k8s:ns}/sa/{k8s:sa}`: issued on demand by the CA. */
   identityTemplate?: string;
   /** `onDemandIdleSeconds:` drop an on-demand identity this long after its last stream is gone. */
@@ -73,13 +72,13 @@ export interface ServerConfig {
   aliases: AliasNames;
   defaultCertificate?: string;
   rootBundle?: string;
-  watch: { debounceMs: number; pollIntervalMs: number };
+  watch: ConfigFile['watch'];
   /**
    * Warn this long (ms) before a served certificate expires, or in the last third of its lifetime
    * if that is shorter (config `expiryWarning`, a duration). See src/secrets/expiry.ts.
    */
   expiryWarningMs: number;
-  log: { format: LogFormat; level: LogLevel };
+  log: ConfigFile['log'];
   /** Admin listener: TCP `host:port`, or a Unix socket (`unix:/path`, mode 0600 by default). */
   admin?: AdminAddress;
   certificates: CertificateConfig[];
