@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { defaultConfig, defaultIdentity, parseConfigFile } from '../src/cli/config.js';
 import { parseCommandLine } from '../src/cli/args.js';
 import { createCaBackend } from '../src/ca/create-backend.js';
@@ -208,6 +209,60 @@ describe('CA backend registry', () => {
     expect(loads(loaded, own)).toBe(true);
     for (const other of others) expect(loads(loaded, other), String(other)).toBe(false);
   }, 60_000);
+});
+
+describe('config file: any field of the wrong shape is a config error, never a crash', () => {
+  /** A valid file that sets every kind of field. */
+  const full: Record<string, unknown> = {
+    socket: { path: 's.sock', mode: '0660', group: 1, allowSharedDirectory: true, limits: { maxConnections: 5 } },
+    aliases: { defaultCertificate: 'd' },
+    default: 'a',
+    rootBundle: 'spiffe://partner.test',
+    watch: { debounceMs: 1 },
+    log: { level: 'info' },
+    admin: { address: '127.0.0.1:1' },
+    certificates: [{ name: 'a', cert: 'a.crt', key: 'a.key', names: ['x'] }],
+    bundles: [{ name: 'spiffe://partner.test', ca: ['ca.pem'], names: 'y' }],
+    ca: {
+      backend: 'cfssl',
+      trustDomain: 'example.org',
+      bundleNames: ['z'],
+      backoff: { initialMs: 1 },
+      embedded: { dataDir: 'd' },
+      cfssl: { url: 'http://x', profiles: [{ name: 'p', lifetime: '1h' }] },
+      awsPca: { certificateAuthorityArn: 'arn:aws:acm-pca:x' },
+    },
+    identities: [{ spiffeId: 'spiffe://example.org/i', dnsNames: ['d'], names: ['n'] }],
+    workloads: [{ selectors: ['unix:uid:1'], identities: ['a'] }],
+    identityTemplate: 'spiffe://{trustDomain}/u/{unix:uid}',
+    onDemandIdleSeconds: 1,
+    onDemandLifetime: '1h',
+    attestation: { kubernetes: { kubeletUrl: 'https://x:1' } },
+  };
+  const paths: string[][] = [];
+  const walk = (value: unknown, at: string[]): void => {
+    if (at.length > 0) paths.push(at);
+    if (value && typeof value === 'object') for (const [k, child] of Object.entries(value)) walk(child, [...at, k]);
+  };
+  walk(full, []);
+
+  it('the full file is valid', () => {
+    expect(() => parseConfigFile(stringify(full), '/etc/sds/sds.yaml')).not.toThrow();
+  });
+
+  it.each(paths.map((p) => [p.join('.'), p] as const))('%s', (_name, at) => {
+    for (const wrong of [5, 'x', [], {}, null, [null], [5], true]) {
+      const doc = structuredClone(full);
+      let holder = doc as Record<string, unknown>;
+      for (const key of at.slice(0, -1)) holder = holder[key] as Record<string, unknown>;
+      holder[at.at(-1)!] = wrong;
+      try {
+        parseConfigFile(stringify(doc), '/etc/sds/sds.yaml');
+      } catch (err) {
+        expect((err as { code?: string }).code, `${at.join('.')} = ${JSON.stringify(wrong)}: ${(err as Error).message}`).toBe(ErrorCode.ConfigInvalid);
+      }
+    }
+  });
 });
 
 describe('defaults come from the schema', () => {
