@@ -95,6 +95,20 @@ const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
 
 const limit = (min: number, key: keyof TransportLimits, description: string) => optionalDefaultedElsewhere(integer(min), description, DEFAULT_TRANSPORT_LIMITS[key]);
 
+/** One `identities:` entry: an identity the CA issues (`lifetime` read as `lifetimeSeconds`). */
+export function identitySchema() {
+  return v.pipe(
+    mapping({
+      spiffeId: required(textWith((id) => !!parseSpiffeId(id)?.path, 'is not a workload SPIFFE ID (spiffe://trust-domain/path)'), 'The identity (URI SAN) issued, in the CA\'s trust domain.'),
+      dnsNames: withDefault(stringList(text()), 'Extra DNS SANs.', []),
+      keyType: withDefault(oneOf(KEY_TYPES), 'Key type of the issued certificate.', 'ec-p256'),
+      lifetime: withDefault(durationSeconds(), 'Requested lifetime (renewed at `ca.renewFraction` of it).', '1h'),
+      names: withDefault(stringList(text()), 'More names it is served under.', []),
+    }),
+    v.transform(({ lifetime, ...rest }) => ({ ...rest, lifetimeSeconds: lifetime })),
+  );
+}
+
 /** The whole config file. `ctx` resolves relative paths against the file's folder. */
 export function configFileSchema(ctx: ConfigContext) {
   return mapping({
@@ -159,18 +173,7 @@ export function configFileSchema(ctx: ConfigContext) {
     bundles: withDefault(list(bundleFileSchema(ctx)), 'Trust bundles served from watched files.', []),
     ca: section(caConfigSchema(ctx), CA_DESCRIPTION),
     identities: withDefault(
-      list(
-        v.pipe(
-          mapping({
-            spiffeId: required(textWith((id) => !!parseSpiffeId(id)?.path, 'is not a workload SPIFFE ID (spiffe://trust-domain/path)'), 'The identity (URI SAN) issued, in the CA\'s trust domain.'),
-            dnsNames: withDefault(stringList(text()), 'Extra DNS SANs.', []),
-            keyType: withDefault(oneOf(KEY_TYPES), 'Key type of the issued certificate.', 'ec-p256'),
-            lifetime: withDefault(durationSeconds(), 'Requested lifetime (renewed at `ca.renewFraction` of it).', '1h'),
-            names: withDefault(stringList(text()), 'More names it is served under.', []),
-          }),
-          v.transform(({ lifetime, ...rest }) => ({ ...rest, lifetimeSeconds: lifetime })),
-        ),
-      ),
+      list(identitySchema()),
       'Identities issued by the CA. With nothing configured at all, one (`spiffe://<trust domain>/sds-server`) is issued.',
       [],
     ),

@@ -17,7 +17,7 @@ import { DEFAULT_EXPIRY_WARNING_MS } from '../secrets/expiry.js';
 import type { TransportLimits } from '../server/connection-guard.js';
 import { CA_BACKENDS, type CaBackendName, type CaConfig } from '../ca/ca-config.js';
 import { crossFieldProblems, type LenientConfigFile } from './config-rules.js';
-import { configFileSchema, type AdminAddress, type ConfigFile } from './config-schema.js';
+import { configFileSchema, identitySchema, type AdminAddress, type ConfigFile } from './config-schema.js';
 
 export { CA_BACKENDS, type CaBackendName, type CaConfig };
 export { describe, pastedContentProblem, parseDurationSeconds };
@@ -135,15 +135,10 @@ export function defaultConfig(): ServerConfig {
   return toServerConfig(v.parse(configFileSchema(AS_WRITTEN), {}));
 }
 
-/** The identity issued when nothing is configured: `npm start` on a fresh machine. */
+/** The identity issued when nothing is configured (`npm start` on a fresh machine), with the schema's defaults. */
 export function defaultIdentity(trustDomain: string, lifetimeSeconds?: number): IdentityConfig {
-  const [identity] = defaultConfigWith({ identities: [{ spiffeId: `spiffe://${trustDomain}/sds-server` }] }).identities;
-  if (!identity) throw new SdsError(ErrorCode.ConfigInvalid, 'the default identity did not parse'); // cannot happen: the schema's own defaults
+  const identity = v.parse(identitySchema(), { spiffeId: `spiffe://${trustDomain}/sds-server` });
   return lifetimeSeconds !== undefined ? { ...identity, lifetimeSeconds } : identity;
-}
-
-function defaultConfigWith(doc: Record<string, unknown>): ConfigFile {
-  return v.parse(configFileSchema(AS_WRITTEN), doc);
 }
 
 // ---- reading a file -----------------------------------------------------------------------------
