@@ -114,7 +114,7 @@ export function configFileSchema(ctx: ConfigContext) {
   return mapping({
     socket: section(
       mapping({
-        path: optional(filePath(ctx, 'socket'), 'Path of the Unix socket Envoy connects to. Default: `--socket`, else `$APPMESH_SDS_SOCKET_PATH`, else `<tmpdir>/sds-server/sds.sock`.'),
+        path: optional(filePath(ctx, 'socket'), 'Path of the Unix socket Envoy connects to. `--socket` overrides it; without either, `$APPMESH_SDS_SOCKET_PATH`, else the default `sds-server --help` gives for `--socket`.'),
         mode: withDefault(fileMode(), 'Mode of the socket file (octal).', '0660'),
         group: optional(
           v.pipe(v.union([text(), v.number()], (issue) => `expected a group name or gid, got ${describe(issue.input)}`), v.transform(String)),
