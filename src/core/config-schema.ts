@@ -115,9 +115,12 @@ export function text() {
   );
 }
 
-/** `text()` with one more rule; `message` must not quote the value either. */
+/**
+ * `text()` with one more rule, checked only on a value `text()` accepts (so a pasted key gets one
+ * message, not two). `message` must not quote the value either.
+ */
 export function textWith(rule: (s: string) => boolean, message: string | ((issue: v.BaseIssue<unknown>) => string)) {
-  return v.pipe(text(), v.check(rule, message));
+  return v.pipe(text(), v.check((s) => s === '' || pastedContentProblem(s) !== undefined || rule(s), message));
 }
 
 /** What a path names: a file the server reads, a directory, or a socket it creates. */
