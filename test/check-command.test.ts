@@ -38,6 +38,8 @@ describe('runCheck', () => {
       fs.writeFile(f('mismatch.yaml'), config('good.crt', 'other.key')),
       fs.writeFile(f('stranger.yaml'), config('stranger.crt', 'stranger.key')),
       fs.writeFile(f('typo.yaml'), config('good.crt', 'good.key', 'unknownField: 1\n')),
+      // The chosen CA backend's files (its schema's file paths) must be readable; another backend's are not read.
+      fs.writeFile(f('cfssl-key.yaml'), `ca:\n  backend: cfssl\n  cfssl: { url: "http://127.0.0.1:1", authKeyFile: nope.key }\n  embedded: { caCert: nope.crt, caKey: nope.key }\nidentities: [{ spiffeId: "${FRONT}" }]\n`),
     ]);
   });
   afterAll(async () => {
@@ -50,6 +52,7 @@ describe('runCheck', () => {
     { config: 'mismatch.yaml', ok: false, codes: ['SDS_ERR_KEY_MISMATCH'] },
     { config: 'stranger.yaml', ok: false, codes: ['SDS_ERR_LEAF_NOT_IN_BUNDLE'] },
     { config: 'typo.yaml', ok: false, codes: ['SDS_ERR_CONFIG_INVALID'] },
+    { config: 'cfssl-key.yaml', ok: false, codes: ['SDS_ERR_FILE_UNREADABLE'] },
   ])('$config', async ({ config, ok, codes }) => {
     const r = await runCheck(['--config', f(config)]);
     expect(r.problems.map((p) => p.code)).toEqual(codes);

@@ -1,39 +1,21 @@
-import { readSecretFileOrThrow } from '../core/read-secret-file.js';
 import { ErrorCode, SdsError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { CaConfig } from './ca-config.js';
 import type { CaBackend } from './ca-backend.js';
-import { EmbeddedCa } from './embedded/embedded-ca.js';
-import { AwsPcaBackend } from './aws-pca/aws-pca-backend.js';
-import { CfsslBackend } from './cfssl/cfssl-backend.js';
-import fs from 'node:fs/promises';
+import type { CaBackendEnv } from './backend-type.js';
+import { CA_BACKEND_TYPES } from './registry.js';
 
-/** The one place that maps configuration to a backend; each backend lives in its own folder. */
+/**
+ * Opens the backend `config.backend` names, with its settings (`config[<its key>]`). Only that
+ * backend's implementation is imported. Rejects with SDS_ERR_CONFIG_INVALID when its required
+ * settings are missing, and with the backend's own error when it cannot open.
+ */
 export async function createCaBackend(config: CaConfig, log: Logger): Promise<CaBackend> {
-  switch (config.backend) {
-    case 'embedded':
-      return EmbeddedCa.open({
-        trustDomain: config.trustDomain,
-        log,
-        ...(config.embedded.dataDir ? { dataDir: config.embedded.dataDir } : {}),
-        ...(config.embedded.caCert ? { caCertFile: config.embedded.caCert } : {}),
-        ...(config.embedded.caKey ? { caKeyFile: config.embedded.caKey } : {}),
-      });
-    case 'aws-pca':
-      if (!config.awsPca) throw new SdsError(ErrorCode.ConfigInvalid, 'ca.awsPca is required for the aws-pca backend');
-      return new AwsPcaBackend(config.awsPca);
-    case 'cfssl': {
-      const c = config.cfssl;
-      if (!c) throw new SdsError(ErrorCode.ConfigInvalid, 'ca.cfssl is required for the cfssl backend');
-      const authKey = c.authKeyFile ? (await readSecretFileOrThrow(c.authKeyFile)).trim() : c.authKeyEnv ? process.env[c.authKeyEnv] : undefined;
-      if ((c.authKeyFile || c.authKeyEnv) && !authKey) throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: the auth key in ${c.authKeyFile ?? `$${c.authKeyEnv}`} is empty`);
-      return new CfsslBackend({
-        url: c.url,
-        ...(authKey ? { authKey } : {}),
-        ...(c.profile ? { profile: c.profile } : {}),
-        ...(c.caFile ? { caPem: await readSecretFileOrThrow(c.caFile) } : {}),
-        ...(c.rootsFile ? { rootsPem: [await readSecretFileOrThrow(c.rootsFile)] } : {}),
-      });
-    }
-  }
+  const type = CA_BACKEND_TYPES.find((t) => t.name === config.backend);
+  if (!type) throw new SdsError(ErrorCode.ConfigInvalid, `ca.backend: no such CA backend (expected one of ${CA_BACKEND_TYPES.map((t) => t.name).join(', ')})`);
+  const settings: unknown = config[type.key];
+  if (settings === undefined) throw new SdsError(ErrorCode.ConfigInvalid, `ca.${type.key}: is required when ca.backend is ${type.name}`);
+  // `settings` is what `type.schema` parsed; TS cannot pair a union member's create with its key.
+  const create = type.create as (settings: unknown, env: CaBackendEnv) => Promise<CaBackend>;
+  return create(settings, { trustDomain: config.trustDomain, log });
 }

@@ -8,15 +8,15 @@ import {
   describe,
   pastedContentProblem,
   BUNDLE_FORMATS,
-  ConfigChecker,
+  FILE_MODE_PROBLEM,
   LOG_FORMATS,
   LOG_LEVELS,
   defaultConfig,
   defaultIdentity,
+  loadConfig,
+  parseAdminAddress,
   parseDurationSeconds,
-  parseAddress,
-  parseConfigFile,
-  parseMode,
+  parseFileMode,
   type ServerConfig,
 } from './config.js';
 import { X509Certificate } from 'node:crypto';
@@ -46,7 +46,7 @@ Socket:
                          start (with a warning) even if other users can write the socket directory,
                          e.g. a Kubernetes emptyDir shared inside a pod; they could replace the socket
 
-Transport limits (each logs, rate-limited, when it acts):
+Transport limits (each logs, rate-limited, when it acts; also socket.limits in the config file):
   --preface-timeout MS   close a connection that sends no HTTP/2 preface within MS (default 5000)
   --max-connections N    connections open at once; the excess is closed at accept (default 8192)
   --max-connections-per-uid N
@@ -123,7 +123,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (v.help) return { kind: 'help' };
   if (v.version) return { kind: 'version' };
 
-  const check = new ConfigChecker('command line');
+  const check = new FlagProblems();
   let config: ServerConfig;
   // A value holding file content (a pasted PEM key) is refused before it is used or echoed anywhere.
   for (const [option, raw] of Object.entries(v)) {
@@ -134,17 +134,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
     });
   }
-  if (v.config !== undefined) {
-    let text: string;
-    try {
-      text = fs.readFileSync(v.config, 'utf8');
-    } catch (err) {
-      throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${v.config}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-    config = parseConfigFile(text, v.config);
-  } else {
-    config = defaultConfig();
-  }
+  config = v.config !== undefined ? loadConfig(v.config) : defaultConfig();
 
   if (v.cert !== undefined || v.key !== undefined || v.ca !== undefined) {
     if (v.config !== undefined) check.problem('--cert/--key/--ca', 'cannot be combined with --config (list the files in the config instead)');
@@ -156,7 +146,11 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 
   const socketPath = v.socket || config.socket.path || env.APPMESH_SDS_SOCKET_PATH || undefined;
   if (socketPath) config.socket.path = socketPath;
-  if (v['socket-mode'] !== undefined) config.socket.mode = parseMode(v['socket-mode'], '--socket-mode', check) ?? config.socket.mode;
+  if (v['socket-mode'] !== undefined) {
+    const mode = parseFileMode(v['socket-mode']);
+    if (mode === undefined) check.problem('--socket-mode', `${FILE_MODE_PROBLEM}, got ${describe(v['socket-mode'])}`);
+    else config.socket.mode = mode;
+  }
   if (v['socket-group'] !== undefined) config.socket.group = v['socket-group'];
   if (v['allow-shared-socket-dir']) config.socket.allowSharedDirectory = true;
   const limits: Array<[string | undefined, string, keyof TransportLimits, number]> = [
@@ -175,7 +169,11 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   if (v['bundle-format'] !== undefined) config.bundleFormat = check.oneOf(v['bundle-format'], '--bundle-format', BUNDLE_FORMATS) ?? config.bundleFormat;
   if (v['log-format'] !== undefined) config.log.format = check.oneOf(v['log-format'], '--log-format', LOG_FORMATS) ?? config.log.format;
   if (v['log-level'] !== undefined) config.log.level = check.oneOf(v['log-level'], '--log-level', LOG_LEVELS) ?? config.log.level;
-  if (v.admin !== undefined) config.admin = parseAddress(v.admin, '--admin', check) ?? config.admin;
+  if (v.admin !== undefined) {
+    const admin = parseAdminAddress(v.admin);
+    if (typeof admin === 'string') check.problem('--admin', admin);
+    else config.admin = admin;
+  }
   if (v['poll-interval'] !== undefined) {
     const ms = Number(v['poll-interval']);
     if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${describe(v['poll-interval'])}`);
@@ -219,7 +217,7 @@ function describeArgsError(err: unknown): string {
 function quickMode(
   config: ServerConfig,
   q: { cert: string; key: string; ca: string[]; spiffeId: string | undefined; trustDomain: string | undefined },
-  check: ConfigChecker,
+  check: FlagProblems,
 ): void {
   let spiffeId = q.spiffeId;
   if (spiffeId !== undefined && !parseSpiffeId(spiffeId)?.path) {
@@ -250,7 +248,7 @@ function embeddedDefaults(
   config: ServerConfig,
   f: { trustDomain: string | undefined; spiffeId: string | undefined; dataDir: string | undefined; lifetime: string | undefined },
   env: NodeJS.ProcessEnv,
-  check: ConfigChecker,
+  check: FlagProblems,
 ): void {
   const hasFiles = config.certificates.length > 0 || config.bundles.length > 0;
   const id = f.spiffeId !== undefined ? parseSpiffeId(f.spiffeId) : undefined;
@@ -295,5 +293,21 @@ function spiffeIdInFile(certFile: string): string | undefined {
     return leaf ? describeCertificate(new X509Certificate(leaf.der)).spiffeId : undefined;
   } catch {
     return undefined; // not readable yet: the SPIFFE ID is learned as an alias once it is
+  }
+}
+
+/** Problems with the command line, collected so that all are reported at once. */
+class FlagProblems {
+  readonly problems: string[] = [];
+
+  problem(flag: string, message: string): void {
+    this.problems.push(`command line: ${flag}: ${message}`);
+  }
+
+  /** `value` if it is one of `allowed`; else a problem (the value shown by type and length only). */
+  oneOf<T extends string>(value: string, flag: string, allowed: readonly T[]): T | undefined {
+    if ((allowed as readonly string[]).includes(value)) return value as T;
+    this.problem(flag, `expected one of ${allowed.join(', ')}, got ${describe(value)}`);
+    return undefined;
   }
 }

@@ -15,6 +15,7 @@ import type { TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js
 import { resolveGroup } from '../server/unix-socket.js';
 import type { BundleConfig, CertificateConfig } from './config.js';
 import { parseCommandLine } from './args.js';
+import { caFilesToRead } from '../ca/ca-config.js';
 
 const CHECK_USAGE = `Usage: sds-server check --config FILE
        sds-server check --cert FILE --key FILE [--ca FILE]
@@ -82,13 +83,8 @@ export async function runCheck(argv: string[], now: Date = new Date()): Promise<
     if (p) result.problems.push(p);
   }
   // Files the CA backends read at start.
-  const caFiles: Array<[string, string | undefined]> = [];
-  if (config.identities.length > 0) {
-    caFiles.push(['ca.embedded.caCert', config.ca.embedded.caCert], ['ca.embedded.caKey', config.ca.embedded.caKey]);
-    if (config.ca.cfssl) caFiles.push(['ca.cfssl.authKeyFile', config.ca.cfssl.authKeyFile], ['ca.cfssl.caFile', config.ca.cfssl.caFile], ['ca.cfssl.rootsFile', config.ca.cfssl.rootsFile]);
-  }
-  for (const [field, file] of caFiles) {
-    if (file === undefined) continue;
+  const usesCa = config.identities.length > 0 || config.authorization.identityTemplate !== undefined;
+  for (const [field, file] of usesCa ? caFilesToRead(config.ca) : []) {
     try {
       await access(file, constants.R_OK);
       result.passed.push(`${field} ${file} is readable`);

@@ -6,6 +6,7 @@ import type { TlsCertificateValue } from '../secrets/secret.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import type { CaBackend } from '../ca/ca-backend.js';
+import { defaultCaConfig } from '../ca/ca-config.js';
 import { generateKeys, type KeyType } from '../x509/issue.js';
 import { createCsr } from '../x509/csr.js';
 import { isSelfSigned } from '../x509/certificate-info.js';
@@ -40,16 +41,16 @@ export interface CaSourceOptions {
   log: Logger;
   /** Key type and lifetime of identities added with `addIdentity` (on-demand, from the identity template). */
   onDemand?: { keyType: KeyType; lifetimeSeconds: number };
-  /** Renew at this fraction of the lifetime (default 0.5). */
+  /** Renew at this fraction of the lifetime. Defaults (here and below): the `ca:` settings' in src/ca/ca-config.ts. */
   renewFraction?: number;
-  /** +- this fraction of the lifetime, so a fleet does not renew at once (default 0.05). */
+  /** +- this fraction of the lifetime, so a fleet does not renew at once. */
   jitterFraction?: number;
-  /** Per CA call (default 10 s): a slow CA is a failed attempt, retried with backoff. */
+  /** Per CA call (ms): a slow CA is a failed attempt, retried with backoff. */
   timeoutMs?: number;
   backoff?: { initialMs: number; maxMs: number };
-  /** How often the CA's roots are re-read to notice a rollover (default 60 s, 0 = off). */
+  /** How often the CA's roots are re-read to notice a rollover (ms, 0 = off). */
   bundleRefreshMs?: number;
-  /** Wait after a new root is published before serving leaves that need it (default 2 s). */
+  /** Wait (ms) after a new root is published before serving leaves that need it. */
   bundlePropagationMs?: number;
   random?: () => number;
 }
@@ -68,6 +69,9 @@ interface IdentityState {
   onDemand?: boolean;
   removed?: boolean;
 }
+
+/** Timing defaults, from the `ca:` schema (one declaration of each). */
+const CA_DEFAULTS = defaultCaConfig();
 
 export interface IdentityStatus extends SecretSourceStatus {
   notAfter?: Date;
@@ -107,7 +111,7 @@ export class CaSource implements SecretSource {
     await this.refreshBundle().catch(() => undefined);
     this.started = true;
     await Promise.all(this.identities.map((id) => this.renew(id)));
-    const refresh = this.opts.bundleRefreshMs ?? 60_000;
+    const refresh = this.opts.bundleRefreshMs ?? CA_DEFAULTS.bundleRefreshMs;
     if (refresh > 0) {
       const tick = (): void => {
         this.bundleTimer = setTimeout(() => {
@@ -375,7 +379,7 @@ export class CaSource implements SecretSource {
     if (!this.servedRoots.includes(root)) this.publishBundle([root]);
     // A root added by a rollover gets time to reach every Envoy before a leaf needs it (however
     // it was added: here, or by a bundle refresh just before). The first roots need no wait.
-    const wait = (this.rootServedAt.get(root) ?? 0) + (this.opts.bundlePropagationMs ?? 2000) - Date.now();
+    const wait = (this.rootServedAt.get(root) ?? 0) + (this.opts.bundlePropagationMs ?? CA_DEFAULTS.bundlePropagationMs) - Date.now();
     if (wait <= 0) return;
     this.opts.log.info('new CA root in the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
     await new Promise((resolve) => setTimeout(resolve, wait));
@@ -396,7 +400,7 @@ export class CaSource implements SecretSource {
       }
       let retireAt = this.retiring.get(root);
       if (retireAt === undefined) {
-        retireAt = now + (this.opts.bundlePropagationMs ?? 2000);
+        retireAt = now + (this.opts.bundlePropagationMs ?? CA_DEFAULTS.bundlePropagationMs);
         this.retiring.set(root, retireAt);
         const timer = setTimeout(() => !this.closed && this.publishBundle(), retireAt - now + 1);
         timer.unref();
@@ -433,8 +437,8 @@ export class CaSource implements SecretSource {
   private scheduleRenewal(id: IdentityState, issuedAt: number): void {
     if (!id.notAfter) return;
     const lifetime = Math.max(0, id.notAfter.getTime() - issuedAt);
-    const fraction = this.opts.renewFraction ?? 0.5;
-    const jitter = (this.opts.jitterFraction ?? 0.05) * lifetime * ((this.opts.random ?? Math.random)() * 2 - 1);
+    const fraction = this.opts.renewFraction ?? CA_DEFAULTS.renewFraction;
+    const jitter = (this.opts.jitterFraction ?? CA_DEFAULTS.jitterFraction) * lifetime * ((this.opts.random ?? Math.random)() * 2 - 1);
     // Never a hot loop, even for a certificate that arrives nearly expired.
     const delay = Math.max(MIN_RENEW_DELAY_MS, fraction * lifetime + jitter);
     id.nextRenewalAt = new Date(issuedAt + delay);
@@ -454,13 +458,13 @@ export class CaSource implements SecretSource {
   }
 
   private backoffMs(failures: number): number {
-    const { initialMs, maxMs } = this.opts.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+    const { initialMs, maxMs } = this.opts.backoff ?? CA_DEFAULTS.backoff;
     const base = Math.min(maxMs, initialMs * 2 ** (failures - 1));
     return Math.round(base * (0.8 + 0.4 * (this.opts.random ?? Math.random)()));
   }
 
   private async withTimeout<T>(call: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const timeoutMs = this.opts.timeoutMs ?? 10_000;
+    const timeoutMs = this.opts.timeoutMs ?? CA_DEFAULTS.timeoutMs;
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
     return raceAbort(call(signal), signal, () => new SdsError(ErrorCode.CaUnavailable, timedOut(signal) ? `no answer within ${timeoutMs} ms` : 'cancelled'));
   }

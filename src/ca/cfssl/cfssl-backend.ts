@@ -38,6 +38,7 @@ import { ErrorCode, SdsError } from '../../core/errors.js';
 import { isSelfSigned } from '../../x509/certificate-info.js';
 import { splitPem } from '../../x509/pem.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
+import { CFSSL_DEFAULT_MAX_RESPONSE_BYTES } from './defaults.js';
 
 export interface CfsslProfile {
   /** Profile name in cfssl's `signing.profiles`. */
@@ -64,7 +65,7 @@ export interface CfsslOptions {
   caPem?: string;
   /** The root(s) above cfssl's signing certificate when that is an intermediate. */
   rootsPem?: string[];
-  /** Largest response body accepted, bytes. Default 1 MiB. */
+  /** Largest response body accepted, bytes. Default {@link CFSSL_DEFAULT_MAX_RESPONSE_BYTES} (1 MiB). */
   maxResponseBytes?: number;
 }
 
@@ -74,7 +75,6 @@ interface CfsslEnvelope {
   errors?: unknown;
 }
 
-const DEFAULT_MAX_RESPONSE = 1024 * 1024;
 const EXCERPT = 200;
 
 export class CfsslBackend implements CaBackend {
@@ -111,7 +111,7 @@ export class CfsslBackend implements CaBackend {
       this.rootsPem = opts.rootsPem.flatMap((text) => splitPem(text).filter((b) => b.label === 'CERTIFICATE').map((b) => b.pem));
       if (this.rootsPem.length === 0) throw new SdsError(ErrorCode.ConfigInvalid, 'cfssl: rootsPem holds no certificate');
     }
-    this.maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE;
+    this.maxResponseBytes = opts.maxResponseBytes ?? CFSSL_DEFAULT_MAX_RESPONSE_BYTES;
     this.agent =
       base.protocol === 'https:'
         ? new https.Agent({ keepAlive: true, ...(opts.caPem !== undefined ? { ca: opts.caPem } : {}) })
