@@ -2,14 +2,11 @@ import { createLogger, type Logger } from '../core/logger.js';
 import { SecretStore } from '../secrets/store.js';
 import { SdsServer } from '../server/sds-server.js';
 import { resolveGroup, resolveSocketPath } from '../server/unix-socket.js';
-import { FileSource } from '../sources/file-source.js';
-import { CaSource } from '../sources/ca-source.js';
-import { createCaBackend } from '../ca/create-backend.js';
+import type { CaSource } from '../sources/ca-source.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
-import { AdminServer } from '../ops/admin-server.js';
-import { buildCertificatesView } from '../ops/certificates-view.js';
+import type { AdminServer } from '../ops/admin-server.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
 import { SdsMetrics, combineHooks } from '../ops/metrics.js';
 import { ClientTracker, type ClientsReport } from '../ops/clients.js';
@@ -17,7 +14,7 @@ import type { ServerConfig } from './config.js';
 import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization.js';
 import { IdentityTemplate } from '../authorization/entitlements.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
-import { createCallerAttestation, type CallerAttestation } from '../attestation/index.js';
+import type { CallerAttestation } from '../attestation/index.js';
 
 export interface RunningApp {
   socketPath: string;
@@ -41,6 +38,8 @@ export interface RunningApp {
 /**
  * Wires a configuration into a running server: store, sources, gRPC socket, admin endpoint.
  * The socket is bound before sources load, so Envoys that start first connect and wait.
+ * What a configuration does not use (file watching, the CA backends and their SDKs, attestation,
+ * the admin endpoint) is imported only when configured: start-up time (BENCHMARKS.md).
  */
 export async function startApp(config: ServerConfig, log: Logger = createLogger(config.log)): Promise<RunningApp> {
   const socketPath = resolveSocketPath(config.socket.path);
@@ -59,6 +58,15 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   let ca: CaSource | undefined;
   const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
   if (!authorization) log.warn(AUTHORIZATION_OFF);
+  const files = config.certificates.length > 0 || config.bundles.length > 0;
+  const issuing = config.identities.length > 0 || config.authorization.identityTemplate !== undefined;
+  // Started now, awaited where used: loading overlaps binding the socket.
+  const modules = {
+    files: files ? import('../sources/file-source.js') : undefined,
+    ca: issuing ? Promise.all([import('../sources/ca-source.js'), import('../ca/create-backend.js')]) : undefined,
+    admin: config.admin ? Promise.all([import('../ops/admin-server.js'), import('../ops/certificates-view.js')]) : undefined,
+  };
+  for (const m of Object.values(modules)) m?.catch(() => undefined); // awaited (and reported) below
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
   const server = new SdsServer({
     socketPath,
@@ -68,7 +76,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
-    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config, log) } : {}),
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: await callerAttestation(config, log) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
@@ -85,7 +93,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   server.streams.observers.add({ opened: (s) => metrics.streamOpened(s.api, s.kind), closed: (s) => clients.closed(s) });
   metrics.start();
 
-  if (config.certificates.length > 0 || config.bundles.length > 0) {
+  if (modules.files) {
+    const { FileSource } = await modules.files;
     sources.push(
       new FileSource({
         tls: config.certificates.map((c) => ({ name: c.name, certFile: c.cert, keyFile: c.key, names: c.names, ...(c.name.startsWith('spiffe://') ? { expectedSpiffeId: c.name } : {}) })),
@@ -119,7 +128,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     return { ...report, ready, authorization: auth };
   };
   try {
-    if (config.identities.length > 0 || config.authorization.identityTemplate !== undefined) {
+    if (modules.ca) {
+      const [{ CaSource }, { createCaBackend }] = await modules.ca;
       const c = config.ca;
       ca = new CaSource({
         backend: metrics.instrumentBackend(await createCaBackend(c, log)),
@@ -141,7 +151,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     }
     await Promise.all(sources.map((s) => s.start()));
     store.markSettled();
-    if (config.admin) {
+    if (config.admin && modules.admin) {
+      const [{ AdminServer }, { buildCertificatesView }] = await modules.admin;
       admin = new AdminServer({
         ...config.admin,
         status,
@@ -255,8 +266,9 @@ class LateIssuer implements IdentityIssuer {
 }
 
 /** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
-function callerAttestation(config: ServerConfig, log: Logger): CallerAttestation {
+async function callerAttestation(config: ServerConfig, log: Logger): Promise<CallerAttestation> {
   const k = config.authorization.kubernetes;
+  const { createCallerAttestation } = await import('../attestation/index.js');
   return createCallerAttestation({
     log,
     ...(k
