@@ -1,0 +1,40 @@
+/**
+ * `npm run build`: bundles src/cli/main.ts and its dependencies into dist/cli/ with esbuild.
+ *
+ * Why a bundle: start-up. Unbundled, Node resolves, reads and compiles ~700 files (the AWS SDK,
+ * @peculiar/x509's asn1 stack, grpc-js, ...) before the socket is bound; one file per chunk makes
+ * start-up a fraction of that (BENCHMARKS.md, "Start-up"). Modules the code imports with
+ * `import()` (CA backends, file watching, attestation, admin, subcommands) become chunks loaded
+ * only when a configuration uses them. Type checking stays with `npm run typecheck` / `npm test`.
+ *
+ * Every chunk sits beside main.js in dist/cli/, so `new URL('../../proto/', import.meta.url)`
+ * (src/api/proto-root.ts) and `../../package.json` (src/cli/main.ts) resolve from any of them.
+ * Source maps are written next to each file: run with `node --enable-source-maps` (or
+ * NODE_OPTIONS) for stack traces that name src/ files and lines.
+ */
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = process.argv[2] ? path.resolve(process.argv[2]) : path.join(ROOT, 'dist');
+
+await rm(outdir, { recursive: true, force: true });
+await esbuild.build({
+  absWorkingDir: ROOT,
+  entryPoints: { 'cli/main': 'src/cli/main.ts' },
+  outdir,
+  bundle: true,
+  splitting: true,
+  chunkNames: 'cli/chunk-[hash]',
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  sourcemap: 'linked',
+  // A native addon: loaded from node_modules at run time (src/attestation/peer-credentials.ts).
+  external: ['koffi'],
+  // CommonJS dependencies (grpc-js, protobufjs, ...) call require() for Node built-ins.
+  banner: { js: "import { createRequire as __sdsCreateRequire } from 'node:module'; const require = __sdsCreateRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
