@@ -1,13 +1,12 @@
-import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
+import { X509Certificate, webcrypto } from 'node:crypto';
 import { ErrorCode, type Problem } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsCertificateValue } from '../secrets/secret.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import type { CaBackend } from '../ca/ca-backend.js';
-import { generateKeys, type KeyType } from '../x509/issue.js';
-import { createCsr } from '../x509/csr.js';
-import { splitPem } from '../x509/pem.js';
+import { generateKeys, type KeyType } from '../x509/keys.js';
+import { splitPem, toPem } from '../x509/pem.js';
 import { trustDomainId } from '../x509/spiffe.js';
 import type { SecretPublisher } from './file-source.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
@@ -85,6 +84,7 @@ export class CaSource implements SecretSource {
   private readonly rootServedAt = new Map<string, number>();
   /** Roots no longer needed, served until this time (ms) so replacement leaves can propagate. */
   private readonly retiring = new Map<string, number>();
+  private readonly parsedRoots = new Map<string, X509Certificate>();
   private bundleTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly abort = new AbortController();
@@ -220,12 +220,16 @@ export class CaSource implements SecretSource {
     const started = Date.now();
     try {
       const keys = await generateKeys(spec.keyType);
-      const csrPem = await createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
-      const signed = await this.withTimeout((signal) =>
-        this.opts.backend.sign({ csrPem, spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds }, signal),
+      const request = { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds };
+      const { backend } = this.opts;
+      // A CA in this process signs the key itself; one elsewhere gets a CSR (proof of possession).
+      const signed = await this.withTimeout(async (signal) =>
+        backend.signPublicKey
+          ? backend.signPublicKey({ ...request, publicKey: keys.publicKey }, signal)
+          : backend.sign({ ...request, csrPem: await (await import('../x509/csr.js')).createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames }) }, signal),
       );
       await this.refreshBundle();
-      const keyPem = pkcs8Pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+      const keyPem = toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
       const value = this.checkIssued(spec, signed.chainPem, keyPem);
       const root = this.rootOf(value.certificateChainPem);
       if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
@@ -289,7 +293,8 @@ export class CaSource implements SecretSource {
     const missing = spec.dnsNames.filter((d) => !result.value.leaf.dnsNames.includes(d));
     if (missing.length > 0) throw new IssueError(ErrorCode.SanMissing, `the ${this.opts.backend.kind} CA returned a certificate for ${spec.spiffeId} without the DNS SAN(s) ${missing.join(', ')}`);
     // Roots sent in the chain are not needed by peers (they hold the bundle): keep leaf + intermediates.
-    const chain = splitPem(result.value.certificateChainPem).filter((b) => !isSelfSigned(b.pem));
+    // The leaf was just validated as the holder of our key: only the certificates after it can be roots.
+    const chain = splitPem(result.value.certificateChainPem).filter((b, i) => i === 0 || !isSelfSigned(b.pem));
     return { ...result.value, certificateChainPem: chain.map((b) => b.pem).join('') };
   }
 
@@ -300,9 +305,21 @@ export class CaSource implements SecretSource {
     if (!last) return undefined;
     const top = new X509Certificate(last.der);
     return [...this.caRoots, ...this.servedRoots].find((root) => {
-      const r = new X509Certificate(root);
+      const r = this.parsedRoot(root);
       return top.checkIssued(r) && top.verify(r.publicKey);
     });
+  }
+
+  /** Roots parsed once each (every issuance looks its root up; a rollover issues many at once). */
+  private parsedRoot(pem: string): X509Certificate {
+    let cert = this.parsedRoots.get(pem);
+    if (!cert) {
+      cert = new X509Certificate(pem);
+      this.parsedRoots.set(pem, cert);
+      // Only roots still known are kept.
+      for (const known of this.parsedRoots.keys()) if (!this.caRoots.includes(known) && !this.servedRoots.includes(known) && known !== pem) this.parsedRoots.delete(known);
+    }
+    return cert;
   }
 
   /** Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy. */
@@ -341,6 +358,8 @@ export class CaSource implements SecretSource {
     }
     const roots = [...needed];
     if (roots.length === 0) return;
+    // The bundle as served already (every issuance and bundle refresh comes here): nothing to validate or publish.
+    if (this.bundleStatus.state === 'ok' && roots.length === this.servedRoots.length && roots.every((r, i) => r === this.servedRoots[i])) return;
     const result = validateTrustBundle({ files: [{ file: `${this.opts.backend.kind} CA`, text: roots.join('') }], trustDomain: this.opts.trustDomain });
     if (!result.ok) {
       this.problem(this.bundleStatus, result.problem);
@@ -424,8 +443,4 @@ class IssueError extends Error {
 function isSelfSigned(pem: string): boolean {
   const cert = new X509Certificate(pem);
   return cert.checkIssued(cert) && cert.verify(cert.publicKey);
-}
-
-function pkcs8Pem(der: ArrayBuffer): string {
-  return createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }).toString();
 }
