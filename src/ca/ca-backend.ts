@@ -3,7 +3,7 @@
  * `CSRSign` / `GetRootCertBundle` / `Close`). Key generation, validation, renewal and rollover are
  * written once above it (src/sources/ca-source.ts); adding a CA is adding a folder beside this file.
  */
-import type { webcrypto } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 
 export interface SignRequest {
   /** PKCS#10 CSR in PEM. The private key never leaves the server's memory. */
@@ -18,7 +18,7 @@ export interface SignRequest {
 
 /** A {@link SignRequest} with the public key itself instead of a CSR (a CA in this process). */
 export interface PublicKeySignRequest extends Omit<SignRequest, 'csrPem'> {
-  publicKey: webcrypto.CryptoKey;
+  publicKey: KeyObject;
 }
 
 export interface SignedCertificate {

@@ -1,12 +1,12 @@
-import { X509Certificate, webcrypto } from 'node:crypto';
+import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
 import { ErrorCode, type Problem } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsCertificateValue } from '../secrets/secret.js';
 import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import type { CaBackend } from '../ca/ca-backend.js';
-import { generateKeys, type KeyType } from '../x509/keys.js';
-import { splitPem, toPem } from '../x509/pem.js';
+import { generateKeyObjects, type KeyType } from '../x509/keys.js';
+import { splitPem } from '../x509/pem.js';
 import { trustDomainId } from '../x509/spiffe.js';
 import type { SecretPublisher } from './file-source.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
@@ -85,12 +85,14 @@ export class CaSource implements SecretSource {
   /** Roots no longer needed, served until this time (ms) so replacement leaves can propagate. */
   private readonly retiring = new Map<string, number>();
   private readonly parsedRoots = new Map<string, X509Certificate>();
+  private readonly slots: Slots;
   private bundleTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly abort = new AbortController();
 
   constructor(private readonly opts: CaSourceOptions) {
     this.bundleName = trustDomainId(opts.trustDomain);
+    this.slots = new Slots(opts.backend.signPublicKey ? IN_PROCESS_SLOTS : REMOTE_SLOTS);
     this.bundleStatus = { name: this.bundleName, kind: 'trust-bundle', files: [`${opts.backend.kind} CA`], state: 'pending', warnings: [] };
     this.identities = opts.identities.map((spec) => ({
       spec,
@@ -219,18 +221,9 @@ export class CaSource implements SecretSource {
     const { spec } = id;
     const started = Date.now();
     try {
-      const keys = await generateKeys(spec.keyType);
-      const request = { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds };
-      const { backend } = this.opts;
-      // A CA in this process signs the key itself; one elsewhere gets a CSR (proof of possession).
-      const signed = await this.withTimeout(async (signal) =>
-        backend.signPublicKey
-          ? backend.signPublicKey({ ...request, publicKey: keys.publicKey }, signal)
-          : backend.sign({ ...request, csrPem: await (await import('../x509/csr.js')).createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames }) }, signal),
-      );
-      await this.refreshBundle();
-      const keyPem = toPem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-      const value = this.checkIssued(spec, signed.chainPem, keyPem);
+      // Key, signature and validation take a bounded number of slots (CPU for a CA in this process,
+      // requests for one elsewhere); waiting for a new root to propagate does not hold one.
+      const value = await this.slots.run(() => this.issueOnce(spec));
       const root = this.rootOf(value.certificateChainPem);
       if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
       await this.ensureServed(root);
@@ -277,11 +270,26 @@ export class CaSource implements SecretSource {
     }
   }
 
+  /** A new key, its certificate from the backend, and that certificate validated. */
+  private async issueOnce(spec: IssuedIdentitySpec): Promise<TlsCertificateValue> {
+    const keys = await generateKeyObjects(spec.keyType);
+    const request = { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds };
+    const { backend } = this.opts;
+    // A CA in this process signs the key itself; one elsewhere gets a CSR (proof of possession).
+    const signed = await this.withTimeout(async (signal) =>
+      backend.signPublicKey ? backend.signPublicKey({ ...request, publicKey: keys.publicKey }, signal) : backend.sign({ ...request, csrPem: await csrFor(keys, spec) }, signal),
+    );
+    await this.refreshBundle();
+    const keyPem = keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    return this.checkIssued(spec, signed.chainPem, keyPem, keys.privateKey);
+  }
+
   /** Validates what the CA returned: key match, chain order, dates, SPIFFE ID and DNS SANs. */
-  private checkIssued(spec: IssuedIdentitySpec, chainPem: string, keyPem: string): TlsCertificateValue {
+  private checkIssued(spec: IssuedIdentitySpec, chainPem: string, keyPem: string, privateKey: KeyObject): TlsCertificateValue {
     const result = validateTlsCertificate({
       certificateChainPem: chainPem,
       privateKeyPem: keyPem,
+      privateKey,
       certFile: `${this.opts.backend.kind} CA response`,
       keyFile: 'in-memory key',
       expectedSpiffeId: spec.spiffeId,
@@ -430,6 +438,47 @@ export class CaSource implements SecretSource {
 }
 
 const MIN_RENEW_DELAY_MS = 1000;
+
+/**
+ * Issuances in flight at once. A CA in this process is CPU on this thread: one at a time, each
+ * after a turn of the event loop, so a rollover re-issuing thousands of identities never keeps
+ * streams waiting longer than one issuance. A CA elsewhere is waited on, not computed: a few
+ * dozen requests in flight, not thousands at once.
+ */
+const IN_PROCESS_SLOTS = 1;
+const REMOTE_SLOTS = 32;
+
+/** Runs at most `size` tasks at once, in call order; each starts on a fresh event-loop turn. */
+class Slots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running += 1;
+    try {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running -= 1;
+    }
+  }
+}
+
+/** A CSR for a backend outside this process (@peculiar/x509 loaded only then), from the identity's key. */
+async function csrFor(keys: { publicKey: KeyObject; privateKey: KeyObject }, spec: IssuedIdentitySpec): Promise<string> {
+  const { createCsr } = await import('../x509/csr.js');
+  const alg = keys.privateKey.asymmetricKeyType === 'rsa' ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', namedCurve: spec.keyType === 'ec-p384' ? 'P-384' : 'P-256' };
+  const pair = {
+    privateKey: await webcrypto.subtle.importKey('pkcs8', keys.privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
+    publicKey: await webcrypto.subtle.importKey('spki', keys.publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+  };
+  return createCsr(pair, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
+}
 
 class IssueError extends Error {
   constructor(

@@ -1,5 +1,5 @@
 import { readSecretFileOrThrow } from '../../core/read-secret-file.js';
-import { KeyObject, webcrypto } from 'node:crypto';
+import { KeyObject } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { trustDomainId } from '../../x509/spiffe.js';
 import path from 'node:path';
@@ -62,13 +62,13 @@ export class EmbeddedCa implements CaBackend {
     signal.throwIfAborted();
     const { readCsr } = await import('../../x509/csr.js');
     const { publicKey } = await readCsr(request.csrPem);
-    return this.signPublicKey({ publicKey, spiffeId: request.spiffeId, dnsNames: request.dnsNames, lifetimeSeconds: request.lifetimeSeconds }, signal);
+    return this.signPublicKey({ publicKey: KeyObject.from(publicKey), spiffeId: request.spiffeId, dnsNames: request.dnsNames, lifetimeSeconds: request.lifetimeSeconds }, signal);
   }
 
   /** Signs a key generated in this process: no CSR to encode and parse back (CaBackend.signPublicKey). */
   async signPublicKey(request: PublicKeySignRequest, signal: AbortSignal): Promise<SignedCertificate> {
     signal.throwIfAborted();
-    const spki = await webcrypto.subtle.exportKey('spki', request.publicKey);
+    const spki = request.publicKey.export({ type: 'spki', format: 'der' });
     const now = Date.now();
     const { signer, certPem } = this.authority;
     const leaf = signer.sign(spki, {
