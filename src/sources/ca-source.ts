@@ -86,6 +86,8 @@ export class CaSource implements SecretSource {
   private readonly retiring = new Map<string, number>();
   private readonly parsedRoots = new Map<string, X509Certificate>();
   private readonly slots: Slots;
+  /** How many served leaves chain to each root (kept as leaves change: every issuance asks). */
+  private readonly leavesPerRoot = new Map<string, number>();
   private bundleTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly abort = new AbortController();
@@ -164,6 +166,7 @@ export class CaSource implements SecretSource {
     const id = this.identities.find((i) => i.spec.spiffeId === spiffeId && i.onDemand);
     if (!id) return;
     id.removed = true;
+    this.setRoot(id, undefined);
     if (id.timer) clearTimeout(id.timer);
     this.identities = this.identities.filter((i) => i !== id);
     this.opts.publisher.remove?.(spiffeId);
@@ -196,8 +199,8 @@ export class CaSource implements SecretSource {
       this.publishBundle();
       // A rollover: leaves that chain to a root the CA no longer reports are re-issued now (the
       // new root is already in the served bundle); the old root drops out after the last of them.
-      const stale = this.identities.filter((id) => id.root !== undefined && !certs.includes(id.root) && !id.inFlight);
-      if (changed && stale.length > 0) {
+      const stale = changed ? this.identities.filter((id) => id.root !== undefined && !certs.includes(id.root) && !id.inFlight) : [];
+      if (stale.length > 0) {
         this.opts.log.info('CA root changed; re-issuing identities from the new root', { identities: stale.map((id) => id.spec.spiffeId) });
         for (const id of stale) void this.renew(id);
       }
@@ -228,7 +231,7 @@ export class CaSource implements SecretSource {
       if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
       await this.ensureServed(root);
       if (this.closed || id.removed) return;
-      id.root = root;
+      this.setRoot(id, root);
       id.notAfter = value.leaf.notAfter;
       id.failures = 0;
       const entry = this.opts.publisher.publish(spec.spiffeId, value);
@@ -318,6 +321,18 @@ export class CaSource implements SecretSource {
     });
   }
 
+  /** Records the root an identity's served leaf chains to, keeping `leavesPerRoot` in step. */
+  private setRoot(id: IdentityState, root: string | undefined): void {
+    if (id.root === root) return;
+    if (id.root !== undefined) {
+      const left = (this.leavesPerRoot.get(id.root) ?? 1) - 1;
+      if (left > 0) this.leavesPerRoot.set(id.root, left);
+      else this.leavesPerRoot.delete(id.root);
+    }
+    if (root !== undefined) this.leavesPerRoot.set(root, (this.leavesPerRoot.get(root) ?? 0) + 1);
+    id.root = root;
+  }
+
   /** Roots parsed once each (every issuance looks its root up; a rollover issues many at once). */
   private parsedRoot(pem: string): X509Certificate {
     let cert = this.parsedRoots.get(pem);
@@ -347,7 +362,7 @@ export class CaSource implements SecretSource {
    * every Envoy before any Envoy stops trusting the old one.
    */
   private publishBundle(extra: string[] = []): void {
-    const needed = new Set([...this.caRoots, ...extra, ...this.identities.flatMap((id) => (id.root ? [id.root] : []))]);
+    const needed = new Set([...this.caRoots, ...extra, ...this.leavesPerRoot.keys()]);
     const now = Date.now();
     for (const root of this.servedRoots) {
       if (needed.has(root)) {
