@@ -11,8 +11,12 @@
  * (src/api/proto-root.ts) and `../../package.json` (src/cli/main.ts) resolve from any of them.
  * Source maps are written next to each file: run with `node --enable-source-maps` (or
  * NODE_OPTIONS) for stack traces that name src/ files and lines.
+ *
+ * Also writes dist/cli/proto-root.json: the protobuf root of proto/ as JSON (src/api/proto-root.ts
+ * loads it instead of parsing the .proto files at every start).
  */
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -38,3 +42,10 @@ await esbuild.build({
   banner: { js: "import { createRequire as __sdsCreateRequire } from 'node:module'; const require = __sdsCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
+
+// The root as src/api/proto-root.ts loads it from proto/, bundled on its own and run once here.
+const protoModule = path.join(outdir, 'proto-root-build.mjs');
+await esbuild.build({ absWorkingDir: ROOT, entryPoints: ['src/api/proto-root.ts'], outfile: protoModule, bundle: true, format: 'esm', platform: 'node', target: 'node20', banner: { js: "import { createRequire as __sdsCreateRequire } from 'node:module'; const require = __sdsCreateRequire(import.meta.url);" }, define: { 'import.meta.url': JSON.stringify(pathToFileURL(path.join(ROOT, 'src/api/proto-root.ts')).href) }, logLevel: 'warning' });
+const { loadProtoFiles } = await import(pathToFileURL(protoModule).href);
+await writeFile(path.join(outdir, 'cli', 'proto-root.json'), JSON.stringify(loadProtoFiles().toJSON()));
+await rm(protoModule);
