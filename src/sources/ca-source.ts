@@ -229,7 +229,9 @@ export class CaSource implements SecretSource {
       const value = await this.slots.run(() => this.issueOnce(spec));
       const root = this.rootOf(value.certificateChainPem);
       if (!root) throw new IssueError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
-      await this.ensureServed(root);
+      // After a rollover every re-issued leaf waits for the new root and all wake at once: each then
+      // takes a turn in the slots, so their pushes are spread over event-loop turns, not one burst.
+      if (await this.ensureServed(root)) await this.slots.run(async () => undefined);
       if (this.closed || id.removed) return;
       this.setRoot(id, root);
       id.notAfter = value.leaf.notAfter;
@@ -345,15 +347,19 @@ export class CaSource implements SecretSource {
     return cert;
   }
 
-  /** Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy. */
-  private async ensureServed(root: string): Promise<void> {
+  /**
+   * Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy.
+   * Resolves true when it had to wait for that.
+   */
+  private async ensureServed(root: string): Promise<boolean> {
     if (!this.servedRoots.includes(root)) this.publishBundle([root]);
     // A root added by a rollover gets time to reach every Envoy before a leaf needs it (however
     // it was added: here, or by a bundle refresh just before). The first roots need no wait.
     const wait = (this.rootServedAt.get(root) ?? 0) + (this.opts.bundlePropagationMs ?? 2000) - Date.now();
-    if (wait <= 0) return;
+    if (wait <= 0) return false;
     this.opts.log.info('new CA root in the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
     await new Promise((resolve) => setTimeout(resolve, wait));
+    return true;
   }
 
   /**
