@@ -44,6 +44,11 @@ export interface StartupResult {
   firstResponseMs: Record<StartupMode, number[]>;
   /** RSS (bytes) `idleMs` after the first response, the stream closed. */
   idleRss: Record<StartupMode, number[]>;
+  /**
+   * CPU time (ms, all threads, 10 ms ticks) the process used until its first response: the work
+   * start-up does, which a busy machine stretches in wall time but does not change.
+   */
+  cpuMs: Record<StartupMode, number[]>;
   loadavg: string[];
 }
 
@@ -151,6 +156,11 @@ async function firstResponse(socket: string, name: string, child: ChildProcess, 
   }
 }
 
+function cpuMsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 function rssOf(pid: number): number {
   const kib = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   return Number(kib) * 1024;
@@ -165,7 +175,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function spawnOnce(mode: StartupMode, fx: Fixture, serial: number, idleMs: number): Promise<{ ms: number; rss: number }> {
+async function spawnOnce(mode: StartupMode, fx: Fixture, serial: number, idleMs: number): Promise<{ ms: number; rss: number; cpuMs: number }> {
   const socket = path.join(fx.dir, `${mode}-${serial}.sock`);
   const { args, name } = command(mode, fx, socket);
   let stderr = '';
@@ -174,8 +184,9 @@ async function spawnOnce(mode: StartupMode, fx: Fixture, serial: number, idleMs:
   child.stderr!.on('data', (c: Buffer) => void (stderr += c.toString()));
   try {
     const at = await firstResponse(socket, name, child, 30_000);
+    const cpuMs = cpuMsOf(child.pid!);
     await sleep(idleMs);
-    return { ms: at - t0, rss: rssOf(child.pid!) };
+    return { ms: at - t0, rss: rssOf(child.pid!), cpuMs };
   } catch (err) {
     throw new Error(`${mode}: ${(err as Error).message}\n${stderr}`);
   } finally {
@@ -187,7 +198,7 @@ async function spawnOnce(mode: StartupMode, fx: Fixture, serial: number, idleMs:
 export async function measureStartup(opts: StartupOptions): Promise<StartupResult> {
   await build(opts);
   const fx = await makeFixture();
-  const result: StartupResult = { firstResponseMs: { floor: [], file: [], ca: [] }, idleRss: { floor: [], file: [], ca: [] }, loadavg: [loadavg()] };
+  const result: StartupResult = { firstResponseMs: { floor: [], file: [], ca: [] }, idleRss: { floor: [], file: [], ca: [] }, cpuMs: { floor: [], file: [], ca: [] }, loadavg: [loadavg()] };
   let serial = 0;
   try {
     for (const mode of MODES) await spawnOnce(mode, fx, serial++, 0); // warm-up (and the CA's root)
@@ -197,6 +208,7 @@ export async function measureStartup(opts: StartupOptions): Promise<StartupResul
         const r = await spawnOnce(mode, fx, serial++, opts.idleMs);
         result.firstResponseMs[mode].push(r.ms);
         result.idleRss[mode].push(r.rss);
+        result.cpuMs[mode].push(r.cpuMs);
       }
       opts.log(`  round ${round + 1}/${opts.spawns}: ${MODES.map((m) => `${m} ${result.firstResponseMs[m].at(-1)!.toFixed(0)} ms`).join(', ')}`);
     }
@@ -224,6 +236,19 @@ export function startupRows(r: StartupResult): { rows: StartupRow[]; notes: stri
       ratio: `${(m / floor).toFixed(2)}x`,
       target: '<= 1.3x floor',
       met: m <= 1.3 * floor ? 'yes' : '**NO**',
+    });
+  }
+  for (const mode of ['file', 'ca'] as const) {
+    const m = median(r.cpuMs[mode]);
+    const f = median(r.cpuMs.floor);
+    rows.push({
+      metric: `start-up: CPU time until first response, ${mode === 'file' ? 'file mode' : 'embedded CA'} (ms)`,
+      n: String(r.cpuMs[mode].length),
+      sds: fmt(m),
+      floor: fmt(f),
+      ratio: `${(m / f).toFixed(2)}x`,
+      target: '',
+      met: '',
     });
   }
   for (const mode of ['file', 'ca'] as const) {
