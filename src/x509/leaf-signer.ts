@@ -10,6 +10,7 @@
  * back by OpenSSL (node:crypto X509Certificate) in the callers' validation before it is served.
  */
 import { X509Certificate, createHash, createPrivateKey, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { ErrorCode, SdsError } from '../core/errors.js';
 import { toPem } from './pem.js';
 
 /** What a leaf says besides its key: SANs, CN, validity. */
@@ -51,12 +52,13 @@ export class LeafSigner {
   /**
    * @param certPem the CA certificate (PEM)
    * @param key its private key (ECDSA P-256 / P-384 or RSA)
-   * @throws Error naming what is wrong: the key is not the certificate's, an unsupported key type,
-   *   or a certificate whose DER cannot be read. Never includes key bytes.
+   * @throws SdsError naming what is wrong: SDS_ERR_KEY_MISMATCH (the key is not the certificate's),
+   *   SDS_ERR_KEY_INVALID (unsupported key type), SDS_ERR_PEM_INVALID (unreadable DER); Error
+   *   from node:crypto for a certificate it cannot parse. Never includes key bytes.
    */
   constructor(certPem: string, key: KeyObject) {
     this.cert = new X509Certificate(certPem);
-    if (!this.cert.checkPrivateKey(key)) throw new Error('the private key does not belong to the CA certificate');
+    if (!this.cert.checkPrivateKey(key)) throw new SdsError(ErrorCode.KeyMismatch, 'the private key does not belong to the CA certificate');
     this.key = key;
     this.algorithm = signatureAlgorithm(key);
     const tbs = readTbs(this.cert.raw);
@@ -133,9 +135,9 @@ function signatureAlgorithm(key: KeyObject): { der: Buffer; hash: 'sha256' | 'sh
     const curve = key.asymmetricKeyDetails?.namedCurve;
     if (curve === 'prime256v1') return SIGNATURE_ALGORITHMS['ec-sha256'];
     if (curve === 'secp384r1') return SIGNATURE_ALGORITHMS['ec-sha384'];
-    throw new Error(`unsupported CA key curve ${curve ?? 'unknown'} (P-256, P-384 or RSA)`);
+    throw new SdsError(ErrorCode.KeyInvalid, `unsupported CA key curve ${curve ?? 'unknown'} (P-256, P-384 or RSA)`);
   }
-  throw new Error(`unsupported CA key type ${key.asymmetricKeyType ?? 'unknown'} (P-256, P-384 or RSA)`);
+  throw new SdsError(ErrorCode.KeyInvalid, `unsupported CA key type ${key.asymmetricKeyType ?? 'unknown'} (P-256, P-384 or RSA)`);
 }
 
 function tlv(tag: number, body: Buffer): Buffer {
@@ -169,7 +171,7 @@ function element(buf: Buffer, pos: number): { tag: number; start: number; end: n
     for (let i = 0; i < bytes; i++) len = len * 256 + buf[start + i]!;
     start += bytes;
   }
-  if (start + len > buf.length) throw new Error('truncated DER in the CA certificate');
+  if (start + len > buf.length) throw new SdsError(ErrorCode.PemInvalid, 'truncated DER in the CA certificate');
   return { tag, start, end: start + len };
 }
 
