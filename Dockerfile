@@ -11,12 +11,12 @@ ARG NODE_VERSION=20.20.2
 FROM node:${NODE_VERSION} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-# The sources come before `npm ci`: its `prepare` step builds dist/ (so does `npm run build`,
-# which then finds dist/ current and returns at once).
+# The sources come before `npm ci`: its `prepare` step bundles dist/ (scripts/build.mjs, esbuild).
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs ./scripts/build.mjs
+COPY proto ./proto
 COPY src ./src
-RUN npm ci --no-audit --no-fund
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:${NODE_VERSION}-slim
 ENV NODE_ENV=production

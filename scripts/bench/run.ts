@@ -12,6 +12,7 @@
  * test, not the specified figures), --only=fanout,storm2k,churn (subset), --levels=100,1000
  * (fan-out levels), --profile (server CPU profiles into the temp dir), --heap-snapshot (server
  * heap snapshots after subscribing), --churn-floor (also churn the floor).
+ * --only=startup: the start-up comparison alone (scripts/bench/startup.ts, also bench:startup).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -21,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
+import { measureStartup, startupRows } from './startup.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -376,6 +378,8 @@ async function main(): Promise<void> {
   } finally {
     await loadgen.stop();
   }
+  // Start-up (scripts/bench/startup.ts): fresh processes of the built dist/, after the rest.
+  const startup = wanted('startup') ? await measureStartup({ spawns: QUICK ? 3 : 7, idleMs: 2000, build: true, log }) : undefined;
 
   // ---- rows ----
   for (const [n, { sds, floor }] of fan) {
@@ -456,6 +460,11 @@ async function main(): Promise<void> {
     if (c.stats.errorSamples.length) notes.push(`churn error samples: ${c.stats.errorSamples.join(' | ')}`);
     notes.push(`churn memory (sds-server) before -> after, MiB: V8 heap committed ${fmt(c.before.heapTotal / MiB)} -> ${fmt(c.after.heapTotal / MiB)}, off-heap Buffers ${fmt(c.before.external / MiB)} -> ${fmt(c.after.external / MiB)}`);
     notes.push(`churn detail (sds-server): ${c.stats.connections} connections (${c.stats.refused} refused), peak ${c.stats.peakOpenStreams} open streams, first response p50 ${fmt(c.stats.firstResponseP50Ms)} ms / p99 ${fmt(c.stats.firstResponseP99Ms)} ms; closed by RST ${c.stats.cancelled}, by half-close with OK ${c.stats.halfClosedOk}, by dropped connection ${c.stats.aborted}; server warnings ${c.serverWarnings}`);
+  }
+  if (startup) {
+    const s = startupRows(startup);
+    rows.push(...s.rows);
+    notes.push(...s.notes);
   }
   const anyFan = fan.get('1000') ?? fan.get('100');
   if (anyFan) notes.push(`response size: sds-server ${anyFan.sds.storm.responseBytes} B, floor ${anyFan.floor.storm.responseBytes} B`);

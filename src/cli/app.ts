@@ -8,8 +8,7 @@ import type { CaSource } from '../sources/ca-source.js';
 import type { SecretSource } from '../sources/source.js';
 import { StreamStats } from '../ops/stream-stats.js';
 import { buildStatus, buildStreamsReport, type StatusReport, type StreamsReport } from '../ops/status.js';
-import { AdminServer } from '../ops/admin-server.js';
-import { buildCertificatesView } from '../ops/certificates-view.js';
+import type { AdminServer } from '../ops/admin-server.js';
 import { ExpiryWatch } from '../ops/expiry-watch.js';
 import { SdsMetrics, combineHooks } from '../ops/metrics.js';
 import { ClientTracker, type ClientsReport } from '../ops/clients.js';
@@ -18,7 +17,7 @@ import { Authorization, AUTHORIZATION_OFF } from '../authorization/authorization
 import { IdentityTemplate, type AuthorizationPolicy } from '../authorization/entitlements.js';
 import { needsCa } from './reload-plan.js';
 import { OnDemandIdentities, type IdentityIssuer } from '../authorization/on-demand.js';
-import { createCallerAttestation, type CallerAttestation } from '../attestation/index.js';
+import type { CallerAttestation } from '../attestation/index.js';
 import { ConfigReloader, type LiveParts, type ReloadOutcome } from './reload.js';
 
 export interface RunningApp {
@@ -76,6 +75,12 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
   let files: FileSource | undefined;
   let ca: CaSource | undefined;
   const sources = (): SecretSource[] => [...(files ? [files] : []), ...(ca ? [ca] : [])];
+  // Start loading what this configuration uses now, so it overlaps binding the socket; the
+  // `await import` where each is used then finds it loaded (start-up time, BENCHMARKS.md).
+  if (config.certificates.length > 0 || config.bundles.length > 0) void import('../sources/file-source.js').catch(() => undefined);
+  if (needsCa(config)) void Promise.all([import('../sources/ca-source.js'), import('../ca/create-backend.js')]).catch(() => undefined);
+  const adminModules = config.admin ? Promise.all([import('../ops/admin-server.js'), import('../ops/certificates-view.js')]) : undefined;
+  adminModules?.catch(() => undefined); // awaited (and reported) where the admin endpoint starts
   const { authorization, onDemand, issuer } = buildAuthorization(config, store, log);
   if (!authorization) log.warn(AUTHORIZATION_OFF);
   const group = config.socket.group !== undefined ? await resolveGroup(config.socket.group) : undefined;
@@ -87,7 +92,7 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     ...(group !== undefined ? { socketGroup: group } : {}),
     catalog: store,
     // Authorization needs to know who is calling: every connection is attested (SO_PEERCRED, selectors).
-    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: callerAttestation(config, log) } : {}),
+    ...(authorization ? { catalogFor: authorization.catalogFor.bind(authorization), attestation: await callerAttestation(config, log) } : {}),
     log,
     bundleFormat: config.bundleFormat,
     hooks: { onResponse: (i) => hooks.onResponse?.(i), onAck: (i) => hooks.onAck?.(i), onNack: (i) => hooks.onNack?.(i) },
@@ -209,7 +214,8 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
     await Promise.all(sources().map((s) => s.start()));
     store.markSettled();
     if (opts.watchConfig) await reloader.watchFile(config.watch.debounceMs);
-    if (config.admin) {
+    if (config.admin && adminModules) {
+      const [{ AdminServer }, { buildCertificatesView }] = await adminModules;
       admin = new AdminServer({
         ...config.admin,
         status,
@@ -327,8 +333,9 @@ class LateIssuer implements IdentityIssuer {
 }
 
 /** The unix attestor always; the Kubernetes attestor when `attestation.kubernetes` is configured. */
-function callerAttestation(config: ServerConfig, log: Logger): CallerAttestation {
+async function callerAttestation(config: ServerConfig, log: Logger): Promise<CallerAttestation> {
   const k = config.authorization.kubernetes;
+  const { createCallerAttestation } = await import('../attestation/index.js');
   return createCallerAttestation({
     log,
     ...(k

@@ -6,17 +6,16 @@ import { parseCommandLine, USAGE } from './args.js';
 import type { ServerConfig } from './config.js';
 import { startApp } from './app.js';
 import { disableDebuggerSignal } from './sigusr1.js';
-import { doctorMain } from './doctor-command.js';
-import { checkMain } from './check-command.js';
-import { fetchMain } from './fetch-command.js';
-import { runStatusCommand } from './status-command.js';
 
-/** Subcommands; `sds-server` without one (or with options only) runs the server. */
+/**
+ * Subcommands; `sds-server` without one (or with options only) runs the server. Each is imported
+ * when used, so the server's start-up does not load them (start-up time, BENCHMARKS.md).
+ */
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
-  doctor: doctorMain,
-  check: checkMain,
-  fetch: fetchMain,
-  status: (argv) => runStatusCommand(argv, (s) => process.stdout.write(s), (s) => process.stderr.write(s)),
+  doctor: async (argv) => (await import('./doctor-command.js')).doctorMain(argv),
+  check: async (argv) => (await import('./check-command.js')).checkMain(argv),
+  fetch: async (argv) => (await import('./fetch-command.js')).fetchMain(argv),
+  status: async (argv) => (await import('./status-command.js')).runStatusCommand(argv, (s) => process.stdout.write(s), (s) => process.stderr.write(s)),
 };
 
 /** Runs a subcommand; command-line errors exit 2 (docs/errors.md). */

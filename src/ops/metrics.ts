@@ -233,23 +233,26 @@ export class SdsMetrics implements StreamHooks {
   /** Wraps a CA backend so every `sign` is timed into `sds_issuance_duration_seconds`. */
   instrumentBackend(backend: CaBackend): CaBackend {
     const histogram = this.issuance;
+    const timed = async <T>(call: () => Promise<T>): Promise<T> => {
+      const end = histogram.startTimer({ backend: backend.kind });
+      try {
+        const signed = await call();
+        end({ result: 'ok' });
+        return signed;
+      } catch (err) {
+        end({ result: 'error' });
+        throw err;
+      }
+    };
     // Delegating wrapper (not Object.create): backends may keep #private fields.
     const wrapped: CaBackend & { rotateRoot?: () => Promise<void> } = {
       kind: backend.kind,
-      sign: async (request, signal) => {
-        const end = histogram.startTimer({ backend: backend.kind });
-        try {
-          const signed = await backend.sign(request, signal);
-          end({ result: 'ok' });
-          return signed;
-        } catch (err) {
-          end({ result: 'error' });
-          throw err;
-        }
-      },
+      sign: (request, signal) => timed(() => backend.sign(request, signal)),
       trustBundle: (signal) => backend.trustBundle(signal),
       close: () => backend.close(),
     };
+    const signPublicKey = backend.signPublicKey;
+    if (signPublicKey) wrapped.signPublicKey = (request, signal) => timed(() => signPublicKey.call(backend, request, signal));
     const rotate = (backend as { rotateRoot?: () => Promise<void> }).rotateRoot;
     if (rotate) wrapped.rotateRoot = () => rotate.call(backend);
     return wrapped;

@@ -1,4 +1,4 @@
-import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
+import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
 import { raceAbort, timedOut } from '../core/abort.js';
 import { ErrorCode, SdsError, errorMessage, type Problem } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -7,8 +7,7 @@ import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import type { CaBackend } from '../ca/ca-backend.js';
 import { defaultCaConfig } from '../ca/ca-config.js';
-import { generateKeys, type KeyType } from '../x509/issue.js';
-import { createCsr } from '../x509/csr.js';
+import { generateKeyObjects, type KeyType } from '../x509/keys.js';
 import { isSelfSigned } from '../x509/certificate-info.js';
 import { splitPem } from '../x509/pem.js';
 import { trustDomainId } from '../x509/spiffe.js';
@@ -91,12 +90,17 @@ export class CaSource implements SecretSource {
   private readonly rootServedAt = new Map<string, number>();
   /** Roots no longer needed, served until this time (ms) so replacement leaves can propagate. */
   private readonly retiring = new Map<string, number>();
+  private readonly parsedRoots = new Map<string, X509Certificate>();
+  private readonly slots: Slots;
+  /** How many served leaves chain to each root (kept as leaves change: every issuance asks). */
+  private readonly leavesPerRoot = new Map<string, number>();
   private bundleTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly abort = new AbortController();
 
   constructor(private readonly opts: CaSourceOptions) {
     this.bundleName = trustDomainId(opts.trustDomain);
+    this.slots = new Slots(opts.backend.signPublicKey ? IN_PROCESS_SLOTS : REMOTE_SLOTS);
     this.bundleStatus = { name: this.bundleName, kind: 'trust-bundle', files: [`${opts.backend.kind} CA`], state: 'pending', warnings: [] };
     this.identities = opts.identities.map((spec) => this.configuredState(spec));
   }
@@ -226,6 +230,7 @@ export class CaSource implements SecretSource {
 
   private drop(id: IdentityState): void {
     id.removed = true;
+    this.setRoot(id, undefined);
     if (id.timer) clearTimeout(id.timer);
     this.identities = this.identities.filter((i) => i !== id);
     this.opts.publisher.remove?.(id.spec.spiffeId);
@@ -260,8 +265,8 @@ export class CaSource implements SecretSource {
       this.publishBundle();
       // A rollover: leaves that chain to a root the CA no longer reports are re-issued now (the
       // new root is already in the served bundle); the old root drops out after the last of them.
-      const stale = this.identities.filter((id) => id.root !== undefined && !certs.includes(id.root) && !id.inFlight);
-      if (changed && stale.length > 0) {
+      const stale = changed ? this.identities.filter((id) => id.root !== undefined && !certs.includes(id.root) && !id.inFlight) : [];
+      if (stale.length > 0) {
         this.opts.log.info('CA root changed; re-issuing identities from the new root', { identities: stale.map((id) => id.spec.spiffeId) });
         for (const id of stale) void this.renew(id);
       }
@@ -285,19 +290,16 @@ export class CaSource implements SecretSource {
     const { spec } = id;
     const started = Date.now();
     try {
-      const keys = await generateKeys(spec.keyType);
-      const csrPem = await createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
-      const signed = await this.withTimeout((signal) =>
-        this.opts.backend.sign({ csrPem, spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds }, signal),
-      );
-      await this.refreshBundle();
-      const keyPem = pkcs8Pem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-      const value = this.checkIssued(spec, signed.chainPem, keyPem);
+      // Key, signature and validation take a bounded number of slots (CPU for a CA in this process,
+      // requests for one elsewhere); waiting for a new root to propagate does not hold one.
+      const value = await this.slots.run(() => this.issueOnce(spec));
       const root = this.rootOf(value.certificateChainPem);
       if (!root) throw new SdsError(ErrorCode.ChainUntrusted, `the certificate for ${spec.spiffeId} does not chain to any root the ${this.opts.backend.kind} CA reports`);
-      await this.ensureServed(root);
+      // After a rollover every re-issued leaf waits for the new root and all wake at once: each then
+      // takes a turn in the slots, so their pushes are spread over event-loop turns, not one burst.
+      if (await this.ensureServed(root)) await this.slots.run(async () => undefined);
       if (this.closed || id.removed) return;
-      id.root = root;
+      this.setRoot(id, root);
       id.notAfter = value.leaf.notAfter;
       id.failures = 0;
       const entry = this.opts.publisher.publish(spec.spiffeId, value);
@@ -342,11 +344,26 @@ export class CaSource implements SecretSource {
     }
   }
 
+  /** A new key, its certificate from the backend, and that certificate validated. */
+  private async issueOnce(spec: IssuedIdentitySpec): Promise<TlsCertificateValue> {
+    const keys = await generateKeyObjects(spec.keyType);
+    const request = { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames, lifetimeSeconds: spec.lifetimeSeconds };
+    const { backend } = this.opts;
+    // A CA in this process signs the key itself; one elsewhere gets a CSR (proof of possession).
+    const signed = await this.withTimeout(async (signal) =>
+      backend.signPublicKey ? backend.signPublicKey({ ...request, publicKey: keys.publicKey }, signal) : backend.sign({ ...request, csrPem: await csrFor(keys, spec) }, signal),
+    );
+    await this.refreshBundle();
+    const keyPem = keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    return this.checkIssued(spec, signed.chainPem, keyPem, keys.privateKey);
+  }
+
   /** Validates what the CA returned: key match, chain order, dates, SPIFFE ID and DNS SANs. */
-  private checkIssued(spec: IssuedIdentitySpec, chainPem: string, keyPem: string): TlsCertificateValue {
+  private checkIssued(spec: IssuedIdentitySpec, chainPem: string, keyPem: string, privateKey: KeyObject): TlsCertificateValue {
     const result = validateTlsCertificate({
       certificateChainPem: chainPem,
       privateKeyPem: keyPem,
+      privateKey,
       certFile: `${this.opts.backend.kind} CA response`,
       keyFile: 'in-memory key',
       expectedSpiffeId: spec.spiffeId,
@@ -358,7 +375,8 @@ export class CaSource implements SecretSource {
     const missing = spec.dnsNames.filter((d) => !result.value.leaf.dnsNames.includes(d));
     if (missing.length > 0) throw new SdsError(ErrorCode.SanMissing, `the ${this.opts.backend.kind} CA returned a certificate for ${spec.spiffeId} without the DNS SAN(s) ${missing.join(', ')}`);
     // Roots sent in the chain are not needed by peers (they hold the bundle): keep leaf + intermediates.
-    const chain = splitPem(result.value.certificateChainPem).filter((b) => !isSelfSigned(b.pem));
+    // The leaf was just validated as the holder of our key: only the certificates after it can be roots.
+    const chain = splitPem(result.value.certificateChainPem).filter((b, i) => i === 0 || !isSelfSigned(b.pem));
     return { ...result.value, certificateChainPem: chain.map((b) => b.pem).join('') };
   }
 
@@ -369,20 +387,48 @@ export class CaSource implements SecretSource {
     if (!last) return undefined;
     const top = new X509Certificate(last.der);
     return [...this.caRoots, ...this.servedRoots].find((root) => {
-      const r = new X509Certificate(root);
+      const r = this.parsedRoot(root);
       return top.checkIssued(r) && top.verify(r.publicKey);
     });
   }
 
-  /** Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy. */
-  private async ensureServed(root: string): Promise<void> {
+  /** Records the root an identity's served leaf chains to, keeping `leavesPerRoot` in step. */
+  private setRoot(id: IdentityState, root: string | undefined): void {
+    if (id.root === root) return;
+    if (id.root !== undefined) {
+      const left = (this.leavesPerRoot.get(id.root) ?? 1) - 1;
+      if (left > 0) this.leavesPerRoot.set(id.root, left);
+      else this.leavesPerRoot.delete(id.root);
+    }
+    if (root !== undefined) this.leavesPerRoot.set(root, (this.leavesPerRoot.get(root) ?? 0) + 1);
+    id.root = root;
+  }
+
+  /** Roots parsed once each (every issuance looks its root up; a rollover issues many at once). */
+  private parsedRoot(pem: string): X509Certificate {
+    let cert = this.parsedRoots.get(pem);
+    if (!cert) {
+      cert = new X509Certificate(pem);
+      this.parsedRoots.set(pem, cert);
+      // Only roots still known are kept.
+      for (const known of this.parsedRoots.keys()) if (!this.caRoots.includes(known) && !this.servedRoots.includes(known) && known !== pem) this.parsedRoots.delete(known);
+    }
+    return cert;
+  }
+
+  /**
+   * Makes sure `root` is in the served bundle; a newly added root gets time to reach every Envoy.
+   * Resolves true when it had to wait for that.
+   */
+  private async ensureServed(root: string): Promise<boolean> {
     if (!this.servedRoots.includes(root)) this.publishBundle([root]);
     // A root added by a rollover gets time to reach every Envoy before a leaf needs it (however
     // it was added: here, or by a bundle refresh just before). The first roots need no wait.
     const wait = (this.rootServedAt.get(root) ?? 0) + (this.opts.bundlePropagationMs ?? CA_DEFAULTS.bundlePropagationMs) - Date.now();
-    if (wait <= 0) return;
+    if (wait <= 0) return false;
     this.opts.log.info('new CA root in the trust bundle; waiting before serving leaves that need it', { waitMs: wait });
     await new Promise((resolve) => setTimeout(resolve, wait));
+    return true;
   }
 
   /**
@@ -391,7 +437,7 @@ export class CaSource implements SecretSource {
    * every Envoy before any Envoy stops trusting the old one.
    */
   private publishBundle(extra: string[] = []): void {
-    const needed = new Set([...this.caRoots, ...extra, ...this.identities.flatMap((id) => (id.root ? [id.root] : []))]);
+    const needed = new Set([...this.caRoots, ...extra, ...this.leavesPerRoot.keys()]);
     const now = Date.now();
     for (const root of this.servedRoots) {
       if (needed.has(root)) {
@@ -410,6 +456,8 @@ export class CaSource implements SecretSource {
     }
     const roots = [...needed];
     if (roots.length === 0) return;
+    // The bundle as served already (every issuance and bundle refresh comes here): nothing to validate or publish.
+    if (this.bundleStatus.state === 'ok' && roots.length === this.servedRoots.length && roots.every((r, i) => r === this.servedRoots[i])) return;
     const result = validateTrustBundle({ files: [{ file: `${this.opts.backend.kind} CA`, text: roots.join('') }], trustDomain: this.opts.trustDomain });
     if (!result.ok) {
       this.problem(this.bundleStatus, result.problem);
@@ -477,8 +525,43 @@ export class CaSource implements SecretSource {
 
 const MIN_RENEW_DELAY_MS = 1000;
 
+/**
+ * Issuances in flight at once. A CA in this process is CPU on this thread: one at a time, each
+ * after a turn of the event loop, so a rollover re-issuing thousands of identities never keeps
+ * streams waiting longer than one issuance. A CA elsewhere is waited on, not computed: a few
+ * dozen requests in flight, not thousands at once.
+ */
+const IN_PROCESS_SLOTS = 1;
+const REMOTE_SLOTS = 32;
 
+/** Runs at most `size` tasks at once, in call order; each starts on a fresh event-loop turn. */
+class Slots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
 
-function pkcs8Pem(der: ArrayBuffer): string {
-  return createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' }).toString();
+  constructor(private readonly size: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running += 1;
+    try {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running -= 1;
+    }
+  }
+}
+
+/** A CSR for a backend outside this process (@peculiar/x509 loaded only then), from the identity's key. */
+async function csrFor(keys: { publicKey: KeyObject; privateKey: KeyObject }, spec: IssuedIdentitySpec): Promise<string> {
+  const { createCsr } = await import('../x509/csr.js');
+  const alg = keys.privateKey.asymmetricKeyType === 'rsa' ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', namedCurve: spec.keyType === 'ec-p384' ? 'P-384' : 'P-256' };
+  const pair = {
+    privateKey: await webcrypto.subtle.importKey('pkcs8', keys.privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
+    publicKey: await webcrypto.subtle.importKey('spki', keys.publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+  };
+  return createCsr(pair, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
 }

@@ -2,15 +2,17 @@
  * Key and certificate generation for the embedded throwaway CA and for tests.
  * Uses @peculiar/x509 over Node's WebCrypto; output is PEM that OpenSSL/BoringSSL (Envoy) accepts.
  */
-import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
+import { KeyObject, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { importAlgorithm, signingAlgorithm } from './key-algorithms.js';
+import { signingAlgorithm } from './key-algorithms.js';
 import { toPem } from './pem.js';
+import { CLOCK_SKEW_MS, LeafSigner } from './leaf-signer.js';
+import { generateKeys, type KeyType } from './keys.js';
 
 // @peculiar/x509 types its provider with the DOM `Crypto`; Node's webcrypto implements the same API.
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
-export type KeyType = 'ec-p256' | 'ec-p384' | 'rsa-2048';
+export { generateKeys, type KeyType } from './keys.js';
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
@@ -22,6 +24,8 @@ export interface CertificateAuthority {
   serialNumber: string;
   readonly cert: x509.X509Certificate;
   readonly keys: CryptoKeyPair;
+  /** Signs this CA's leaves; made on first use (it encodes what every leaf shares once). */
+  signer?: LeafSigner;
 }
 
 export interface CaOptions {
@@ -55,7 +59,7 @@ const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const YEAR = 365 * 24 * HOUR;
 // Back-date notBefore so peers with slightly slow clocks accept a fresh certificate.
-const CLOCK_SKEW = MINUTE;
+const CLOCK_SKEW = CLOCK_SKEW_MS;
 
 export async function createRootCa(opts: CaOptions = {}): Promise<CertificateAuthority> {
   const keys = await generateKeys(opts.keyType);
@@ -96,68 +100,25 @@ export async function issueLeaf(ca: CertificateAuthority, opts: LeafOptions = {}
   return { ...signed, keyPem: await exportKeyPem(keys.privateKey) };
 }
 
-/** Issues a leaf for a public key the CA does not own (a CSR's key): the embedded CA's signing path. */
+/**
+ * Issues a leaf for a public key the CA does not own (a CSR's key): end entity, serverAuth +
+ * clientAuth, the SPIFFE ID as URI SAN, DNS SANs, 1 h unless `notAfter` says otherwise. Signed by
+ * {@link LeafSigner} (DER written directly; see there for why).
+ */
 export async function signLeaf(
   ca: CertificateAuthority,
   publicKey: CryptoKey,
   opts: Omit<LeafOptions, 'keyType'> = {},
 ): Promise<Omit<IssuedLeaf, 'keyPem'>> {
-  const serialNumber = randomSerial();
-  const dnsNames = opts.dnsNames ?? [];
-  const sans: x509.JsonGeneralNames = [
-    ...(opts.spiffeId !== undefined ? [{ type: 'url' as const, value: opts.spiffeId }] : []),
-    ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
-  ];
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-    await authorityKeyId(ca),
-  ];
-  if (sans.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(sans));
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber,
-    // CN is capped at 64 characters, so a SPIFFE ID is not a safe default for it.
-    subject: subjectName(opts.commonName ?? dnsNames[0] ?? 'sds-server leaf'),
-    issuer: ca.cert.subjectName,
-    publicKey,
-    signingKey: ca.keys.privateKey,
-    signingAlgorithm: signingAlgorithm(ca.keys.privateKey),
+  ca.signer ??= new LeafSigner(ca.certPem, KeyObject.from(ca.keys.privateKey));
+  const spki = await webcrypto.subtle.exportKey('spki', publicKey);
+  const { certPem, serialNumber } = ca.signer.sign(spki, {
+    ...(opts.spiffeId !== undefined ? { spiffeId: opts.spiffeId } : {}),
+    ...(opts.dnsNames ? { dnsNames: opts.dnsNames } : {}),
+    ...(opts.commonName !== undefined ? { commonName: opts.commonName } : {}),
     ...validity(opts, HOUR),
-    extensions,
   });
-  const certPem = toPem('CERTIFICATE', cert.rawData);
-  const selfSigned = await ca.cert.isSelfSigned();
-  return { certPem, serialNumber, chainPem: selfSigned ? certPem : certPem + ca.certPem };
-}
-
-/**
- * Loads an operator-provided (or persisted) CA from PEM certificate and PKCS#8 key.
- * Throws with a message naming what is wrong; never includes key bytes.
- */
-export async function loadAuthority(certPem: string, keyPem: string): Promise<CertificateAuthority> {
-  const cert = new x509.X509Certificate(certPem);
-  const importAlg = importAlgorithm(cert.publicKey.algorithm);
-  const pkcs8 = createPrivateKey(keyPem).export({ format: 'der', type: 'pkcs8' });
-  const privateKey = await webcrypto.subtle.importKey('pkcs8', pkcs8, importAlg, true, ['sign']);
-  const publicKey = await cert.publicKey.export(importAlg, ['verify']);
-  return toAuthority(cert, { privateKey, publicKey }, cert.serialNumber.toUpperCase());
-}
-
-export async function generateKeys(keyType: KeyType = 'ec-p256'): Promise<CryptoKeyPair> {
-  const usages: webcrypto.KeyUsage[] = ['sign', 'verify'];
-  switch (keyType) {
-    case 'ec-p256':
-      return webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, usages);
-    case 'ec-p384':
-      return webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-384' }, true, usages);
-    case 'rsa-2048':
-      return webcrypto.subtle.generateKey(
-        { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
-        true,
-        usages,
-      );
-  }
+  return { certPem, serialNumber, chainPem: ca.signer.selfSigned ? certPem : certPem + ca.certPem };
 }
 
 /** 16 random bytes, first byte in 0x01..0x7f: positive and minimally DER-encoded at full length. */

@@ -1,13 +1,13 @@
 import { readSecretFileOrThrow } from '../../core/read-secret-file.js';
+import { KeyObject } from 'node:crypto';
 import fs from 'node:fs/promises';
-import * as x509 from '@peculiar/x509';
 import { trustDomainId } from '../../x509/spiffe.js';
 import path from 'node:path';
 import type { Logger } from '../../core/logger.js';
 import { ErrorCode, SdsError } from '../../core/errors.js';
-import { createRootCa, loadAuthority, signLeaf, type CertificateAuthority, type KeyType } from '../../x509/issue.js';
-import { readCsr } from '../../x509/csr.js';
-import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
+import type { KeyType } from '../../x509/issue.js';
+import { CLOCK_SKEW_MS, LeafSigner } from '../../x509/leaf-signer.js';
+import type { CaBackend, PublicKeySignRequest, SignRequest, SignedCertificate } from '../ca-backend.js';
 
 export interface EmbeddedCaOptions {
   trustDomain: string;
@@ -21,6 +21,20 @@ export interface EmbeddedCaOptions {
   log: Logger;
 }
 
+/**
+ * The CA as this backend uses it: PEM (to persist and to serve) and a signer. @peculiar/x509
+ * (./issue.ts, ./csr.ts) is imported only to create a root or read a CSR, so a restart with a kept
+ * root does not load it (start-up time, BENCHMARKS.md).
+ */
+interface Authority {
+  certPem: string;
+  keyPem: string;
+  signer: LeafSigner;
+  /** ms since the epoch: leaves never outlive it. */
+  notAfter: number;
+  serialNumber: string;
+}
+
 const CERT_FILE = 'ca.crt';
 const KEY_FILE = 'ca.key';
 
@@ -32,7 +46,7 @@ export class EmbeddedCa implements CaBackend {
   readonly kind = 'embedded';
 
   private constructor(
-    private authority: CertificateAuthority,
+    private authority: Authority,
     private readonly opts: EmbeddedCaOptions,
   ) {}
 
@@ -46,12 +60,25 @@ export class EmbeddedCa implements CaBackend {
 
   async sign(request: SignRequest, signal: AbortSignal): Promise<SignedCertificate> {
     signal.throwIfAborted();
+    const { readCsr } = await import('../../x509/csr.js');
     const { publicKey } = await readCsr(request.csrPem);
-    const caNotAfter = this.authority.cert.notAfter.getTime();
-    // A leaf never outlives its CA.
-    const notAfter = new Date(Math.min(Date.now() + request.lifetimeSeconds * 1000, caNotAfter));
-    const leaf = await signLeaf(this.authority, publicKey, { spiffeId: request.spiffeId, dnsNames: request.dnsNames, notAfter });
-    return { chainPem: leaf.chainPem };
+    return this.signPublicKey({ publicKey: KeyObject.from(publicKey), spiffeId: request.spiffeId, dnsNames: request.dnsNames, lifetimeSeconds: request.lifetimeSeconds }, signal);
+  }
+
+  /** Signs a key generated in this process: no CSR to encode and parse back (CaBackend.signPublicKey). */
+  async signPublicKey(request: PublicKeySignRequest, signal: AbortSignal): Promise<SignedCertificate> {
+    signal.throwIfAborted();
+    const spki = request.publicKey.export({ type: 'spki', format: 'der' });
+    const now = Date.now();
+    const { signer, certPem } = this.authority;
+    const leaf = signer.sign(spki, {
+      spiffeId: request.spiffeId,
+      dnsNames: request.dnsNames,
+      notBefore: new Date(now - CLOCK_SKEW_MS),
+      // A leaf never outlives its CA.
+      notAfter: new Date(Math.min(now + request.lifetimeSeconds * 1000, this.authority.notAfter)),
+    });
+    return { chainPem: signer.selfSigned ? leaf.certPem : leaf.certPem + certPem };
   }
 
   async trustBundle(signal: AbortSignal): Promise<string[]> {
@@ -62,7 +89,7 @@ export class EmbeddedCa implements CaBackend {
   /** Replaces the root with a new one (persisted when a data dir is set): a CA rollover. */
   async rotateRoot(): Promise<void> {
     if (this.opts.caCertFile) throw new SdsError(ErrorCode.ConfigInvalid, 'the CA is provided by the operator (caCert/caKey); replace those files to roll it');
-    const next = await createRootCa({ commonName: rootName(this.opts.trustDomain), trustDomain: this.opts.trustDomain, keyType: this.opts.keyType ?? 'ec-p256' });
+    const next = await generateRoot(this.opts);
     if (this.opts.dataDir) await persist(this.opts.dataDir, next);
     this.opts.log.info('embedded CA root rotated', { trustDomain: this.opts.trustDomain, serial: next.serialNumber });
     this.authority = next;
@@ -71,12 +98,12 @@ export class EmbeddedCa implements CaBackend {
   async close(): Promise<void> {}
 }
 
-async function loadOrCreate(opts: EmbeddedCaOptions): Promise<CertificateAuthority> {
+async function loadOrCreate(opts: EmbeddedCaOptions): Promise<Authority> {
   if (opts.caCertFile || opts.caKeyFile) {
     if (!opts.caCertFile || !opts.caKeyFile) throw new SdsError(ErrorCode.ConfigInvalid, 'embedded CA: give both caCert and caKey, or neither');
     const [cert, key] = await Promise.all([readSecretFileOrThrow(opts.caCertFile), readSecretFileOrThrow(opts.caKeyFile)]);
     try {
-      return await loadAuthority(cert, key);
+      return authority(cert, key);
     } catch (err) {
       throw new SdsError(ErrorCode.KeyInvalid, `embedded CA: cannot use ${opts.caCertFile} with ${opts.caKeyFile}: ${(err as Error).message.split('\n')[0]}`);
     }
@@ -86,24 +113,43 @@ async function loadOrCreate(opts: EmbeddedCaOptions): Promise<CertificateAuthori
     const keyPath = path.join(opts.dataDir, KEY_FILE);
     const existing = await inDataDir(opts.dataDir, () => readPair(certPath, keyPath));
     if (existing) {
-      const authority = await loadAuthority(existing.cert, existing.key);
+      const kept = authority(existing.cert, existing.key);
       // A root kept for one trust domain must not sign another's identities: its bundle would name
       // the wrong trust domain and every peer validating by trust domain would refuse it.
-      const kept = authority.cert.getExtension(x509.SubjectAlternativeNameExtension)?.names.items.find((n) => n.type === 'url')?.value;
-      if (kept !== undefined && kept !== trustDomainId(opts.trustDomain)) {
-        throw new SdsError(ErrorCode.CaDataDir, `the CA root kept in ${opts.dataDir} is for ${kept}, not ${trustDomainId(opts.trustDomain)}; give each trust domain its own --data-dir`);
+      const keptFor = uriSan(kept.signer.cert.subjectAltName);
+      if (keptFor !== undefined && keptFor !== trustDomainId(opts.trustDomain)) {
+        throw new SdsError(ErrorCode.CaDataDir, `the CA root kept in ${opts.dataDir} is for ${keptFor}, not ${trustDomainId(opts.trustDomain)}; give each trust domain its own --data-dir`);
       }
-      opts.log.info('embedded CA loaded', { dataDir: opts.dataDir, serial: authority.serialNumber, notAfter: authority.cert.notAfter.toISOString() });
-      return authority;
+      opts.log.info('embedded CA loaded', { dataDir: opts.dataDir, serial: kept.serialNumber, notAfter: new Date(kept.notAfter).toISOString() });
+      return kept;
     }
   }
-  const authority = await createRootCa({ commonName: rootName(opts.trustDomain), trustDomain: opts.trustDomain, keyType: opts.keyType ?? 'ec-p256' });
+  const created = await generateRoot(opts);
   if (opts.dataDir) {
     const dir = opts.dataDir;
-    await inDataDir(dir, () => persist(dir, authority));
+    await inDataDir(dir, () => persist(dir, created));
   }
-  opts.log.info('embedded CA created', { trustDomain: opts.trustDomain, serial: authority.serialNumber, ...(opts.dataDir ? { dataDir: opts.dataDir } : { persisted: false }) });
-  return authority;
+  opts.log.info('embedded CA created', { trustDomain: opts.trustDomain, serial: created.serialNumber, ...(opts.dataDir ? { dataDir: opts.dataDir } : { persisted: false }) });
+  return created;
+}
+
+/** A CA from PEM certificate and private key (PKCS#8, SEC1 or PKCS#1); throws naming what is wrong, never key bytes. */
+function authority(certPem: string, keyPem: string): Authority {
+  const signer = LeafSigner.fromPem(certPem, keyPem);
+  return { certPem: signer.cert.toString(), keyPem, signer, notAfter: Date.parse(signer.cert.validTo), serialNumber: signer.cert.serialNumber.toUpperCase() };
+}
+
+/** A new self-signed root for the trust domain (@peculiar/x509, imported here: creating a root is rare). */
+async function generateRoot(opts: EmbeddedCaOptions): Promise<Authority> {
+  const { createRootCa } = await import('../../x509/issue.js');
+  const root = await createRootCa({ commonName: rootName(opts.trustDomain), trustDomain: opts.trustDomain, keyType: opts.keyType ?? 'ec-p256' });
+  const signer = new LeafSigner(root.certPem, KeyObject.from(root.keys.privateKey));
+  return { certPem: root.certPem, keyPem: root.keyPem, signer, notAfter: root.cert.notAfter.getTime(), serialNumber: root.serialNumber };
+}
+
+/** The first URI SAN in Node's `subjectAltName` text (`URI:spiffe://td, DNS:x`), if any. */
+function uriSan(subjectAltName: string | undefined): string | undefined {
+  return subjectAltName?.split(', ').find((n) => n.startsWith('URI:'))?.slice('URI:'.length);
 }
 
 /** Runs a file operation in the CA's data directory; a failure names the directory and the way out. */
@@ -126,7 +172,7 @@ async function readPair(certPath: string, keyPath: string): Promise<{ cert: stri
 }
 
 /** Writes key then certificate, each atomically (temp file + rename); the key is 0600 from birth. */
-async function persist(dir: string, authority: CertificateAuthority): Promise<void> {
+async function persist(dir: string, authority: Authority): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   await writeAtomic(path.join(dir, KEY_FILE), authority.keyPem, 0o600);
   await writeAtomic(path.join(dir, CERT_FILE), authority.certPem, 0o644);
