@@ -21,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
+import { runSpireComparison, wantsSpirePeer } from './spire/compare.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -317,6 +318,20 @@ function machine(): string[] {
 // ---- main --------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  if (wantsSpirePeer(argv)) {
+    // `--peer spire`: only the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
+    await runSpireComparison({
+      root: ROOT,
+      cliMain: path.join(OUT, 'src/cli/main.js'),
+      argv,
+      name: NAME,
+      build,
+      makeFixture,
+      startLoadgen: () => BenchChild.start('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT }),
+      machine,
+    });
+    return;
+  }
   const t0 = wallMs();
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
   log('building (tsc -p scripts/bench/tsconfig.json)');
