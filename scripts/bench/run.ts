@@ -12,6 +12,7 @@
  * test, not the specified figures), --only=fanout,storm2k,churn (subset), --levels=100,1000
  * (fan-out levels), --profile (server CPU profiles into the temp dir), --heap-snapshot (server
  * heap snapshots after subscribing), --churn-floor (also churn the floor).
+ * --peer spire: instead, the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds spire-server and spire-agent (SPIRE v1.13.3 unless SPIRE_VERSION says otherwise) from the
 # Go module proxy into .tools/spire-<version>/bin, once; later runs reuse the binaries.
-# Used by `npm run bench -- --peer spire`; runnable on its own. Needs Go (SPIRE 1.13 wants >= 1.24).
+# Used by `npm run bench -- --peer spire`; runnable on its own. Needs Go (SPIRE 1.13.3 declares go 1.25.3; an older Go with GOTOOLCHAIN=auto fetches that toolchain from the proxy).
 set -euo pipefail
 
 version="${SPIRE_VERSION:-1.13.3}"
@@ -16,7 +16,7 @@ fi
 
 if ! command -v go >/dev/null 2>&1; then
   echo "install-spire: Go is not installed (or not on PATH); the SPIRE comparison builds spire-server" >&2
-  echo "  and spire-agent $version from source. Install Go >= 1.24 (https://go.dev/dl/) and re-run," >&2
+  echo "  and spire-agent $version from source. Install Go >= 1.25 (https://go.dev/dl/) and re-run," >&2
   echo "  or put prebuilt binaries in $bin." >&2
   exit 127
 fi

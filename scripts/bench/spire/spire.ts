@@ -67,6 +67,7 @@ export function procFigures(pid: number): ProcFigures {
 export class PeerProcess {
   readonly exited: Promise<number | null>;
   private lines: string[] = [];
+  private lineWaiters = new Set<() => void>();
 
   constructor(
     readonly label: string,
@@ -90,8 +91,6 @@ export class PeerProcess {
       }),
     );
   }
-
-  private lineWaiters = new Set<() => void>();
 
   get pid(): number {
     return this.proc.pid!;
