@@ -31,6 +31,7 @@ import {
   sampleProcess,
   serveIpc,
   wallMs,
+  type StormReply,
 } from './common.js';
 import { RawH2Connection, requestHeaderBlock, type RawStreamHandler } from './raw-h2.js';
 
@@ -121,7 +122,7 @@ interface OpenArgs {
   timeoutMs?: number;
 }
 
-function open(args: OpenArgs): Promise<unknown> {
+function open(args: OpenArgs): Promise<StormReply> {
   const { group: id, socket, conns, perConn, name } = args;
   const expected = conns * perConn;
   const g: Group = {

@@ -29,7 +29,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { median, wallMs, type BenchChild } from '../common.js';
+import { median, wallMs, type BenchChild, type StormReply } from '../common.js';
 import { installSpire, procFigures, spawnPeer, SpireServer, SPIRE_VERSION, type PeerProcess, type ProcFigures } from './spire.js';
 
 const KiB = 1024;
@@ -74,16 +74,6 @@ interface RunResult {
   idleSeconds: number;
   /** spire-server's CPU over the same idle window (SPIRE's control plane; the sds-server has none). */
   controlPlaneIdleCpuPercent?: number;
-}
-
-interface StormReply {
-  allServedMs?: number;
-  served: number;
-  expected: number;
-  refused: number;
-  streamErrors: number;
-  errorSamples: string[];
-  responseBytes: number;
 }
 
 interface Options {
@@ -166,8 +156,13 @@ export async function runSpireComparison(deps: SpireComparisonDeps): Promise<voi
     const exited = proc.exited.then((code) => {
       throw new Error(`${proc.label} exited (${code}) before serving:\n${proc.tail()}`);
     });
-    const { at } = await Promise.race([probe, exited]);
-    return { proc, socket, startupMs: at - spawnedAt };
+    try {
+      const { at } = await Promise.race([probe, exited]);
+      return { proc, socket, startupMs: at - spawnedAt };
+    } catch (err) {
+      await proc.stop();
+      throw err;
+    }
   };
 
   const runOne = async (peer: Peer, n: number, round: number): Promise<RunResult> => {
