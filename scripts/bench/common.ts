@@ -134,6 +134,27 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+// ---- load generator replies --------------------------------------------------------------------
+
+/** The load generator's reply to `open` (a connect storm; scripts/bench/loadgen.ts). Times in ms. */
+export interface StormReply {
+  startedAt: number;
+  /** Until every stream had its first response; undefined when the storm timed out. */
+  allServedMs?: number;
+  served: number;
+  expected: number;
+  /** Connects refused before the connection existed (then retried), by error code. */
+  refused: number;
+  refusedCodes: Record<string, number>;
+  streamErrors: number;
+  errorSamples: string[];
+  firstResponseP50Ms: number;
+  firstResponseP99Ms: number;
+  /** Size of one DiscoveryResponse as received (bytes). */
+  responseBytes: number;
+  timedOut: boolean;
+}
+
 // ---- process measurements (used by both server entries) ----------------------------------------
 
 export interface ProcessSample {

@@ -12,6 +12,9 @@
  *   wait   {group, version, timeoutMs}            resolves when every stream of the group has received `version`
  *   close  {group}                                closes the group's connections
  *   churn  {socket, name, rate, seconds, ...}     streams opening and closing at `rate` per second
+ *   probe  {socket, name, timeoutMs}              retries one stream until it is answered (start-up time)
+ *   wait   {group, version: '*'}                  as wait, for ANY new version since `arm` on every stream
+ *                                                  (peers whose version_info is a per-stream counter: SPIRE)
  *   sample {}                                     this process's memory/CPU
  */
 import http2 from 'node:http2';
@@ -28,6 +31,7 @@ import {
   sampleProcess,
   serveIpc,
   wallMs,
+  type StormReply,
 } from './common.js';
 import { RawH2Connection, requestHeaderBlock, type RawStreamHandler } from './raw-h2.js';
 
@@ -53,7 +57,12 @@ interface Group {
   errorSamples: string[];
   responseBytes: number;
   closing: boolean;
+  /** Since the last `arm`: streams that received a version other than the one they held. */
+  armed: { gen: number; count: number; firstAt: number; lastAt: number };
 }
+
+/** The `armed.gen` each stream last counted for (a side table: RawStream belongs to raw-h2.ts). */
+const armedSeen = new WeakMap<object, number>();
 
 const groups = new Map<string, Group>();
 
@@ -113,7 +122,7 @@ interface OpenArgs {
   timeoutMs?: number;
 }
 
-function open(args: OpenArgs): Promise<unknown> {
+function open(args: OpenArgs): Promise<StormReply> {
   const { group: id, socket, conns, perConn, name } = args;
   const expected = conns * perConn;
   const g: Group = {
@@ -125,6 +134,7 @@ function open(args: OpenArgs): Promise<unknown> {
     errorSamples: [],
     responseBytes: 0,
     closing: false,
+    armed: { gen: 0, count: 0, firstAt: 0, lastAt: 0 },
   };
   groups.set(id, g);
   let refused = 0;
@@ -177,6 +187,14 @@ function open(args: OpenArgs): Promise<unknown> {
           v.count += 1;
           v.lastAt = t;
           if (v.count === g.expected) g.waiters.get(versionInfo)?.();
+          const a = g.armed;
+          if (a.gen > 0 && armedSeen.get(state) !== a.gen) {
+            armedSeen.set(state, a.gen);
+            if (a.count === 0) a.firstAt = t;
+            a.count += 1;
+            a.lastAt = t;
+            if (a.count === g.expected) g.waiters.get(ANY_VERSION)?.();
+          }
         }
         if (firstCount === expected) finish(false);
       },
@@ -209,14 +227,22 @@ function open(args: OpenArgs): Promise<unknown> {
   });
 }
 
+/** `wait` for this version: every stream has received some version other than the one it held at `arm`. */
+const ANY_VERSION = '*';
+
 function wait(args: { group: string; version: string; timeoutMs?: number }): Promise<unknown> {
   const g = groups.get(args.group);
   if (!g) throw new Error(`no group ${args.group}`);
   const report = (): unknown => {
+    if (args.version === ANY_VERSION) {
+      const a = g.armed;
+      return { count: a.count, expected: g.expected, firstAt: a.count ? a.firstAt : undefined, lastAt: a.count ? a.lastAt : undefined, complete: a.count >= g.expected };
+    }
     const v = g.versions.get(args.version);
     return { count: v?.count ?? 0, expected: g.expected, firstAt: v?.firstAt, lastAt: v?.lastAt, complete: (v?.count ?? 0) >= g.expected };
   };
-  if ((g.versions.get(args.version)?.count ?? 0) >= g.expected) return Promise.resolve(report());
+  const have = args.version === ANY_VERSION ? g.armed.count : (g.versions.get(args.version)?.count ?? 0);
+  if (have >= g.expected) return Promise.resolve(report());
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       g.waiters.delete(args.version);
@@ -232,7 +258,10 @@ function wait(args: { group: string; version: string; timeoutMs?: number }): Pro
 
 /** Forgets version counts (before a rotation, so a version that comes back is counted afresh). */
 function arm(args: { group: string }): unknown {
-  groups.get(args.group)?.versions.clear();
+  const g = groups.get(args.group);
+  if (!g) return {};
+  g.versions.clear();
+  g.armed = { gen: g.armed.gen + 1, count: 0, firstAt: 0, lastAt: 0 };
   return {};
 }
 
@@ -253,6 +282,60 @@ async function close(args: { group: string }): Promise<unknown> {
     ),
   );
   return { closed: conns.length, streamErrors: g.streamErrors, errorSamples: g.errorSamples };
+}
+
+// ---- start-up probe ----------------------------------------------------------------------------
+
+interface ProbeArgs {
+  socket: string;
+  name: string;
+  timeoutMs?: number;
+  /** Pause between attempts while nothing listens yet (ms); the resolution of the start-up figure. */
+  retryMs?: number;
+}
+
+/**
+ * Opens one connection and one stream asking for `name`, again and again until a response arrives
+ * (the socket may not exist yet, or refuse, or the stream may end unanswered): resolves with the
+ * wall-clock time that first response arrived and how many attempts it took.
+ */
+function probe(args: ProbeArgs): Promise<unknown> {
+  const { socket, name } = args;
+  const retryMs = args.retryMs ?? 2;
+  const deadline = wallMs() + (args.timeoutMs ?? 30_000);
+  const headerBlock = requestHeaderBlock(SDS_V3_STREAM_PATH);
+  const first = grpcFrame(encodeDiscoveryRequest({ node: encodeNode('probe', 'bench'), names: [name], typeUrl: SECRET_TYPE_URL_V3 }));
+  let attempts = 0;
+  let lastError = '';
+  return new Promise((resolve, reject) => {
+    const attempt = (): void => {
+      if (wallMs() > deadline) {
+        reject(new Error(`no response from ${socket} within ${args.timeoutMs ?? 30_000} ms after ${attempts} attempts (last: ${lastError})`));
+        return;
+      }
+      attempts += 1;
+      let settled = false;
+      const retry = (why: string): void => {
+        if (settled) return;
+        settled = true;
+        lastError = why;
+        conn.destroy();
+        setTimeout(attempt, retryMs);
+      };
+      const conn = new RawH2Connection(socket, (_c, err) => retry(err ? `${err.code ?? ''} ${err.message}` : 'connection closed'));
+      conn.open(headerBlock, first, {
+        onMessage: () => {
+          if (settled) return;
+          settled = true;
+          const at = wallMs();
+          conn.destroy();
+          resolve({ at, attempts });
+        },
+        onEnd: (_s, reason) => retry(`stream ended: ${reason}`),
+      });
+    };
+    attempt();
+  });
 }
 
 // ---- churn -------------------------------------------------------------------------------------
@@ -417,6 +500,7 @@ serveIpc({
   arm: (a) => arm(a as unknown as { group: string }),
   close: (a) => close(a as unknown as { group: string }),
   churn: (a) => churn(a as unknown as ChurnArgs),
+  probe: (a) => probe(a as unknown as ProbeArgs),
   sample: (a) => sampleProcess(a.gc === true),
 });
 process.send?.({ ready: true });

@@ -13,6 +13,7 @@
  * (fan-out levels), --profile (server CPU profiles into the temp dir), --heap-snapshot (server
  * heap snapshots after subscribing), --churn-floor (also churn the floor).
  * --only=startup: the start-up comparison alone (scripts/bench/startup.ts, also bench:startup).
+ * --peer spire: instead, the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -23,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
 import { measureStartup, startupRows } from './startup.js';
+import { runSpireComparison, wantsSpirePeer } from './spire/compare.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -319,6 +321,20 @@ function machine(): string[] {
 // ---- main --------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  if (wantsSpirePeer(argv)) {
+    // `--peer spire`: only the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
+    await runSpireComparison({
+      root: ROOT,
+      cliMain: path.join(OUT, 'src/cli/main.js'),
+      argv,
+      name: NAME,
+      build,
+      makeFixture,
+      startLoadgen: () => BenchChild.start('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT }),
+      machine,
+    });
+    return;
+  }
   const t0 = wallMs();
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
   log('building (tsc -p scripts/bench/tsconfig.json)');
