@@ -100,7 +100,7 @@ export interface IdentityConfig {
 
 export const DEFAULTS = {
   socketMode: 0o660,
-  debounceMs: 50,
+  debounceMs: 0,
   pollIntervalMs: 10_000,
   trustDomain: 'example.org',
   lifetimeSeconds: 3600,
