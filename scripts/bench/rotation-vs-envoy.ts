@@ -325,6 +325,7 @@ async function runRound(bin: string, ca: CertificateAuthority, opts: RotationBen
         }
       }
     }
+    if (process.env.BENCH_DEBUG) for (const [k, v] of ms) opts.log(`${k}: ${[...v].sort((x, y) => x - y).map((x) => x.toFixed(1)).join(" ")}`);
     return { ms, loadavg: readFileSync('/proc/loadavg', 'utf8').trim().split(' ').slice(0, 3).join(' ') };
   } finally {
     for (const p of pollers) p.close();

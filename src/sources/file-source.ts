@@ -16,7 +16,7 @@ import { parseSpiffeId } from '../x509/spiffe.js';
 import type { Logger } from '../core/logger.js';
 import type { SecretValue } from '../secrets/secret.js';
 import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
-import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
+import { validateTlsCertificate, type ParsedKeyCache } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
@@ -96,6 +96,8 @@ interface Tracked {
   graceTimer?: NodeJS.Timeout;
   /** The next read was asked for by reloadAll (poll, SIGHUP): a refusal is logged at once. */
   reloadRequested?: boolean;
+  /** The last private key parsed for this secret (a rotation re-reads it). */
+  keyCache: ParsedKeyCache;
   /** Inputs of the value last accepted, and when (performance.now()) they were validated. */
   accepted?: { inputs: string[]; at: number };
   /** The value last accepted (published or unchanged). */
@@ -209,6 +211,7 @@ export class FileSource implements SecretSource {
       files,
       status: { name: source.spec.name, kind: source.kind, files, state: 'pending', warnings: [] },
       task: new SerialTask(() => this.load(tracked)),
+      keyCache: {},
     };
     return tracked;
   }
@@ -294,7 +297,7 @@ export class FileSource implements SecretSource {
         return;
       }
       if (this.unchangedSinceAccepted(t, read.value, now)) return;
-      const result = this.validate(t.source, read.value, now);
+      const result = this.validate(t, read.value, now);
       if (result.ok) {
         t.accepted = { inputs: read.value, at: performance.now() };
         this.accept(t, result.value, result.warnings);
@@ -347,7 +350,8 @@ export class FileSource implements SecretSource {
     return !leaf || (now.getTime() >= leaf.notBefore.getTime() && now.getTime() <= leaf.notAfter.getTime());
   }
 
-  private validate(source: Spec, inputs: string[], now: Date): Result<SecretValue> {
+  private validate(t: Tracked, inputs: string[], now: Date): Result<SecretValue> {
+    const source = t.source;
     if (source.kind === 'tls-certificate') {
       return validateTlsCertificate({
         certificateChainPem: inputs[0] ?? '',
@@ -355,6 +359,7 @@ export class FileSource implements SecretSource {
         certFile: path.resolve(source.spec.certFile),
         keyFile: path.resolve(source.spec.keyFile),
         now,
+        keyCache: t.keyCache,
         ...(source.spec.expectedSpiffeId !== undefined ? { expectedSpiffeId: source.spec.expectedSpiffeId } : {}),
       });
     }
