@@ -96,11 +96,10 @@ export class DirWatchSet {
 
   /** fs.watch on the directory itself: one inotify watch, events as they happen, no throttle. */
   private openDirect(dir: string, names: Set<string>): FsWatcher | undefined {
-    const wanted = (name: string): boolean => names.has(name) || name.startsWith('..');
     try {
       const watcher = fsWatch(dir, { persistent: false }, (_type, name) => {
         // No name (some platforms): cannot tell, so re-read.
-        if (name === null || wanted(String(name))) this.emit(dir);
+        if (name === null || isWanted(String(name), names, true)) this.emit(dir);
       });
       // E.g. the directory was removed: chokidar and the next sync handle that.
       watcher.on('error', (err) => this.log.debug('directory watch error', { dir, error: err }));
@@ -123,7 +122,10 @@ export class DirWatchSet {
       // atomic would hold back unlink events for 100 ms to merge them with a re-add; we do not
       // care about event types.
       atomic: false,
-      ignored: onlyEntries(dir, names),
+      // Only the secret files themselves: the plain watch reports Kubernetes' `..` entries, and
+      // chokidar following each new `..data_tmp` link and timestamped directory cost more event
+      // loop time, right when a rotation is read, than the read itself.
+      ignored: onlyEntries(dir, names, false),
     });
     watcher.on('all', () => this.emit(dir));
     // Without an 'error' listener an EventEmitter error would be thrown and crash the process.
@@ -161,18 +163,21 @@ export async function watchPointOf(file: string): Promise<{ dir: string; name: s
 }
 
 /**
- * Ignore everything but the entries we care about, plus Kubernetes' `..data`-style entries (their
- * creation is an early sign of a rotation). In a shared directory such as /etc/ssl/certs this also
+ * Ignore everything but the entries we care about, plus (with `dotDot`) Kubernetes' `..data`-style
+ * entries, whose swap is the rotation. In a shared directory such as /etc/ssl/certs this also
  * keeps chokidar from putting an inotify watch on every unrelated file.
  */
-function onlyEntries(dir: string, names: Set<string>): (p: string) => boolean {
+function onlyEntries(dir: string, names: Set<string>, dotDot: boolean): (p: string) => boolean {
   return (p) => {
     const abs = path.resolve(p);
     if (abs === dir) return false;
     if (path.dirname(abs) !== dir) return true;
-    const base = path.basename(abs);
-    return !(names.has(base) || base.startsWith('..'));
+    return !isWanted(path.basename(abs), names, dotDot);
   };
+}
+
+function isWanted(base: string, names: Set<string>, dotDot: boolean): boolean {
+  return names.has(base) || (dotDot && base.startsWith('..'));
 }
 
 function readyWithin(watcher: FSWatcher, ms: number): Promise<boolean> {

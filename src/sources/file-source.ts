@@ -98,6 +98,8 @@ interface Tracked {
   reloadRequested?: boolean;
   /** The last private key parsed for this secret (a rotation re-reads it). */
   keyCache: ParsedKeyCache;
+  /** Inputs and verdict of the last read that failed validation. */
+  refused?: { inputs: string[]; problem: Problem };
   /** Inputs of the value last accepted, and when (performance.now()) they were validated. */
   accepted?: { inputs: string[]; at: number };
   /** The value last accepted (published or unchanged). */
@@ -297,11 +299,20 @@ export class FileSource implements SecretSource {
         return;
       }
       if (this.unchangedSinceAccepted(t, read.value, now)) return;
+      // The same files as the last refused read (the watcher reports one rename several times):
+      // same verdict, without validating again. A poll or SIGHUP validates afresh (time-dependent
+      // checks such as "not valid yet").
+      if (!requested && t.refused && sameInputs(t.refused.inputs, read.value)) {
+        this.refuse(t, t.refused.problem, requested);
+        return;
+      }
       const result = this.validate(t, read.value, now);
+      t.refused = undefined;
       if (result.ok) {
         t.accepted = { inputs: read.value, at: performance.now() };
         this.accept(t, result.value, result.warnings);
       } else {
+        t.refused = { inputs: read.value, problem: result.problem };
         this.refuse(t, result.problem, requested);
       }
     } catch (err) {
@@ -345,7 +356,7 @@ export class FileSource implements SecretSource {
   private unchangedSinceAccepted(t: Tracked, inputs: string[], now: Date): boolean {
     const last = t.accepted;
     if (!last || t.status.state !== 'ok' || performance.now() - last.at >= REVALIDATE_UNCHANGED_MS) return false;
-    if (last.inputs.length !== inputs.length || last.inputs.some((text, i) => text !== inputs[i])) return false;
+    if (!sameInputs(last.inputs, inputs)) return false;
     const leaf = t.value?.kind === 'tls-certificate' ? t.value.leaf : undefined;
     return !leaf || (now.getTime() >= leaf.notBefore.getTime() && now.getTime() <= leaf.notAfter.getTime());
   }
@@ -500,6 +511,10 @@ function bounded(problem: Problem): Problem {
 function trustDomainOf(value: SecretValue | undefined): string | undefined {
   const id = value?.kind === 'tls-certificate' ? value.leaf.spiffeId : undefined;
   return id === undefined ? undefined : parseSpiffeId(id)?.trustDomain;
+}
+
+function sameInputs(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((text, i) => text === b[i]);
 }
 
 function addTo(targets: WatchTargets, dir: string, name: string): void {
