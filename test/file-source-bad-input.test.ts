@@ -31,8 +31,8 @@ import {
   type Push,
 } from './helpers/files.js';
 
-const DEBOUNCE_MS = 20;
-const SETTLE_MS = DEBOUNCE_MS * 4 + 100;
+// How long nothing may be pushed after a refusal, for the "nothing pushed" checks.
+const SETTLE_MS = 100;
 const NAME = 'workload';
 const HOUR = 3_600_000;
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -82,7 +82,6 @@ async function startWithGoodTls(): Promise<TlsFixture> {
     bundles: [],
     publisher: store,
     log: logs.logger,
-    debounceMs: DEBOUNCE_MS,
     pollIntervalMs: 0,
   });
   sources.push(source);
@@ -96,6 +95,8 @@ async function startWithGoodTls(): Promise<TlsFixture> {
 async function expectRefused(f: TlsFixture, code: ErrorCode, file: string): Promise<string> {
   const version = f.store.get(NAME)?.version;
   await waitFor(`status to report ${code}`, () => f.source.status()[0]?.lastError?.code === code);
+  // Logged once it has outlived the grace given to a rotation in progress (REFUSAL_LOG_GRACE_MS).
+  await waitFor(`the ${code} refusal to be logged`, () => logs.records().some((r) => r.level === 'warn' && r.code === code));
   await sleep(SETTLE_MS);
   expect(f.pushes).toHaveLength(1);
   expect(f.store.get(NAME)?.version).toBe(version);
@@ -292,8 +293,7 @@ describe('FileSource with bad input keeps the last good version', () => {
         bundles: [{ name: 'roots', caFiles: [caFile], trustDomain: 'example.org' }],
         publisher: store,
         log: logs.logger,
-        debounceMs: DEBOUNCE_MS,
-        pollIntervalMs: 0,
+            pollIntervalMs: 0,
       });
       sources.push(source);
       await source.start();

@@ -14,6 +14,8 @@
  * heap snapshots after subscribing), --churn-floor (also churn the floor).
  * --only=startup: the start-up comparison alone (scripts/bench/startup.ts, also bench:startup).
  * --peer spire: instead, the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
+ * `--only=rotation`: file rotation to real Envoy, this server against Envoy's own file-based SDS
+ * (scripts/bench/rotation-vs-envoy.ts; also `npm run bench:rotation`).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -25,6 +27,7 @@ import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
 import { measureStartup, startupRows } from './startup.js';
 import { runSpireComparison, wantsSpirePeer } from './spire/compare.js';
+import { runRotationVsEnvoy, type RotationBenchResult } from './rotation-vs-envoy.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -394,6 +397,11 @@ async function main(): Promise<void> {
   } finally {
     await loadgen.stop();
   }
+  let rotation: RotationBenchResult | undefined;
+  if (wanted('rotation')) {
+    log('rotation to real Envoy: sds-server against Envoy file-based SDS');
+    rotation = await runRotationVsEnvoy({ rounds: QUICK ? 1 : 3, rotations: QUICK ? 10 : 50, idleSeconds: QUICK ? 3 : 10, log });
+  }
   // Start-up (scripts/bench/startup.ts): fresh processes of the built dist/, after the rest.
   const startup = wanted('startup') ? await measureStartup({ spawns: QUICK ? 3 : 7, idleMs: 2000, build: true, log }) : undefined;
 
@@ -494,10 +502,10 @@ async function main(): Promise<void> {
   const totalS = (wallMs() - t0) / 1000;
   notes.push(`bench wall time: ${fmt(totalS, 0)} s${QUICK ? ' (--quick: short churn/idle, fewer rotations; not the specified figures)' : ''}`);
 
-  const out = [table(rows), '', ...notes.map((n) => `- ${n}`)].join('\n');
+  const out = [table(rows), '', ...notes.map((n) => `- ${n}`), ...(rotation ? ['', rotation.report] : [])].join('\n');
   process.stdout.write(`\n${out}\n\nMachine:\n${machine().join('\n')}\n`);
   const json = path.join(fx.dir, 'results.json');
-  await fs.writeFile(json, JSON.stringify({ fan: Object.fromEntries(fan), storm2k, idle, churnSds, churnFloor }, null, 2));
+  await fs.writeFile(json, JSON.stringify({ fan: Object.fromEntries(fan), storm2k, idle, churnSds, churnFloor, rotation: rotation && { ...rotation, rounds: rotation.rounds.map((r) => ({ ...r, ms: Object.fromEntries(r.ms) })) } }, null, 2));
   // Keep the results (and any profiles or snapshots); drop certificates, keys and sockets.
   for (const entry of await fs.readdir(fx.dir)) {
     if (entry === 'results.json' || entry.startsWith('profiles-') || entry.endsWith('.heapsnapshot')) continue;

@@ -148,7 +148,7 @@ export function configFileSchema(ctx: ConfigContext) {
     rootBundle: optional(text(), 'The bundle `aliases.rootBundle` serves. Default: the bundle of the default certificate\'s trust domain, else the first one.'),
     watch: section(
       mapping({
-        debounceMs: withDefault(integer(0), 'Wait this long (ms) after a file changes before reading it, so a rename or two-file update is read once.', 50),
+        debounceMs: withDefault(integer(0), 'Wait this long (ms) after a file changes before reading it. 0 (the default): read on every event and publish as soon as the certificate, key and bundle agree; a half-rotated pair is never served either way.', 0),
         pollIntervalMs: withDefault(integer(0), 'Re-read watched files this often (ms) as a safety net (0 = off).', 10_000),
       }),
       'How certificate and key files are watched.',

@@ -23,6 +23,19 @@ export interface TlsCertificateInput {
   keyFile: string;
   now?: Date;
   expectedSpiffeId?: string;
+  /**
+   * The last private key this caller had parsed, reused when `privateKeyPem` is the same text and
+   * replaced otherwise. Parsing a PEM key through OpenSSL 3's decoders takes about a millisecond
+   * of CPU, the largest part of a validation; a rotation re-reads a key it has already seen (the
+   * files land one after the other). Holds one key per caller, never logged.
+   */
+  keyCache?: ParsedKeyCache;
+}
+
+/** See {@link TlsCertificateInput.keyCache}. */
+export interface ParsedKeyCache {
+  pem?: string;
+  key?: KeyObject;
 }
 
 const KEY_LABELS = new Set(['PRIVATE KEY', 'EC PRIVATE KEY', 'RSA PRIVATE KEY', 'ENCRYPTED PRIVATE KEY']);
@@ -36,7 +49,7 @@ export function validateTlsCertificate(input: TlsCertificateInput): Result<TlsCe
 
   const chain = readChain(input.certificateChainPem, certFile, warnings);
   if (!chain.ok) return failWith(chain.problem);
-  const key = input.privateKey ? ok(input.privateKey) : readKey(input.privateKeyPem, keyFile, warnings);
+  const key = input.privateKey ? ok(input.privateKey) : readKeyCached(input.privateKeyPem, keyFile, warnings, input.keyCache);
   if (!key.ok) return failWith(key.problem);
   const certs = chain.value.map((b) => b.cert);
   const leaf = certs[0];
@@ -108,6 +121,18 @@ function readChain(text: string, file: string, warnings: Problem[]): Result<Pars
   }
   if (parsed.length === 0) return fail(ErrorCode.PemInvalid, `${file}: contains no CERTIFICATE PEM block`);
   return ok(parsed);
+}
+
+function readKeyCached(text: string, file: string, warnings: Problem[], cache: ParsedKeyCache | undefined): Result<KeyObject> {
+  if (cache?.key && cache.pem === text) return ok(cache.key);
+  const before = warnings.length;
+  const key = readKey(text, file, warnings);
+  // Only keys that added no warning are kept, so a cache hit has none to repeat.
+  if (cache && key.ok && warnings.length === before) {
+    cache.pem = text;
+    cache.key = key.value;
+  }
+  return key;
 }
 
 /** Exactly one unencrypted private key block, parsed. */

@@ -1,11 +1,19 @@
 /**
- * One chokidar watcher per directory that holds (or will hold) secret files.
+ * Watches every directory that holds (or will hold) secret files, twice over: a plain `fs.watch`
+ * (inotify on Linux) on the directory, and a chokidar watcher.
  *
  * Directories, not files: a watch on a file follows its inode, and both rename-over-the-file and
  * Kubernetes' `..data` symlink swap replace that inode. The directory survives every rotation
  * style, and any event in it only means "re-read the secrets that live here"; the event type and
  * path are not trusted for anything else.
+ *
+ * Why both: the plain watch reports every rename, create and write in the directory as it
+ * happens, while chokidar drops a second change of the same path within 50 ms (its built-in
+ * throttle) and reports through several stat/readdir round trips; a rotation following another
+ * closely would otherwise be missed until the periodic re-read. Chokidar still follows symlinks to
+ * files outside the directory, which the plain watch cannot see.
  */
+import { watch as fsWatch, type FSWatcher as FsWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
@@ -16,6 +24,8 @@ export type WatchTargets = Map<string, Set<string>>;
 
 interface ActiveWatch {
   watcher: FSWatcher;
+  /** The plain directory watch; undefined when fs.watch failed (chokidar and the poll remain). */
+  direct: FsWatcher | undefined;
   namesKey: string;
   /** dev:ino of the directory when the watch started, to notice a deleted and re-created directory. */
   identity: string;
@@ -43,7 +53,7 @@ export class DirWatchSet {
       const names = targets.get(dir);
       if (names && keyOf(names) === current.namesKey && (await identityOf(dir)) === current.identity) continue;
       this.active.delete(dir);
-      await this.closeWatcher(dir, current.watcher);
+      await this.closeWatcher(dir, current);
     }
     const added: string[] = [];
     for (const [dir, names] of targets) {
@@ -51,12 +61,14 @@ export class DirWatchSet {
       if (this.active.has(dir)) continue;
       const identity = await identityOf(dir);
       if (identity === undefined) continue; // gone since the targets were computed; the next sync fixes it
+      const direct = this.openDirect(dir, names);
       const watcher = await this.open(dir, names);
+      const active = { watcher, direct, namesKey: keyOf(names), identity };
       if (this.closed) {
-        await this.closeWatcher(dir, watcher);
+        await this.closeWatcher(dir, active);
         break;
       }
-      this.active.set(dir, { watcher, namesKey: keyOf(names), identity });
+      this.active.set(dir, active);
       added.push(dir);
     }
     return added;
@@ -71,7 +83,31 @@ export class DirWatchSet {
     this.closed = true;
     const all = [...this.active];
     this.active.clear();
-    await Promise.all(all.map(([dir, w]) => this.closeWatcher(dir, w.watcher)));
+    await Promise.all(all.map(([dir, w]) => this.closeWatcher(dir, w)));
+  }
+
+  private emit(dir: string): void {
+    try {
+      this.onEvent(dir);
+    } catch (err) {
+      this.log.error('file event handler failed', { dir, error: err });
+    }
+  }
+
+  /** fs.watch on the directory itself: one inotify watch, events as they happen, no throttle. */
+  private openDirect(dir: string, names: Set<string>): FsWatcher | undefined {
+    try {
+      const watcher = fsWatch(dir, { persistent: false }, (_type, name) => {
+        // No name (some platforms): cannot tell, so re-read.
+        if (name === null || isWanted(String(name), names, true)) this.emit(dir);
+      });
+      // E.g. the directory was removed: chokidar and the next sync handle that.
+      watcher.on('error', (err) => this.log.debug('directory watch error', { dir, error: err }));
+      return watcher;
+    } catch (err) {
+      this.log.warn('cannot watch directory directly; relying on chokidar and the periodic re-read', { dir, error: err });
+      return undefined;
+    }
   }
 
   private async open(dir: string, names: Set<string>): Promise<FSWatcher> {
@@ -83,18 +119,15 @@ export class DirWatchSet {
       // file it points at, so the swap is reported as a change of `tls.crt`. With followSymlinks
       // false chokidar 4 re-emits `add` for symlinks after start despite ignoreInitial.
       followSymlinks: true,
-      // atomic would hold back unlink events for 100 ms to merge them with a re-add; we debounce
-      // ourselves and do not care about event types.
+      // atomic would hold back unlink events for 100 ms to merge them with a re-add; we do not
+      // care about event types.
       atomic: false,
-      ignored: onlyEntries(dir, names),
+      // Only the secret files themselves: the plain watch reports Kubernetes' `..` entries, and
+      // chokidar following each new `..data_tmp` link and timestamped directory cost more event
+      // loop time, right when a rotation is read, than the read itself.
+      ignored: onlyEntries(dir, names, false),
     });
-    watcher.on('all', () => {
-      try {
-        this.onEvent(dir);
-      } catch (err) {
-        this.log.error('file event handler failed', { dir, error: err });
-      }
-    });
+    watcher.on('all', () => this.emit(dir));
     // Without an 'error' listener an EventEmitter error would be thrown and crash the process.
     watcher.on('error', (err) => this.log.warn('file watcher error', { dir, error: err }));
     if (!(await readyWithin(watcher, READY_TIMEOUT_MS))) {
@@ -103,7 +136,8 @@ export class DirWatchSet {
     return watcher;
   }
 
-  private async closeWatcher(dir: string, watcher: FSWatcher): Promise<void> {
+  private async closeWatcher(dir: string, { watcher, direct }: { watcher: FSWatcher; direct: FsWatcher | undefined }): Promise<void> {
+    direct?.close();
     try {
       await watcher.close();
     } catch (err) {
@@ -129,18 +163,21 @@ export async function watchPointOf(file: string): Promise<{ dir: string; name: s
 }
 
 /**
- * Ignore everything but the entries we care about, plus Kubernetes' `..data`-style entries (their
- * creation is an early sign of a rotation). In a shared directory such as /etc/ssl/certs this also
+ * Ignore everything but the entries we care about, plus (with `dotDot`) Kubernetes' `..data`-style
+ * entries, whose swap is the rotation. In a shared directory such as /etc/ssl/certs this also
  * keeps chokidar from putting an inotify watch on every unrelated file.
  */
-function onlyEntries(dir: string, names: Set<string>): (p: string) => boolean {
+function onlyEntries(dir: string, names: Set<string>, dotDot: boolean): (p: string) => boolean {
   return (p) => {
     const abs = path.resolve(p);
     if (abs === dir) return false;
     if (path.dirname(abs) !== dir) return true;
-    const base = path.basename(abs);
-    return !(names.has(base) || base.startsWith('..'));
+    return !isWanted(path.basename(abs), names, dotDot);
   };
+}
+
+function isWanted(base: string, names: Set<string>, dotDot: boolean): boolean {
+  return names.has(base) || (dotDot && base.startsWith('..'));
 }
 
 function readyWithin(watcher: FSWatcher, ms: number): Promise<boolean> {

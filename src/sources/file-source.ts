@@ -1,23 +1,26 @@
 /**
  * Serves secrets from PEM files on disk and keeps them current as the files rotate.
  *
- * Every directory holding a secret file is watched; any event there schedules a debounced re-read
- * of the secrets living in it, and a periodic re-read catches anything the watcher missed. A read
- * that does not validate (half-written file, key not rotated yet, expired certificate...) is never
- * published: the last good version keeps being served and the problem shows in logs and status.
- * The store drops unchanged content, so the several events of one rotation give one push.
+ * Every directory holding a secret file is watched; any event there re-reads the secrets living in
+ * it at once (no fixed debounce): events that arrive while a read is in flight coalesce into one
+ * more read, so a rotation is published as soon as its files form a consistent set. A periodic
+ * re-read catches anything the watcher missed. A read that does not validate (half-written file,
+ * key not rotated yet, expired certificate...) is never published: the last good version keeps
+ * being served and the problem shows in status at once, and in the log once it has outlived a
+ * short grace (a rotation in progress is not an error). The store drops unchanged content, so the
+ * several events of one rotation give one push.
  */
 import path from 'node:path';
-import { ErrorCode, SdsError, fail, type Problem, type Result } from '../core/errors.js';
+import { ErrorCode, SdsError, fail, ok, type Problem, type Result } from '../core/errors.js';
 import { parseSpiffeId } from '../x509/spiffe.js';
 import type { Logger } from '../core/logger.js';
-import type { SecretValue, TlsCertificateValue, TrustBundleValue } from '../secrets/secret.js';
+import type { SecretValue } from '../secrets/secret.js';
 import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.js';
-import { validateTlsCertificate } from '../secrets/validate-tls-certificate.js';
+import { validateTlsCertificate, type ParsedKeyCache } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
 import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
-import { readSecretFile } from '../core/read-secret-file.js';
+import { readSecretFileSync } from '../core/read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 import { SerialTask } from './serial-task.js';
 
@@ -59,8 +62,16 @@ export interface FileSourceOptions {
   bundles: FileBundleSpec[];
   publisher: SecretPublisher;
   log: Logger;
-  /** Quiet time after the last file event before re-reading (default 50 ms). */
+  /**
+   * Quiet time after the last file event before re-reading (ms). Default 0: read on every event,
+   * which publishes a rotation as soon as its files are consistent. Kept for operators who set it.
+   */
   debounceMs?: number;
+  /**
+   * How long a refused update may persist before it is logged at warn level (ms, default
+   * {@link REFUSAL_LOG_GRACE_MS}); the secret is re-read when it ends.
+   */
+  refusalGraceMs?: number;
   /** Re-read everything this often as a safety net for missed events (default 10 s, 0 = off). */
   pollIntervalMs?: number;
   now?: () => Date;
@@ -79,20 +90,40 @@ interface Tracked {
   debounce?: NodeJS.Timeout;
   /** code + message of the last refusal logged at warn level, to not repeat it on every poll. */
   lastLoggedProblem?: string;
+  /** performance.now() of the first refusal since the last accepted read. */
+  refusedSince?: number;
+  /** Re-reads once the refusal grace ends, to log the refusal if it persists. */
+  graceTimer?: NodeJS.Timeout;
+  /** The next read was asked for by reloadAll (poll, SIGHUP): a refusal is logged at once. */
+  reloadRequested?: boolean;
+  /** The last private key parsed for this secret (a rotation re-reads it). */
+  keyCache: ParsedKeyCache;
+  /** Inputs and verdict of the last read that failed validation. */
+  refused?: { inputs: string[]; problem: Problem };
+  /** Inputs of the value last accepted, and when (performance.now()) they were validated. */
+  accepted?: { inputs: string[]; at: number };
   /** The value last accepted (published or unchanged). */
   value?: SecretValue;
   /** Certificates: the leaf does not chain to its trust domain's bundle (served anyway). */
   bundleWarning?: Problem;
 }
 
-const DEFAULT_DEBOUNCE_MS = 50;
 const DEFAULT_POLL_INTERVAL_MS = 10_000;
+/**
+ * Default time a refused update may last before it is logged as a warning (ms). Writers that
+ * replace the certificate and the key one after the other leave a mismatched pair on disk for a
+ * moment; that is a rotation in progress, not a broken secret.
+ */
+export const REFUSAL_LOG_GRACE_MS = 250;
+/** Unchanged files are validated again at least this often (ms): checks that depend on the time. */
+const REVALIDATE_UNCHANGED_MS = 60_000;
 
 export class FileSource implements SecretSource {
   private readonly tracked: Tracked[];
   private readonly publisher: SecretPublisher;
   private readonly log: Logger;
   private readonly debounceMs: number;
+  private readonly refusalGraceMs: number;
   private readonly pollIntervalMs: number;
   private readonly now: () => Date;
   private readonly watches: DirWatchSet;
@@ -108,7 +139,8 @@ export class FileSource implements SecretSource {
   constructor(opts: FileSourceOptions) {
     this.publisher = opts.publisher;
     this.log = opts.log;
-    this.debounceMs = opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
+    this.debounceMs = opts.debounceMs ?? 0;
+    this.refusalGraceMs = opts.refusalGraceMs ?? REFUSAL_LOG_GRACE_MS;
     this.pollIntervalMs = opts.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     this.now = opts.now ?? (() => new Date());
     const specs: Spec[] = [
@@ -140,7 +172,10 @@ export class FileSource implements SecretSource {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.pollTimer);
-    for (const t of this.tracked) clearTimeout(t.debounce);
+    for (const t of this.tracked) {
+      clearTimeout(t.debounce);
+      clearTimeout(t.graceTimer);
+    }
     await this.watches.close();
     await Promise.all([this.watchSync.idle(), ...this.tracked.map((t) => t.task.idle())]);
   }
@@ -157,6 +192,7 @@ export class FileSource implements SecretSource {
   /** Re-reads every secret now (SIGHUP, and the periodic poll). */
   async reloadAll(): Promise<void> {
     if (this.closed) return;
+    for (const t of this.tracked) t.reloadRequested = true;
     await Promise.all(this.tracked.map((t) => t.task.run()));
     await this.watchSync.run();
   }
@@ -177,6 +213,7 @@ export class FileSource implements SecretSource {
       files,
       status: { name: source.spec.name, kind: source.kind, files, state: 'pending', warnings: [] },
       task: new SerialTask(() => this.load(tracked)),
+      keyCache: {},
     };
     return tracked;
   }
@@ -188,15 +225,26 @@ export class FileSource implements SecretSource {
     for (const t of this.secretsByDir.get(dir) ?? []) this.scheduleReload(t);
   }
 
-  /** Trailing debounce: one read once a burst of events (one rotation) has gone quiet. */
+  /**
+   * Reads now; SerialTask keeps at most one read in flight and one queued per secret, so a burst
+   * of events costs at most one extra read. With `debounceMs` set: a trailing debounce instead.
+   */
   private scheduleReload(t: Tracked): void {
     if (this.closed) return;
+    if (this.debounceMs <= 0) {
+      this.reloadThenSyncWatches(t);
+      return;
+    }
     clearTimeout(t.debounce);
     t.debounce = setTimeout(() => {
       t.debounce = undefined;
-      // After the read: a directory that was missing may exist now and need its own watcher.
-      void t.task.run().then(() => this.watchSync.run());
+      this.reloadThenSyncWatches(t);
     }, this.debounceMs);
+  }
+
+  private reloadThenSyncWatches(t: Tracked): void {
+    // After the read: a directory that was missing may exist now and need its own watcher.
+    void t.task.run().then(() => this.watchSync.run());
   }
 
   private schedulePoll(): void {
@@ -241,31 +289,108 @@ export class FileSource implements SecretSource {
 
   private async load(t: Tracked): Promise<void> {
     if (this.closed) return;
+    const requested = t.reloadRequested === true;
+    t.reloadRequested = false;
     try {
-      const result = await this.read(t.source);
-      if (this.closed) return;
-      if (result.ok) this.accept(t, result.value, result.warnings);
-      else this.refuse(t, result.problem);
+      const now = this.now();
+      const read = this.readInputs(t);
+      if (!read.ok) {
+        this.refuse(t, read.problem, requested);
+        return;
+      }
+      if (this.unchangedSinceAccepted(t, read.value, now)) return;
+      // The same files as the last refused read (the watcher reports one rename several times):
+      // same verdict, without validating again. A poll or SIGHUP validates afresh (time-dependent
+      // checks such as "not valid yet").
+      if (!requested && t.refused && sameInputs(t.refused.inputs, read.value)) {
+        this.refuse(t, t.refused.problem, requested);
+        return;
+      }
+      const result = this.validate(t, read.value, now);
+      t.refused = undefined;
+      if (result.ok) {
+        t.accepted = { inputs: read.value, at: performance.now() };
+        this.accept(t, result.value, result.warnings);
+      } else {
+        t.refused = { inputs: read.value, problem: result.problem };
+        this.refuse(t, result.problem, requested);
+      }
     } catch (err) {
       // Validators return problems rather than throw; this is a bug or a throwing store listener.
       this.log.error('loading secret failed unexpectedly', { name: t.name, files: t.files, error: err });
     }
   }
 
-  private read(source: Spec): Promise<Result<SecretValue>> {
-    const now = this.now();
-    if (source.kind === 'tls-certificate') return readTlsSecret(source.spec, now);
-    const from = source.spec.trustDomainFromCertificate;
-    if (source.spec.trustDomain === undefined && from !== undefined) {
-      const cert = this.tracked.find((t) => t.name === from);
-      const trustDomain = trustDomainOf(cert?.value);
-      if (trustDomain === undefined) {
-        const files = cert?.files.join(', ') ?? from;
-        return Promise.resolve(fail(ErrorCode.FileMissing, `bundle waits for the certificate (${files}) to load: its SPIFFE ID gives the bundle's trust domain`));
-      }
-      return readBundle({ ...source.spec, trustDomain }, now);
+  /**
+   * Everything a validation of `t` depends on besides the time: the text of each file, in order
+   * (certificate then key, or the bundle files), and for a bundle the trust domain it is checked
+   * against. Read synchronously (see readSecretFileSync): a re-read then runs from the file event
+   * to the publish without yielding, and the files are read back to back, as close together in
+   * time as a reader can get them.
+   */
+  private readInputs(t: Tracked): Result<string[]> {
+    const texts: string[] = [];
+    const problems: Problem[] = [];
+    for (const file of t.files) {
+      const read = readSecretFileSync(file);
+      if (read.ok) texts.push(read.value);
+      else problems.push(read.problem);
     }
-    return readBundle(source.spec, now);
+    const [problem] = problems;
+    if (problem) return fail(problem.code, problem.message);
+    if (t.source.kind === 'trust-bundle') {
+      const trustDomain = this.bundleTrustDomain(t.source.spec);
+      if (!trustDomain.ok) return trustDomain;
+      texts.push(`trust domain: ${trustDomain.value ?? '(none)'}`);
+    }
+    return ok(texts);
+  }
+
+  /**
+   * True when the inputs are those of the value served now, which is still inside its validity
+   * window and was fully validated less than {@link REVALIDATE_UNCHANGED_MS} ago. The events of a
+   * rotation that do not change the files yet (Kubernetes creates the new timestamped directory
+   * and a `..data_tmp` link before the swap) and the idle periodic re-read then cost two small
+   * reads, not a validation that would delay the read that matters.
+   */
+  private unchangedSinceAccepted(t: Tracked, inputs: string[], now: Date): boolean {
+    const last = t.accepted;
+    if (!last || t.status.state !== 'ok' || performance.now() - last.at >= REVALIDATE_UNCHANGED_MS) return false;
+    if (!sameInputs(last.inputs, inputs)) return false;
+    const leaf = t.value?.kind === 'tls-certificate' ? t.value.leaf : undefined;
+    return !leaf || (now.getTime() >= leaf.notBefore.getTime() && now.getTime() <= leaf.notAfter.getTime());
+  }
+
+  private validate(t: Tracked, inputs: string[], now: Date): Result<SecretValue> {
+    const source = t.source;
+    if (source.kind === 'tls-certificate') {
+      return validateTlsCertificate({
+        certificateChainPem: inputs[0] ?? '',
+        privateKeyPem: inputs[1] ?? '',
+        certFile: path.resolve(source.spec.certFile),
+        keyFile: path.resolve(source.spec.keyFile),
+        now,
+        keyCache: t.keyCache,
+        ...(source.spec.expectedSpiffeId !== undefined ? { expectedSpiffeId: source.spec.expectedSpiffeId } : {}),
+      });
+    }
+    const trustDomain = this.bundleTrustDomain(source.spec);
+    if (!trustDomain.ok) return trustDomain;
+    const files = source.spec.caFiles.map((f, i) => ({ file: path.resolve(f), text: inputs[i] ?? '' }));
+    return validateTrustBundle({ files, now, ...(trustDomain.value !== undefined ? { trustDomain: trustDomain.value } : {}) });
+  }
+
+  /** The trust domain a bundle is checked against: configured, taken from a certificate, or none. */
+  private bundleTrustDomain(spec: FileBundleSpec): Result<string | undefined> {
+    const from = spec.trustDomainFromCertificate;
+    if (spec.trustDomain !== undefined || from === undefined) return ok(spec.trustDomain);
+    const cert = this.tracked.find((t) => t.name === from);
+    const trustDomain = trustDomainOf(cert?.value);
+    if (trustDomain === undefined) {
+      const files = cert?.files.join(', ') ?? from;
+      return fail(ErrorCode.FileMissing, `bundle waits for the certificate (${files}) to load: its SPIFFE ID gives the bundle's trust domain`);
+    }
+    return ok(trustDomain);
   }
 
   /**
@@ -306,6 +431,9 @@ export class FileSource implements SecretSource {
     status.lastError = undefined;
     status.warnings = warnings.map(bounded);
     t.lastLoggedProblem = undefined;
+    t.refusedSince = undefined;
+    clearTimeout(t.graceTimer);
+    t.graceTimer = undefined;
     if (entry || status.lastChangeAt === undefined) status.lastChangeAt = entry?.updatedAt ?? this.now();
     this.checkLeavesInBundles();
     if (!entry && !recovered) return; // an ordinary re-read of unchanged files
@@ -315,7 +443,8 @@ export class FileSource implements SecretSource {
     for (const w of status.warnings) this.log.warn('secret warning', { name: t.name, code: w.code, message: w.message, files: t.files });
   }
 
-  private refuse(t: Tracked, unbounded: Problem): void {
+  /** `requested`: the read came from reloadAll (poll, SIGHUP), not from a file event. */
+  private refuse(t: Tracked, unbounded: Problem, requested: boolean): void {
     const problem = bounded(unbounded);
     const status = t.status;
     // Waiting for files that were never there is expected at startup (e.g. an agent not done yet).
@@ -330,38 +459,25 @@ export class FileSource implements SecretSource {
       serving: status.version ?? null,
     };
     const msg = status.version === undefined ? 'secret not loaded' : 'secret update refused; keeping last good version';
+    const now = performance.now();
+    t.refusedSince ??= now;
+    // While the files may still be converging (the certificate renamed in, the key not yet), the
+    // refusal is only a debug line; a re-read at the end of the grace logs it if it persists. At
+    // start-up there is nothing to converge from, and a poll or SIGHUP asks for the verdict now.
+    const converging = this.loaded && !requested && now - t.refusedSince < this.refusalGraceMs;
+    if (converging) {
+      this.log.debug(`${msg} (files may still be changing; checking again)`, fields);
+      t.graceTimer ??= setTimeout(() => {
+        t.graceTimer = undefined;
+        void t.task.run();
+      }, t.refusedSince + this.refusalGraceMs - now);
+      return;
+    }
     // The same refusal is logged once at warn level, not on every poll.
     if (key === t.lastLoggedProblem) this.log.debug(msg, fields);
     else this.log.warn(msg, fields);
     t.lastLoggedProblem = key;
   }
-}
-
-async function readTlsSecret(spec: FileTlsSecretSpec, now: Date): Promise<Result<TlsCertificateValue>> {
-  const certFile = path.resolve(spec.certFile);
-  const keyFile = path.resolve(spec.keyFile);
-  // Read both together: a rotation replaces both, and only a matching pair may be served.
-  const [cert, key] = await Promise.all([readSecretFile(certFile), readSecretFile(keyFile)]);
-  if (!cert.ok) return cert;
-  if (!key.ok) return key;
-  return validateTlsCertificate({
-    certificateChainPem: cert.value,
-    privateKeyPem: key.value,
-    certFile,
-    keyFile,
-    now,
-    ...(spec.expectedSpiffeId !== undefined ? { expectedSpiffeId: spec.expectedSpiffeId } : {}),
-  });
-}
-
-async function readBundle(spec: FileBundleSpec, now: Date): Promise<Result<TrustBundleValue>> {
-  const files: { file: string; text: string }[] = [];
-  for (const file of spec.caFiles.map((f) => path.resolve(f))) {
-    const read = await readSecretFile(file);
-    if (!read.ok) return read;
-    files.push({ file, text: read.value });
-  }
-  return validateTrustBundle({ files, now, ...(spec.trustDomain !== undefined ? { trustDomain: spec.trustDomain } : {}) });
 }
 
 /** Log fields describing what is served: serials and dates, never key material. */
@@ -395,6 +511,10 @@ function bounded(problem: Problem): Problem {
 function trustDomainOf(value: SecretValue | undefined): string | undefined {
   const id = value?.kind === 'tls-certificate' ? value.leaf.spiffeId : undefined;
   return id === undefined ? undefined : parseSpiffeId(id)?.trustDomain;
+}
+
+function sameInputs(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((text, i) => text === b[i]);
 }
 
 function addTo(targets: WatchTargets, dir: string, name: string): void {

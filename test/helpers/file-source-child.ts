@@ -29,7 +29,6 @@ const source = new FileSource({
   bundles: config.bundles ?? [],
   publisher: store,
   log: createLogger({ level: 'debug', write: (line) => logs.push(line) }),
-  debounceMs: 20,
   pollIntervalMs: 0,
 });
 const pushes: Record<string, number> = {};
