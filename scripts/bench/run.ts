@@ -82,7 +82,7 @@ async function makeFixture(): Promise<Fixture> {
   const pairsFile = path.join(dir, 'pairs.json');
   await fs.writeFile(pairsFile, JSON.stringify(pairs));
   const config = path.join(dir, 'sds.yaml');
-  // Defaults otherwise (debounce 50 ms, poll 10 s): what an operator would run.
+  // Defaults otherwise (no debounce, poll 10 s): what an operator would run.
   await fs.writeFile(config, [`certificates:`, `  - { name: "${NAME}", cert: certs/tls.crt, key: certs/tls.key }`, `log: { level: warn }`, ''].join('\n'));
   return { dir, config, pairs: pairsFile, certDir };
 }
@@ -184,7 +184,7 @@ async function runLevel(target: Target, fx: Fixture, loadgen: BenchChild<Sample>
     const cpuL0 = await loadgen.sample(false);
     const r = await child.call<{ renamedAt: number; publishedAt: number; loopDoneAt?: number; version: string }>('rotate');
     const w = await loadgen.call<{ complete: boolean; firstAt?: number; lastAt?: number; count: number }>('wait', { group, version: r.version, timeoutMs: 30_000 });
-    // Let the ACKs land and the file watcher's debounce window close, so rotations never merge.
+    // Let the ACKs land and the file watcher's events of this rotation settle, so rotations never merge.
     await sleep(150);
     const cpuS1 = await child.sample(false);
     const cpuL1 = await loadgen.sample(false);
