@@ -94,7 +94,9 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       break;
     } catch (err) {
       if (err instanceof SdsError) throw err;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new SdsError(ErrorCode.SocketSetup, `cannot inspect socket directory ${existing}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw (await deniedError(existing, 'inspect socket directory', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot inspect socket directory ${existing}: ${(err as Error).message}`);
+      }
       missing.unshift(existing);
       existing = path.dirname(existing);
     }
@@ -114,7 +116,7 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       if (last && options.group !== undefined) await fs.chown(d, -1, options.group);
       await fs.chmod(d, last ? directoryModeFor(options.mode) : 0o755);
     } catch (err) {
-      throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
+      throw (await deniedError(d, 'create socket directory', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
     }
   }
   if (missing.length === 0 && options.group !== undefined) {
@@ -126,6 +128,43 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
     }
   }
   return { created: missing.length > 0, ...(unsafe ? { unsafe } : {}) };
+}
+
+/**
+ * For an EACCES/EPERM met on the way to `target` (a socket path or directory): an
+ * `SDS_ERR_SOCKET_DIR_UNSAFE` naming the directory that refuses us, its owner and mode -- typically
+ * another user's socket directory (a second user running the quickstart). Other errors: undefined.
+ * The refusing directory is the first, from the root down, we may not search; when every one lets
+ * us through, it is the target's parent (we may not write there).
+ */
+async function deniedError(target: string, doing: string, err: unknown): Promise<SdsError | undefined> {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'EACCES' && code !== 'EPERM') return undefined;
+  const me = process.getuid?.() ?? 0;
+  const parent = path.dirname(path.resolve(target));
+  let refusing = parent;
+  const parts = parent.split(path.sep).filter(Boolean);
+  for (let i = 0; i <= parts.length; i++) {
+    const prefix = path.sep + parts.slice(0, i).join(path.sep);
+    try {
+      await fs.access(prefix, fs.constants.X_OK);
+    } catch {
+      refusing = prefix;
+      break;
+    }
+  }
+  let described = '';
+  try {
+    const st = await fs.stat(refusing);
+    described = ` (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`;
+  } catch {
+    // Its parent refuses us too: the path alone must do.
+  }
+  return new SdsError(
+    ErrorCode.SocketDirUnsafe,
+    `cannot ${doing} ${target}: directory ${refusing}${described} does not let us (uid ${me}) through (${code}); it belongs to another user (another user's server?). Choose another socket path (--socket, socket.path or APPMESH_SDS_SOCKET_PATH)`,
+    { cause: err },
+  );
 }
 
 /** The mode of a socket directory we create for a socket of mode `socketMode` (0660 -> 0750). */
@@ -175,7 +214,7 @@ export async function prepareSocketPath(socketPath: string): Promise<{ removedSt
     stat = await fs.lstat(socketPath);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removedStale: false };
-    throw new SdsError(ErrorCode.SocketSetup, `cannot inspect socket path ${socketPath}: ${(err as Error).message}`);
+    throw (await deniedError(socketPath, 'inspect socket path', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot inspect socket path ${socketPath}: ${(err as Error).message}`);
   }
   if (!stat.isSocket()) {
     throw new SdsError(ErrorCode.SocketPathNotSocket, `refusing to replace ${socketPath}: it exists and is not a socket (${kindOf(stat)}); remove it or choose another --socket`);
@@ -211,7 +250,7 @@ export async function bindPrivately(listener: net.Server, socketPath: string, op
     // <dir>/<8-byte name>, so the default sds.sock never needs more room than its own path.
     privateDir = await fs.mkdtemp(dir + path.sep);
   } catch (err) {
-    throw new SdsError(ErrorCode.SocketSetup, `cannot create a private directory in ${dir} to bind the socket: ${(err as Error).message}`);
+    throw (await deniedError(socketPath, 'bind the socket at', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot create a private directory in ${dir} to bind the socket: ${(err as Error).message}`);
   }
   const privatePath = path.join(privateDir, 's');
   try {
