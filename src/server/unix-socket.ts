@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
 import { ErrorCode, SdsError } from '../core/errors.js';
+import { pseudoFilesystemOf } from '../core/pseudo-filesystem.js';
 
 /**
  * The socket path when neither --socket nor APPMESH_SDS_SOCKET_PATH is given: per user, so two
@@ -31,16 +32,6 @@ export function resolveSocketPath(flag: string | undefined, env: NodeJS.ProcessE
  */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-/** statfs(2) magic numbers of pseudo filesystems where a socket cannot live (linux/magic.h). */
-const PSEUDO_FILESYSTEMS = new Map<number, string>([
-  [0x9fa0, 'proc'],
-  [0x62656572, 'sysfs'],
-  [0x27e0eb, 'cgroup'],
-  [0x63677270, 'cgroup2'],
-  [0x64626720, 'debugfs'],
-  [0x73636673, 'securityfs'],
-]);
-
 export interface SocketDirectoryOptions {
   /** The socket file's mode: the directory we create lets through the classes the socket lets through. */
   mode: number;
@@ -61,20 +52,8 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new SdsError(ErrorCode.SocketPathTooLong, `socket path is ${bytes} bytes, over the platform limit of ${MAX_SOCKET_PATH_BYTES} (sun_path): ${socketPath.slice(0, 60)}...; choose a shorter --socket`);
   }
-  let probe = path.dirname(path.resolve(socketPath));
-  for (;;) {
-    try {
-      const { type } = await fs.statfs(probe);
-      const kind = PSEUDO_FILESYSTEMS.get(Number(type));
-      if (kind) throw new SdsError(ErrorCode.SocketPathUnsupported, `socket path ${socketPath} is on the ${kind} pseudo filesystem (${probe}), where a socket cannot be created; choose another --socket`);
-      return;
-    } catch (err) {
-      if (err instanceof SdsError) throw err;
-      const parent = path.dirname(probe);
-      if (parent === probe) return;
-      probe = parent;
-    }
-  }
+  const pseudo = await pseudoFilesystemOf(path.dirname(path.resolve(socketPath)));
+  if (pseudo) throw new SdsError(ErrorCode.SocketPathUnsupported, `socket path ${socketPath} is on the ${pseudo.kind} pseudo filesystem (${pseudo.probe}), where a socket cannot be created; choose another --socket`);
 }
 
 /**
