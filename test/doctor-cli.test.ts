@@ -25,9 +25,9 @@ const CLIENT = 'spiffe://example.org/client';
 const TD = 'spiffe://example.org';
 
 /** Runs the real `sds-server` program to completion. */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT });
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -178,5 +178,20 @@ describe('operator commands against a real sds-server', () => {
     expect(bundle.stdout).toContain('example.org root');
     const missing = await run(['fetch', 'spiffe://example.org/nobody', '--socket', app.socketPath, '--timeout', '3000']);
     expect(missing.code).toBe(1);
+  });
+
+  it('fetch without --socket uses the server\'s own default: $APPMESH_SDS_SOCKET_PATH, else $XDG_RUNTIME_DIR/sds-server/sds.sock', async () => {
+    const viaEnv = await run(['fetch', SERVER], { APPMESH_SDS_SOCKET_PATH: app.socketPath });
+    expect(viaEnv.stderr).toBe('');
+    expect(viaEnv.code).toBe(0);
+    expect(viaEnv.stdout).toContain(`serial:      ${server.serialNumber}`);
+    // The per-user default the server listens on when given nothing (here a link to the test's socket).
+    const runtime = path.join(dir, 'runtime');
+    await fs.mkdir(path.join(runtime, 'sds-server'), { recursive: true, mode: 0o700 });
+    await fs.symlink(app.socketPath, path.join(runtime, 'sds-server', 'sds.sock'));
+    const viaDefault = await run(['fetch', SERVER], { APPMESH_SDS_SOCKET_PATH: '', XDG_RUNTIME_DIR: runtime });
+    expect(viaDefault.stderr).toBe('');
+    expect(viaDefault.code).toBe(0);
+    expect(viaDefault.stdout).toContain(`serial:      ${server.serialNumber}`);
   });
 });
