@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { redactUrlCredentials } from '../../src/core/redact-url.js';
+import { AwsPcaBackend } from '../../src/ca/aws-pca/aws-pca-backend.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAIN = path.join(ROOT, 'src', 'cli', 'main.ts');
@@ -97,3 +98,29 @@ describe('a cfssl url with a password, CA unreachable (real program)', () => {
     expect(output).not.toContain(PASSWORD);
   }, 30_000);
 });
+
+describe('an aws-pca endpoint with a password, unreachable', () => {
+  it('the sign error names the CA and the cause, never the password', async () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    // Static test credentials: the SDK signs before it connects; nothing leaves loopback.
+    process.env.AWS_ACCESS_KEY_ID = 'AKIDEXAMPLE';
+    process.env.AWS_SECRET_ACCESS_KEY = 'test-secret';
+    try {
+      const backend = new AwsPcaBackend({
+        certificateAuthorityArn: 'arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/test',
+        region: 'us-east-1',
+        endpoint: `http://user:${PASSWORD}@127.0.0.1:${await closedPort()}`,
+      });
+      const err = (await backend.sign({ csrPem: 'unused', spiffeId: 'spiffe://example.org/web', dnsNames: [], lifetimeSeconds: 60 }, AbortSignal.timeout(5000)).catch((e: unknown) => e)) as Error;
+      await backend.close();
+      expect(err.message).toContain('IssueCertificate failed');
+      expect(err.message).not.toContain(PASSWORD);
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+    }
+  });
+});
+
