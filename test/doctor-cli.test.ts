@@ -25,9 +25,9 @@ const CLIENT = 'spiffe://example.org/client';
 const TD = 'spiffe://example.org';
 
 /** Runs the real `sds-server` program to completion. */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT });
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -123,21 +123,28 @@ describe('operator commands against a real sds-server', () => {
     expect((await run(['doctor', '--client', CLIENT])).code).toBe(2);
   });
 
-  it('doctor and status agree on admin addresses: a refused port names ECONNREFUSED, another program\'s JSON is named as such, a malformed address is a usage error', async () => {
+  it('doctor and status agree on admin addresses: a refused port names ECONNREFUSED (a problem found, exit 1, SDS_ERR_ADMIN_UNREACHABLE), another program\'s JSON is named as such, a malformed address is a usage error', async () => {
     const other = http.createServer((_req, res) => res.end('{}'));
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     const port = (other.address() as AddressInfo).port;
     try {
       const wrong = await run(['doctor', '--admin', `http://127.0.0.1:${port}/`]);
-      expect(wrong.code).toBe(2);
-      expect(wrong.stderr).toContain('is not an sds-server /certificates report');
-      expect(wrong.stderr).not.toContain('TypeError');
+      expect(wrong.code).toBe(1);
+      expect(wrong.stdout).toContain('is not an sds-server /certificates report');
+      expect(wrong.stdout).not.toContain('looks like an Envoy admin');
+      expect(wrong.stdout + wrong.stderr).not.toContain('TypeError');
     } finally {
       other.close();
     }
     const refused = await run(['doctor', '--admin', `127.0.0.1:${port}`]);
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('ECONNREFUSED');
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toContain('SDS_ERR_ADMIN_UNREACHABLE');
+    expect(refused.stdout).toContain('ECONNREFUSED');
+    expect(refused.stdout).not.toContain('SDS_ERR_CONFIG_INVALID');
+    const refusedJson = await run(['doctor', '--admin', `127.0.0.1:${port}`, '--json']);
+    expect(refusedJson.code).toBe(1);
+    expect((JSON.parse(refusedJson.stdout) as DoctorReport).findings.map((f) => f.cause)).toEqual(['admin-unreachable']);
+    expect((await run(['doctor', '--admin', 'garbage'])).code).toBe(2);
     const status = await run(['status', '--admin', `http://127.0.0.1:${port}`]);
     expect(status.code).toBe(1);
     expect(status.stderr).toContain('ECONNREFUSED');
@@ -171,5 +178,20 @@ describe('operator commands against a real sds-server', () => {
     expect(bundle.stdout).toContain('example.org root');
     const missing = await run(['fetch', 'spiffe://example.org/nobody', '--socket', app.socketPath, '--timeout', '3000']);
     expect(missing.code).toBe(1);
+  });
+
+  it('fetch without --socket uses the server\'s own default: $APPMESH_SDS_SOCKET_PATH, else $XDG_RUNTIME_DIR/sds-server/sds.sock', async () => {
+    const viaEnv = await run(['fetch', SERVER], { APPMESH_SDS_SOCKET_PATH: app.socketPath });
+    expect(viaEnv.stderr).toBe('');
+    expect(viaEnv.code).toBe(0);
+    expect(viaEnv.stdout).toContain(`serial:      ${server.serialNumber}`);
+    // The per-user default the server listens on when given nothing (here a link to the test's socket).
+    const runtime = path.join(dir, 'runtime');
+    await fs.mkdir(path.join(runtime, 'sds-server'), { recursive: true, mode: 0o700 });
+    await fs.symlink(app.socketPath, path.join(runtime, 'sds-server', 'sds.sock'));
+    const viaDefault = await run(['fetch', SERVER], { APPMESH_SDS_SOCKET_PATH: '', XDG_RUNTIME_DIR: runtime });
+    expect(viaDefault.stderr).toBe('');
+    expect(viaDefault.code).toBe(0);
+    expect(viaDefault.stdout).toContain(`serial:      ${server.serialNumber}`);
   });
 });

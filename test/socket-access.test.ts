@@ -298,4 +298,19 @@ describe('socket set-up', () => {
     expect(out).toContain(ErrorCode.SocketPathUnsupported);
     expect(out).toContain('proc');
   }, 30_000);
+
+  it.each(['/proc/foo', '/sys/sds-server/ca'])('the program exits with code 2 and SDS_ERR_CA_DATA_DIR for an embedded CA --data-dir on a pseudo filesystem (%s), never hangs', async (dataDir) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', '--socket', path.join(dir, 'sds.sock'), '--data-dir', dataDir], { cwd: repoRoot, stdio: 'pipe' });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const code = await within(new Promise<number | null>((resolve) => child.once('exit', resolve)), 20_000, 'sds-server exit');
+      expect(code, out).toBe(2);
+      expect(out).toContain(ErrorCode.CaDataDir);
+      expect(out).toContain(`${dataDir}: it is on the ${dataDir.startsWith('/proc') ? 'proc' : 'sysfs'} pseudo filesystem`);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }, 30_000);
 });

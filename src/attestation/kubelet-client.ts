@@ -3,6 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { ErrorCode, SdsError } from '../core/errors.js';
+import { displayUrl } from '../core/redact-url.js';
 
 /** The fields of a Kubernetes `Pod` (core/v1) the attestor reads, as the kubelet's `/pods` serves them. */
 export interface Pod {
@@ -95,7 +96,7 @@ export class KubeletClient {
   }
 
   private problem(what: string): SdsError {
-    return new SdsError(ErrorCode.KubeletUnavailable, `kubelet ${this.url.href} ${what}`);
+    return new SdsError(ErrorCode.KubeletUnavailable, `kubelet ${displayUrl(this.url)} ${what}`);
   }
 
   private loadCredentials(): Promise<{ token?: string; ca?: Buffer }> {

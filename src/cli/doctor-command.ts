@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readAdmin } from './status-command.js';
-import { ErrorCode, SdsError } from '../core/errors.js';
+import { ErrorCode, SdsError, errorMessage } from '../core/errors.js';
 import type { CertificatesView } from '../ops/certificates-view.js';
 import {
   checkEnvoy,
@@ -100,6 +100,25 @@ async function getText(base: string, pathname: string, timeoutMs: number): Promi
   return readAdmin(base, pathname, timeoutMs);
 }
 
+/** The reason `url` could not be read, naming the URL once (readAdmin's errors already name it). */
+function adminProblem(url: string, err: unknown): string {
+  const message = errorMessage(err);
+  return message.includes(url) ? message : `cannot read ${url}: ${message}`;
+}
+
+/**
+ * True when `base`/server_info answers as an Envoy admin does (JSON with `version` and
+ * `command_line_options`, Envoy's admin API `ServerInfo`): someone passed Envoy's admin as --admin.
+ */
+async function looksLikeEnvoyAdmin(base: string, timeoutMs: number): Promise<boolean> {
+  try {
+    const info = JSON.parse(await getText(base, '/server_info', timeoutMs)) as Record<string, unknown> | null;
+    return typeof info?.['version'] === 'string' && typeof info['command_line_options'] === 'object';
+  } catch {
+    return false;
+  }
+}
+
 /** Runs every check the options ask for. `now` is this machine's clock. */
 export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Date(), timeoutMs = 5_000): Promise<DoctorReport> {
   const checked: string[] = [];
@@ -115,8 +134,17 @@ export async function runDoctor(o: DoctorOptions, now: () => Date = () => new Da
       }
       view = parsed as CertificatesView;
     } catch (err) {
-      throw new SdsError(ErrorCode.ConfigInvalid, `doctor: cannot read ${url}: ${(err as Error).message}`);
+      // A malformed address is a usage error (exit 2); an address that does not answer as our admin
+      // is a problem found (exit 1), like an unreadable --envoy-admin.
+      if (err instanceof SdsError && err.code === ErrorCode.ConfigInvalid) throw err;
+      checked.push(`sds-server admin ${baseUrl(o.admin)}: unreadable`);
+      const details = (await looksLikeEnvoyAdmin(baseUrl(o.admin), timeoutMs))
+        ? [`${baseUrl(o.admin)}/server_info answers like an Envoy admin: this looks like an Envoy admin; use --envoy-admin ${o.admin}`]
+        : [];
+      findings.push({ severity: 'problem', cause: 'admin-unreachable', subject: baseUrl(o.admin), summary: `${ErrorCode.AdminUnreachable}: ${adminProblem(url, err)}`, details });
     }
+  }
+  if (view !== undefined && o.admin !== undefined) {
     const adminNow = new Date(view.now);
     checked.push(
       `sds-server admin ${baseUrl(o.admin)}: ${view.certificates.length} certificate(s) (${view.certificates.map((c) => c.name).join(', ') || 'none'}), ` +

@@ -1,5 +1,5 @@
 /**
- * `sds-server fetch NAME --socket PATH`: asks an SDS server (ours, SPIRE's, Istio's) for one
+ * `sds-server fetch NAME [--socket PATH]`: asks an SDS server (ours, SPIRE's, Istio's) for one
  * secret with a v3 FetchSecrets call (a short StreamSecrets when Fetch is unimplemented) and prints what it holds: for a TLS certificate the chain's
  * subject, SANs, serial, issuer, dates and SHA-256 fingerprint; for a validation context its
  * roots. The private key that comes over the wire is dropped unread and never printed.
@@ -13,13 +13,15 @@ import type { Secret__Output } from '../api/generated/envoy/extensions/transport
 import type { SPIFFECertValidatorConfig__Output } from '../api/generated/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.js';
 import type { DataSource__Output } from '../api/generated/envoy/config/core/v3/DataSource.js';
 import { ErrorCode, SdsError, describeError } from '../core/errors.js';
+import { resolveSocketPath } from '../server/unix-socket.js';
 import { splitPem } from '../x509/pem.js';
 import { summarizeCertificate, type CertificateSummary } from '../x509/certificate-summary.js';
 
-export const FETCH_USAGE = `Usage: sds-server fetch NAME --socket PATH [--json] [--timeout MS]
+export const FETCH_USAGE = `Usage: sds-server fetch NAME [--socket PATH] [--json] [--timeout MS]
 
 Fetches one secret over SDS v3 (FetchSecrets, else a short StreamSecrets) from the Unix socket PATH and prints its summary
-(never the private key).
+(never the private key). Without --socket: the server's own default, $APPMESH_SDS_SOCKET_PATH, else
+$XDG_RUNTIME_DIR/sds-server/sds.sock, else <tmpdir>/sds-server-<uid>/sds.sock.
 `;
 
 const SECRET_TYPE_URL = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
@@ -143,12 +145,14 @@ export async function fetchMain(argv: string[], out: (s: string) => void = (s) =
     return 0;
   }
   const [name, ...extra] = parsed.positionals;
-  if (name === undefined || extra.length > 0 || v.socket === undefined) throw new SdsError(ErrorCode.ConfigInvalid, `fetch: give one secret NAME and --socket PATH\n\n${FETCH_USAGE}`);
+  if (name === undefined || extra.length > 0) throw new SdsError(ErrorCode.ConfigInvalid, `fetch: give one secret NAME\n\n${FETCH_USAGE}`);
+  // The socket the server itself would listen on with the same environment and no --socket.
+  const socketPath = resolveSocketPath(v.socket);
   const timeout = v.timeout === undefined ? 5_000 : Number(v.timeout);
   if (!Number.isInteger(timeout) || timeout <= 0) throw new SdsError(ErrorCode.ConfigInvalid, 'fetch: --timeout expects milliseconds > 0');
   let secret: FetchedSecret;
   try {
-    secret = await fetchSecret(v.socket, name, timeout);
+    secret = await fetchSecret(socketPath, name, timeout);
   } catch (err) {
     process.stderr.write(`sds-server fetch: ${name}: ${describeError(err)}\n`);
     return 1;

@@ -27,6 +27,7 @@ export type Cause =
   | 'wildcard-san'
   | 'clock-skew'
   | 'unknown-secret'
+  | 'admin-unreachable'
   | 'envoy-unreachable'
   | 'envoy-stale-certificate'
   | 'envoy-stale-bundle'
@@ -53,6 +54,8 @@ export const CAUSE_TEXT: Record<Cause, string> = {
   'clock-skew':
     "The admin's clock and this machine's clock differ; a certificate can look valid here and expired (or not yet valid) to an Envoy there.",
   'unknown-secret': 'The named secret is not served by this sds-server.',
+  'admin-unreachable':
+    "The sds-server admin endpoint could not be read (SDS_ERR_ADMIN_UNREACHABLE): nothing listens there, it did not answer in time, or another program answered. Check --admin and that the server runs with its admin endpoint on (admin.address).",
   'envoy-unreachable': "The Envoy's admin endpoint could not be read.",
   'envoy-stale-certificate':
     'The Envoy does not hold the certificate version we serve: it has not received the update, or it refused (NACKed) it; see /status for NACKs.',

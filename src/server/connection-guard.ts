@@ -80,6 +80,8 @@ export class ConnectionGuard {
   private accepted = 0;
   private readonly waiting = new Set<net.Socket>();
   private readonly sessions = new Set<http2.Http2Session>();
+  /** Open HTTP/2 streams, so a shutdown can wait until each one's trailers went out and it closed. */
+  private readonly streams = new Set<http2.ServerHttp2Stream>();
   private handingOver: net.Socket | undefined;
   private longestPrefaceWaitMs = 0;
   private readonly overLimit: RateLimitedWarning;
@@ -151,8 +153,32 @@ export class ConnectionGuard {
       const n = (streamsOf.get(session) ?? 0) + 1;
       streamsOf.set(session, n);
       if (n === this.limits.maxStreamsPerConnection) this.streamLimit.warn({ maxStreamsPerConnection: this.limits.maxStreamsPerConnection });
-      stream.once('close', () => streamsOf.set(session, (streamsOf.get(session) ?? 1) - 1));
+      this.streams.add(stream);
+      stream.once('close', () => {
+        streamsOf.set(session, (streamsOf.get(session) ?? 1) - 1);
+        this.streams.delete(stream);
+      });
     });
+  }
+
+  /**
+   * Resolves true once every open HTTP/2 stream has closed (its trailers written and the peer's
+   * end seen), false after `timeoutMs` (milliseconds) if some are still open. A graceful shutdown
+   * waits for this before closing the sessions: closing a session (GOAWAY, then the socket) while
+   * a stream's trailers are still queued cut them mid-frame, and Envoy counted an HTTP/2 protocol
+   * error (`upstream_cx_protocol_error`) on every stop.
+   */
+  async streamsClosed(timeoutMs: number): Promise<boolean> {
+    const open = [...this.streams].filter((s) => !s.closed);
+    if (open.length === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = Promise.all(open.map((s) => new Promise<void>((resolve) => (s.closed ? resolve() : s.once('close', () => resolve()))))).then(() => true);
+    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      return await Promise.race([closed, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Closes connections still waiting for their preface (at shutdown). */

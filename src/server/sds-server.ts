@@ -245,6 +245,11 @@ export class SdsServer {
     const listenerClosed = new Promise<void>((resolve) => (listener ? listener.close(() => resolve()) : resolve()));
     this.guard?.closeWaiting();
     this.streams.endAll();
+    // Let every stream's OK trailers go out (and its peer close it) before the sessions close:
+    // GOAWAY and the socket's end must come after them, not cut them (bounded by graceMs).
+    const started = performance.now();
+    await this.guard?.streamsClosed(graceMs);
+    graceMs = Math.max(1, graceMs - (performance.now() - started));
     const graceful = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         server.forceShutdown();

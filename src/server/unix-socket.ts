@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
 import { ErrorCode, SdsError } from '../core/errors.js';
+import { pseudoFilesystemOf } from '../core/pseudo-filesystem.js';
 
 /**
  * The socket path when neither --socket nor APPMESH_SDS_SOCKET_PATH is given: per user, so two
@@ -31,16 +32,6 @@ export function resolveSocketPath(flag: string | undefined, env: NodeJS.ProcessE
  */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-/** statfs(2) magic numbers of pseudo filesystems where a socket cannot live (linux/magic.h). */
-const PSEUDO_FILESYSTEMS = new Map<number, string>([
-  [0x9fa0, 'proc'],
-  [0x62656572, 'sysfs'],
-  [0x27e0eb, 'cgroup'],
-  [0x63677270, 'cgroup2'],
-  [0x64626720, 'debugfs'],
-  [0x73636673, 'securityfs'],
-]);
-
 export interface SocketDirectoryOptions {
   /** The socket file's mode: the directory we create lets through the classes the socket lets through. */
   mode: number;
@@ -61,20 +52,8 @@ export async function checkSocketPath(socketPath: string): Promise<void> {
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new SdsError(ErrorCode.SocketPathTooLong, `socket path is ${bytes} bytes, over the platform limit of ${MAX_SOCKET_PATH_BYTES} (sun_path): ${socketPath.slice(0, 60)}...; choose a shorter --socket`);
   }
-  let probe = path.dirname(path.resolve(socketPath));
-  for (;;) {
-    try {
-      const { type } = await fs.statfs(probe);
-      const kind = PSEUDO_FILESYSTEMS.get(Number(type));
-      if (kind) throw new SdsError(ErrorCode.SocketPathUnsupported, `socket path ${socketPath} is on the ${kind} pseudo filesystem (${probe}), where a socket cannot be created; choose another --socket`);
-      return;
-    } catch (err) {
-      if (err instanceof SdsError) throw err;
-      const parent = path.dirname(probe);
-      if (parent === probe) return;
-      probe = parent;
-    }
-  }
+  const pseudo = await pseudoFilesystemOf(path.dirname(path.resolve(socketPath)));
+  if (pseudo) throw new SdsError(ErrorCode.SocketPathUnsupported, `socket path ${socketPath} is on the ${pseudo.kind} pseudo filesystem (${pseudo.probe}), where a socket cannot be created; choose another --socket`);
 }
 
 /**
@@ -94,7 +73,9 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       break;
     } catch (err) {
       if (err instanceof SdsError) throw err;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new SdsError(ErrorCode.SocketSetup, `cannot inspect socket directory ${existing}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw (await deniedError(existing, 'inspect socket directory', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot inspect socket directory ${existing}: ${(err as Error).message}`);
+      }
       missing.unshift(existing);
       existing = path.dirname(existing);
     }
@@ -114,7 +95,7 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
       if (last && options.group !== undefined) await fs.chown(d, -1, options.group);
       await fs.chmod(d, last ? directoryModeFor(options.mode) : 0o755);
     } catch (err) {
-      throw new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
+      throw (await deniedError(d, 'create socket directory', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot create socket directory ${d}: ${(err as Error).message}`);
     }
   }
   if (missing.length === 0 && options.group !== undefined) {
@@ -126,6 +107,43 @@ export async function prepareSocketDirectory(dir: string, options: SocketDirecto
     }
   }
   return { created: missing.length > 0, ...(unsafe ? { unsafe } : {}) };
+}
+
+/**
+ * For an EACCES/EPERM met on the way to `target` (a socket path or directory): an
+ * `SDS_ERR_SOCKET_DIR_UNSAFE` naming the directory that refuses us, its owner and mode -- typically
+ * another user's socket directory (a second user running the quickstart). Other errors: undefined.
+ * The refusing directory is the first, from the root down, we may not search; when every one lets
+ * us through, it is the target's parent (we may not write there).
+ */
+async function deniedError(target: string, doing: string, err: unknown): Promise<SdsError | undefined> {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== 'EACCES' && code !== 'EPERM') return undefined;
+  const me = process.getuid?.() ?? 0;
+  const parent = path.dirname(path.resolve(target));
+  let refusing = parent;
+  const parts = parent.split(path.sep).filter(Boolean);
+  for (let i = 0; i <= parts.length; i++) {
+    const prefix = path.sep + parts.slice(0, i).join(path.sep);
+    try {
+      await fs.access(prefix, fs.constants.X_OK);
+    } catch {
+      refusing = prefix;
+      break;
+    }
+  }
+  let described = '';
+  try {
+    const st = await fs.stat(refusing);
+    described = ` (owner uid ${st.uid}, group ${st.gid}, mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`;
+  } catch {
+    // Its parent refuses us too: the path alone must do.
+  }
+  return new SdsError(
+    ErrorCode.SocketDirUnsafe,
+    `cannot ${doing} ${target}: directory ${refusing}${described} does not let us (uid ${me}) through (${code}); it belongs to another user (another user's server?). Choose another socket path (--socket, socket.path or APPMESH_SDS_SOCKET_PATH)`,
+    { cause: err },
+  );
 }
 
 /** The mode of a socket directory we create for a socket of mode `socketMode` (0660 -> 0750). */
@@ -175,7 +193,7 @@ export async function prepareSocketPath(socketPath: string): Promise<{ removedSt
     stat = await fs.lstat(socketPath);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removedStale: false };
-    throw new SdsError(ErrorCode.SocketSetup, `cannot inspect socket path ${socketPath}: ${(err as Error).message}`);
+    throw (await deniedError(socketPath, 'inspect socket path', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot inspect socket path ${socketPath}: ${(err as Error).message}`);
   }
   if (!stat.isSocket()) {
     throw new SdsError(ErrorCode.SocketPathNotSocket, `refusing to replace ${socketPath}: it exists and is not a socket (${kindOf(stat)}); remove it or choose another --socket`);
@@ -211,7 +229,7 @@ export async function bindPrivately(listener: net.Server, socketPath: string, op
     // <dir>/<8-byte name>, so the default sds.sock never needs more room than its own path.
     privateDir = await fs.mkdtemp(dir + path.sep);
   } catch (err) {
-    throw new SdsError(ErrorCode.SocketSetup, `cannot create a private directory in ${dir} to bind the socket: ${(err as Error).message}`);
+    throw (await deniedError(socketPath, 'bind the socket at', err)) ?? new SdsError(ErrorCode.SocketSetup, `cannot create a private directory in ${dir} to bind the socket: ${(err as Error).message}`);
   }
   const privatePath = path.join(privateDir, 's');
   try {

@@ -82,6 +82,15 @@ describeWithEnvoy('sds-server doctor names each TLS failure cause, from our stat
     expect(checked).toContain(`holds ${CLIENT_ID} serial ${mesh.files.clientLeaf.serialNumber}: the version we serve`);
   });
 
+  it("--admin given an Envoy's admin address: a problem found (admin-unreachable, SDS_ERR_ADMIN_UNREACHABLE) with the hint to use --envoy-admin", async () => {
+    const envoyAdmin = envoyAdmins()[0]!;
+    const r = await runDoctor({ admin: envoyAdmin, envoyAdmins: [], json: false });
+    expect(r.ok).toBe(false);
+    expect(r.findings.map((f) => f.cause)).toEqual(['admin-unreachable']);
+    expect(r.findings[0]!.summary).toContain('SDS_ERR_ADMIN_UNREACHABLE');
+    expect(r.findings[0]!.details.join('\n')).toContain('this looks like an Envoy admin; use --envoy-admin');
+  });
+
   it('plain HTTP to the TLS listener: handshake errors without verify failures (WRONG_VERSION_NUMBER, bypass)', async () => {
     await resetCounters();
     // The application talks HTTP straight to the server-side Envoy's mTLS port, past its own proxy.

@@ -164,13 +164,35 @@ describeWithEnvoy('README quickstart: two Envoys, mTLS, from a fresh clone', (en
     }
     for (const r of running) expect(r.child.exitCode, `${r.name} is still running`).toBeNull();
 
-    const [response = '', stats = ''] = outputs;
+    const [response = '', stats = '', status = ''] = outputs;
     expect(response).toMatch(/^HTTP\/1\.1 200 OK\r?$/m);
     // Back's Envoy required and verified a client certificate, and it named front's SPIFFE ID.
     expect(response).toMatch(/^x-client-spiffe-id: spiffe:\/\/example\.org\/front\r?$/m);
     expect(response).toMatch(/^x-back-spiffe-id: spiffe:\/\/example\.org\/back\r?$/m);
     expect(response).toMatch(/^hello from back$/m);
     expect(Number(/listener\.127\.0\.0\.1_10001\.ssl\.handshake: (\d+)/.exec(stats)?.[1])).toBeGreaterThanOrEqual(1);
+
+    // Terminal 1 says it listens (at the quickstart's log level), not only a warning. Its pipe is
+    // read only now: execFileSync above held the event loop.
+    const terminal1 = running[0]!;
+    const listening = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => done(false), 5_000);
+      const check = (): void => {
+        if (/"msg":"listening"/.test(terminal1.output.join(''))) done(true);
+      };
+      const done = (seen: boolean): void => {
+        clearTimeout(timer);
+        terminal1.child.stdout?.off('data', check);
+        resolve(seen);
+      };
+      terminal1.child.stdout?.on('data', check);
+      check();
+    });
+    expect(listening, `terminal 1 logs "listening":\n${terminal1.output.join('')}`).toBe(true);
+    // The server's admin (README's `sds-server status`): both Envoys' streams, by node id.
+    expect(status).toMatch(/^[1-9]\d* open stream\(s\)$/m);
+    expect(status).toMatch(/^\S+\s+.*\bfront\b/m);
+    expect(status).toMatch(/^\S+\s+.*\bback\b/m);
 
     // And what the README says you will see is what was seen.
     const seen = `${response}\n${stats}`.replace(/\r/g, '').replace(/handshake: \d+/, 'handshake: N');

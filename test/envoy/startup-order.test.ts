@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { describeWithEnvoy } from './find-envoy.js';
-import { httpRequest, sameSerial, sleep, waitUntil, type EnvoyProcess, type HttpResult } from './harness.js';
+import { SDS_CLUSTER, httpRequest, sameSerial, sleep, waitUntil, type EnvoyProcess, type HttpResult } from './harness.js';
 import { Mesh, SERVER_ID, CLIENT_ID, STAT, issueClientLeaf, issueServerLeaf, requestAgent } from './mesh.js';
 
 describeWithEnvoy('Envoy end to end: start order and sds-server restarts', (envoyBin) => {
@@ -68,6 +68,9 @@ describeWithEnvoy('Envoy end to end: start order and sds-server restarts', (envo
 
       await mesh.stopSds();
       await waitUntil('Envoys to notice sds-server is gone', async () => (await connected(mesh.serverEnvoy, SERVER_ID)) === 0 && (await connected(mesh.clientEnvoy, CLIENT_ID)) === 0);
+      // A graceful stop ends every stream with OK trailers fully written before the session closes:
+      // no Envoy counts it as an HTTP/2 protocol error on the SDS cluster's connection.
+      for (const envoy of envoys) expect(await envoy.stat(`cluster.${SDS_CLUSTER}.upstream_cx_protocol_error`), `${envoy.name}: protocol errors from a graceful stop`).toBe(0);
       // While it is down, Envoy keeps serving with what it has, on old and new connections.
       const whileDown = await requestAgent(direct, mesh.ports.serverListener);
       expect200(whileDown);

@@ -34,6 +34,7 @@ import {
 } from '@aws-sdk/client-acm-pca';
 import { abortError, raceAbort, sleep } from '../../core/abort.js';
 import { ErrorCode, SdsError } from '../../core/errors.js';
+import { redactUrlCredentials } from '../../core/redact-url.js';
 import { isSelfSigned } from '../../x509/certificate-info.js';
 import { splitPem } from '../../x509/pem.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
@@ -206,7 +207,8 @@ export class AwsPcaBackend implements CaBackend {
 /** `Name: message` for SDK service errors (ResourceNotFoundException, AccessDeniedException, ...) and network errors. */
 function describeAwsError(err: Error & { code?: string }): string {
   const name = err.name && err.name !== 'Error' ? err.name : err.code;
-  const message = err.message || String(err);
+  // The SDK may quote the endpoint; a password in it (`https://user:pw@vpce...`) must not reach logs or /status.
+  const message = redactUrlCredentials(err.message || String(err));
   return name && !message.startsWith(name) ? `${name}: ${message}` : message;
 }
 

@@ -35,6 +35,7 @@ import * as https from 'node:https';
 import * as x509 from '@peculiar/x509';
 import { abortError } from '../../core/abort.js';
 import { ErrorCode, SdsError } from '../../core/errors.js';
+import { displayUrl, redactUrlCredentials } from '../../core/redact-url.js';
 import { isSelfSigned } from '../../x509/certificate-info.js';
 import { splitPem } from '../../x509/pem.js';
 import type { CaBackend, SignRequest, SignedCertificate } from '../ca-backend.js';
@@ -94,9 +95,9 @@ export class CfsslBackend implements CaBackend {
     try {
       base = new URL(opts.url);
     } catch {
-      throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${JSON.stringify(opts.url)} is not a URL`);
+      throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${JSON.stringify(redactUrlCredentials(opts.url))} is not a URL`);
     }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${opts.url} must be http:// or https://`);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new SdsError(ErrorCode.ConfigInvalid, `cfssl: url ${displayUrl(base)} must be http:// or https://`);
     if (!base.pathname.endsWith('/')) base.pathname += '/';
     this.base = base;
     if (opts.authKey !== undefined) {
@@ -274,13 +275,14 @@ export class CfsslBackend implements CaBackend {
     });
   }
 
+  /** The URL for messages, its password masked: errors reach logs and /status. */
   private where(path: string): string {
-    return new URL(path, this.base).toString();
+    return displayUrl(new URL(path, this.base));
   }
 
   private checkUsable(signal: AbortSignal): void {
-    if (this.closed) throw new SdsError(ErrorCode.Internal, `cfssl at ${this.base.toString()}: used after close()`);
-    if (signal.aborted) throw this.aborted(this.base.toString(), signal);
+    if (this.closed) throw new SdsError(ErrorCode.Internal, `cfssl at ${displayUrl(this.base)}: used after close()`);
+    if (signal.aborted) throw this.aborted(displayUrl(this.base), signal);
   }
 
   private aborted(where: string, signal: AbortSignal): SdsError {

@@ -5,6 +5,7 @@ import { trustDomainId } from '../../x509/spiffe.js';
 import path from 'node:path';
 import type { Logger } from '../../core/logger.js';
 import { ErrorCode, SdsError } from '../../core/errors.js';
+import { pseudoFilesystemOf } from '../../core/pseudo-filesystem.js';
 import type { KeyType } from '../../x509/issue.js';
 import { CLOCK_SKEW_MS, LeafSigner } from '../../x509/leaf-signer.js';
 import type { CaBackend, PublicKeySignRequest, SignRequest, SignedCertificate } from '../ca-backend.js';
@@ -109,6 +110,11 @@ async function loadOrCreate(opts: EmbeddedCaOptions): Promise<Authority> {
     }
   }
   if (opts.dataDir) {
+    // Node 20's recursive mkdir on /proc or /sys never returns: refuse before touching it.
+    const pseudo = await pseudoFilesystemOf(opts.dataDir);
+    if (pseudo) {
+      throw new SdsError(ErrorCode.CaDataDir, `cannot keep the embedded CA root in ${opts.dataDir}: it is on the ${pseudo.kind} pseudo filesystem (${pseudo.probe}); give a writable directory with --data-dir (or ca.embedded.dataDir)`);
+    }
     const certPath = path.join(opts.dataDir, CERT_FILE);
     const keyPath = path.join(opts.dataDir, KEY_FILE);
     const existing = await inDataDir(opts.dataDir, () => readPair(certPath, keyPath));
