@@ -14,9 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type RunningApp } from '../src/cli/app.js';
 import { checkMain } from '../src/cli/check-command.js';
 import { parseConfigFile } from '../src/cli/config.js';
-import { protoRoot } from '../src/api/proto-root.js';
 import { silentLogger } from '../src/core/logger.js';
-import { SECRET_TYPE_URL, SdsTestClient, envoyNode } from './helpers/sds-client.js';
+import { SECRET_TYPE_URL, SdsTestClient, decodeSecret, envoyNode } from './helpers/sds-client.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FRONT = 'spiffe://example.org/front';
@@ -65,13 +64,9 @@ describe('examples/config runs as shipped once scripts/examples/config-certs.ts 
     client = new SdsTestClient(app.socketPath, 'v3');
     const res = await client.fetch({ node: envoyNode({ id: 'front' }), resource_names: [FRONT], type_url: SECRET_TYPE_URL.v3 });
     expect(res.resources).toHaveLength(1);
-    const Secret = protoRoot().lookupType('envoy.extensions.transport_sockets.tls.v3.Secret');
-    const secret = Secret.toObject(Secret.decode(res.resources[0]!.value), { bytes: String }) as {
-      name: string;
-      tlsCertificate?: { certificateChain?: { inlineBytes?: string } };
-    };
+    const secret = decodeSecret(res.resources[0]!);
     expect(secret.name).toBe(FRONT);
-    const chain = Buffer.from(String(secret.tlsCertificate?.certificateChain?.inlineBytes), 'base64').toString('utf8');
+    const chain = Buffer.from(secret.tls_certificate?.certificate_chain?.inline_bytes ?? []).toString('utf8');
     expect(chain).toBe(await readFile(path.join(dir, 'certs', 'front', 'tls.crt'), 'utf8'));
   });
 });
