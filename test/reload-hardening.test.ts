@@ -1,10 +1,14 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import http from 'node:http';
 import fs from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SdsTestClient, decodeSecret, envoyNode } from './helpers/sds-client.js';
+import { issueLeaf } from '../src/x509/issue.js';
+import { rootCa } from './helpers/identities.js';
+import { parseCommandLine } from '../src/cli/args.js';
 
 /**
  * Red-team findings on live config reload: a reload (SIGHUP, --watch-config) must never stop or
@@ -43,11 +47,11 @@ describe('config reload hardening', () => {
     proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
   };
-  /** Resolves once the program has logged `text`; rejects if it exits first. */
-  const logged = (text: string): Promise<void> =>
+  /** Resolves once the program has logged `text` (`times` times); rejects if it exits first. */
+  const logged = (text: string, times = 1): Promise<void> =>
     new Promise((resolve, reject) => {
       const check = (): void => {
-        if (output.includes(text)) resolve();
+        if (output.split(text).length - 1 >= times) resolve();
       };
       check();
       child!.stdout.on('data', check);
@@ -80,4 +84,85 @@ describe('config reload hardening', () => {
     expect(output.match(/"msg":"config reloaded/g)).toHaveLength(1);
     await stop();
   }, 60_000);
+
+  /** GET on the admin endpoint's Unix socket; the parsed JSON body. */
+  const adminGet = (socketPath: string, p: string): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      http
+        .get({ socketPath, path: p }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve(JSON.parse(body) as Record<string, unknown>));
+        })
+        .on('error', reject);
+    });
+
+  it.each([
+    { kind: 'a FIFO (named pipe)', reason: 'named pipe' },
+    { kind: 'a symlink to /dev/zero', reason: 'a device' },
+    { kind: 'a 2 MiB file', reason: 'limit for a config file' },
+  ])('a config file swapped for $kind is refused on SIGHUP without blocking: SDS_ERR_CONFIG_INVALID naming the file, in /status, and the running config keeps serving', async ({ kind, reason }) => {
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: `${TD}/one` });
+    await fs.writeFile(path.join(dir, 'one.crt'), leaf.chainPem);
+    await fs.writeFile(path.join(dir, 'one.key'), leaf.keyPem, { mode: 0o600 });
+    const socketPath = path.join(dir, 'sds.sock');
+    const adminSocket = path.join(dir, 'admin.sock');
+    const file = path.join(dir, 'sds.yaml');
+    const good = `socket: { path: ${socketPath} }\nadmin: { address: "unix:${adminSocket}" }\ncertificates:\n  - { name: "${TD}/one", cert: one.crt, key: one.key }\n`;
+    await fs.writeFile(file, good);
+    run(['--config', file]);
+    await logged('all secrets ready');
+    client = new SdsTestClient(socketPath);
+    const kept = client.stream();
+    kept.send({ node: envoyNode(), resource_names: [`${TD}/one`], type_url: client.typeUrl });
+    await kept.next(10_000);
+
+    // Swapped in as a rename over the config, as a deployment tool would.
+    const swap = path.join(dir, 'swap');
+    if (kind.includes('FIFO')) execFileSync('mkfifo', [swap]);
+    else if (kind.includes('/dev/zero')) await fs.symlink('/dev/zero', swap);
+    else await fs.writeFile(swap, `${good}${'# padding\n'.repeat(210_000)}`);
+    await fs.rename(swap, file);
+    child!.kill('SIGHUP');
+    await logged('config reload refused');
+    const refusal = output.split('\n').find((l) => l.includes('config reload refused'))!;
+    expect(refusal).toContain('SDS_ERR_CONFIG_INVALID');
+    expect(refusal).toContain(file);
+    expect(refusal).toContain(reason);
+    const status = await adminGet(adminSocket, '/status');
+    const lastReloadError = (status.config as { lastReloadError?: { code: string; message: string } }).lastReloadError;
+    expect(lastReloadError).toMatchObject({ code: 'SDS_ERR_CONFIG_INVALID' });
+    expect(lastReloadError!.message).toContain(file);
+    expect(lastReloadError!.message).toContain(reason);
+    // Still serving the running config: a new stream is answered on the same connection.
+    const again = client.stream();
+    again.send({ node: envoyNode(), resource_names: [`${TD}/one`], type_url: client.typeUrl });
+    expect(decodeSecret((await again.next(10_000)).resources[0]!).name).toBe(`${TD}/one`);
+
+    // And a good config put back is applied.
+    await fs.rm(file);
+    await fs.writeFile(file, good);
+    child!.kill('SIGHUP');
+    await logged('"msg":"config reloaded');
+    await stop();
+  }, 60_000);
+
+  it('at start-up too, --config naming a FIFO, a device or a 2 MiB file is refused at once with SDS_ERR_CONFIG_INVALID naming the file', async () => {
+    const fifo = path.join(dir, 'fifo.yaml');
+    execFileSync('mkfifo', [fifo]);
+    const zero = path.join(dir, 'zero.yaml');
+    await fs.symlink('/dev/zero', zero);
+    const big = path.join(dir, 'big.yaml');
+    await fs.writeFile(big, '# padding\n'.repeat(210_000));
+    for (const [file, reason] of [
+      [fifo, 'not a regular file'],
+      [zero, 'not a regular file'],
+      [big, 'limit for a config file'],
+    ] as const) {
+      expect(() => parseCommandLine(['--config', file], {})).toThrow(expect.objectContaining({ code: 'SDS_ERR_CONFIG_INVALID', message: expect.stringContaining(`${file}: `) }));
+      expect(() => parseCommandLine(['--config', file], {})).toThrow(reason);
+    }
+  });
 });
+

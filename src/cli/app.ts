@@ -47,8 +47,8 @@ export interface RunningApp {
 }
 
 export interface StartOptions {
-  /** Reads the config again for `reloadConfig` (the config file and the command line); throws an SdsError when invalid. */
-  load?: () => ServerConfig;
+  /** Reads the config again for `reloadConfig` (the config file and the command line); throws (or rejects with) an SdsError when invalid. */
+  load?: () => ServerConfig | Promise<ServerConfig>;
   /** The config file (shown in `/status`; watched with `watchConfig`). */
   configFile?: string;
   /** `--watch-config`: reload when the config file changes. */

@@ -14,6 +14,7 @@ import {
   defaultConfig,
   defaultIdentity,
   loadConfig,
+  parseConfigFile,
   parseAdminAddress,
   parseDurationSeconds,
   parseFileMode,
@@ -80,8 +81,11 @@ Operations:
 
 export type Command = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: ServerConfig; configFile?: string; watchConfig?: boolean };
 
-/** Parses the command line (and the --config file it names) into a validated configuration. */
-export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): Command {
+/**
+ * Parses the command line (and the --config file it names) into a validated configuration.
+ * `read.configText`: the --config file's text, already read (a reload reads it without blocking).
+ */
+export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env, read: { configText?: string } = {}): Command {
   let parsed;
   try {
     parsed = parseArgs({
@@ -134,7 +138,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
     });
   }
-  config = v.config !== undefined ? loadConfig(v.config) : defaultConfig();
+  // A reload passes the text it read without blocking (readConfigFile); start-up reads it here.
+  if (v.config === undefined) config = defaultConfig();
+  else config = read.configText !== undefined ? parseConfigFile(read.configText, v.config) : loadConfig(v.config);
 
   if (v.cert !== undefined || v.key !== undefined || v.ca !== undefined) {
     if (v.config !== undefined) check.problem('--cert/--key/--ca', 'cannot be combined with --config (list the files in the config instead)');

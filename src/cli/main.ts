@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { createLogger } from '../core/logger.js';
 import { ErrorCode, SdsError, describeError, errorCode, errorMessage } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
-import type { ServerConfig } from './config.js';
+import { readConfigFile, type ServerConfig } from './config.js';
 import type { RunningApp } from './app.js';
 import { disableDebuggerSignal } from './sigusr1.js';
 
@@ -73,9 +73,11 @@ async function main(): Promise<number> {
   const log = createLogger(command.config.log);
   disableDebuggerSignal(log);
   const argv = process.argv.slice(2);
-  // A reload reads the config file and the command line again, exactly as at start.
-  const load = (): ServerConfig => {
-    const again = parseCommandLine(argv);
+  // A reload reads the config file and the command line again, as at start, but the file without
+  // blocking the event loop (a FIFO or a device put in its place is refused, not waited on).
+  const load = async (): Promise<ServerConfig> => {
+    const configText = command.configFile !== undefined ? await readConfigFile(command.configFile) : undefined;
+    const again = parseCommandLine(argv, process.env, configText !== undefined ? { configText } : {});
     if (again.kind !== 'run') throw new SdsError(ErrorCode.ConfigInvalid, 'config reload: the command line no longer runs the server');
     return again.config;
   };

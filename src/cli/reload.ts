@@ -119,7 +119,7 @@ export interface ConfigReloaderOptions {
   /** The config the server started with. */
   config: ServerConfig;
   /** Reads the config again (file and command line); throws an SdsError when it is invalid. */
-  load: () => ServerConfig;
+  load: () => ServerConfig | Promise<ServerConfig>;
   parts: LiveParts;
   log: Logger;
   /** The config file, for status and `--watch-config`. */
@@ -231,7 +231,7 @@ export class ConfigReloader {
     try {
       let next: ServerConfig;
       try {
-        next = this.opts.load();
+        next = await this.opts.load();
       } catch (err) {
         throw err instanceof SdsError ? err : new SdsError(ErrorCode.ConfigInvalid, `config reload: ${(err as Error).message}`);
       }
