@@ -9,6 +9,9 @@ import { SdsTestClient, decodeSecret, envoyNode } from './helpers/sds-client.js'
 import { issueLeaf } from '../src/x509/issue.js';
 import { rootCa } from './helpers/identities.js';
 import { parseCommandLine } from '../src/cli/args.js';
+import { startApp, type RunningApp } from '../src/cli/app.js';
+import type { ServerConfig } from '../src/cli/config.js';
+import { createLogger } from '../src/core/logger.js';
 
 /**
  * Red-team findings on live config reload: a reload (SIGHUP, --watch-config) must never stop or
@@ -166,3 +169,57 @@ describe('config reload hardening', () => {
   });
 });
 
+describe('config reload that starts the CA with a new trust domain', () => {
+  let dir: string;
+  let app: RunningApp | undefined;
+  let client: SdsTestClient | undefined;
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-reload-td-'));
+  });
+  afterEach(async () => {
+    client?.close();
+    client = undefined;
+    await app?.stop();
+    app = undefined;
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('the identity template is expanded with the new ca.trustDomain: the caller gets spiffe://other.org/uid/<uid>, and spiffe://example.org/uid/<uid> is not issued', async () => {
+    const uid = process.getuid!();
+    const ca = await rootCa('example.org');
+    const leaf = await issueLeaf(ca, { spiffeId: `${TD}/front` });
+    await fs.writeFile(path.join(dir, 'front.crt'), leaf.chainPem);
+    await fs.writeFile(path.join(dir, 'front.key'), leaf.keyPem, { mode: 0o600 });
+    const file = path.join(dir, 'sds.yaml');
+    const base = `socket: { path: ${path.join(dir, 'sds.sock')} }
+certificates:
+  - { name: "${TD}/front", cert: front.crt, key: front.key }
+workloads:
+  - { selectors: ["unix:uid:${uid}"], identities: ["${TD}/front"] }
+`;
+    await fs.writeFile(file, base);
+    const load = (): ServerConfig => {
+      const command = parseCommandLine(['--config', file], {});
+      if (command.kind !== 'run') throw new Error('expected run');
+      return command.config;
+    };
+    app = await startApp(load(), createLogger({ level: 'error', write: () => undefined }), { load, configFile: file });
+    await fs.writeFile(
+      file,
+      `${base}ca: { trustDomain: other.org, embedded: { dataDir: ${path.join(dir, 'ca')} }, bundlePropagationMs: 0 }\nidentityTemplate: "spiffe://{trustDomain}/uid/{unix:uid}"\n`,
+    );
+    expect(await app.reloadConfig('test')).toMatchObject({ outcome: 'applied', restartRequired: [] });
+
+    client = new SdsTestClient(app.socketPath);
+    const ask = (name: string): ReturnType<SdsTestClient['stream']> => {
+      const s = client!.stream();
+      s.send({ node: envoyNode(), resource_names: [name], type_url: client!.typeUrl });
+      return s;
+    };
+    const mine = `spiffe://other.org/uid/${uid}`;
+    expect(decodeSecret((await ask(mine).next(15_000)).resources[0]!).name).toBe(mine);
+    const wrong = await ask(`${TD}/uid/${uid}`).ended;
+    expect(wrong.code).toBe(7); // PERMISSION_DENIED
+    expect(app.store.get(`${TD}/uid/${uid}`)).toBeUndefined();
+  }, 60_000);
+});

@@ -191,9 +191,9 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       await old.close();
       return old.declaredNames();
     },
-    setPolicy: (a) => {
+    setPolicy: (a, trustDomain) => {
       if (!authorization) return;
-      authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, config.ca.trustDomain));
+      authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, trustDomain));
     },
   };
   const reloader = new ConfigReloader({

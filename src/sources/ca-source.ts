@@ -11,7 +11,7 @@ import { generateKeys, type KeyType } from '../x509/issue.js';
 import { createCsr } from '../x509/csr.js';
 import { isSelfSigned } from '../x509/certificate-info.js';
 import { splitPem } from '../x509/pem.js';
-import { trustDomainId } from '../x509/spiffe.js';
+import { parseSpiffeId, trustDomainId } from '../x509/spiffe.js';
 import type { SecretPublisher } from './file-source.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 
@@ -285,6 +285,11 @@ export class CaSource implements SecretSource {
     const { spec } = id;
     const started = Date.now();
     try {
+      // Second safeguard after the config rules: whatever asks (a template expanded with the wrong
+      // trust domain, say), this CA never signs an identity outside its own trust domain.
+      if (parseSpiffeId(spec.spiffeId)?.trustDomain !== this.opts.trustDomain) {
+        throw new SdsError(ErrorCode.SpiffeIdMismatch, `${spec.spiffeId} is outside the CA's trust domain ${this.opts.trustDomain}; not issued`);
+      }
       const keys = await generateKeys(spec.keyType);
       const csrPem = await createCsr(keys, { spiffeId: spec.spiffeId, dnsNames: spec.dnsNames });
       const signed = await this.withTimeout((signal) =>
