@@ -201,3 +201,43 @@ describe('admin endpoint: /healthz, /ready, /status, /streams', () => {
     client.close();
   });
 });
+
+describe('admin output never shows a private key', () => {
+  it('a status whose error message quotes a PEM private key (status and metrics doubles) is served redacted by /status and /metrics, as valid JSON', async () => {
+    const { AdminServer } = await import('../src/ops/admin-server.js');
+    const key = (await issueLeaf(await rootCa('example.org'), { spiffeId: FRONT })).keyPem;
+    const body = key.split('\n').slice(1, -2).join('\n');
+    // As a CA error quotes the first 200 characters of a non-JSON answer: the END line is cut off.
+    const cutOff = `cfssl CA: not JSON: ${key.slice(0, 200)}`;
+    const whole = `leaked: ${key.trimEnd()} (end)`;
+    const status = {
+      ready: false,
+      socket: '/run/sds.sock',
+      streams: { open: 0, byApi: {} },
+      secrets: [{ name: FRONT, kind: 'tls-certificate', aliases: [], state: 'error', warnings: [], lastError: { code: 'SDS_ERR_CA_UNAVAILABLE', message: cutOff } }],
+      note: whole,
+    };
+    const admin = new AdminServer({
+      host: '127.0.0.1',
+      port: 0,
+      status: () => status as unknown as ReturnType<ConstructorParameters<typeof AdminServer>[0]['status']>,
+      metrics: { contentType: 'text/plain', scrape: async () => `sds_error{message="${cutOff.replace(/\n/g, '\\n')}"} 1\n` },
+      log: silentLogger,
+    });
+    const address = await admin.start();
+    try {
+      const text = await (await fetch(`http://${address}/status`)).text();
+      const json = JSON.parse(text) as typeof status;
+      expect(json.secrets[0]!.lastError.message).toBe('cfssl CA: not JSON: [REDACTED PRIVATE KEY]');
+      expect(json.note).toBe('leaked: [REDACTED PRIVATE KEY] (end)');
+      const metrics = await (await fetch(`http://${address}/metrics`)).text();
+      for (const out of [text, metrics]) {
+        expect(out).not.toContain('PRIVATE KEY-----');
+        expect(out).not.toContain(body.slice(0, 40));
+      }
+      expect(metrics).toContain('sds_error{message="cfssl CA: not JSON: [REDACTED PRIVATE KEY]');
+    } finally {
+      await admin.stop();
+    }
+  });
+});

@@ -31,6 +31,51 @@ const problems = (yaml: string): string => {
   return '';
 };
 
+/**
+ * Node turns a timer delay above 2^31 - 1 ms into 1 ms (a "once a month" setting would re-run
+ * every millisecond), and a duration of hundreds of digits is Infinity: both are refused.
+ */
+describe('config file: numbers and durations are bounded', () => {
+  const MAX_MS = 2147483647;
+  const TOO_LONG = `expected a duration such as 3600, "90s", "15m" or "1h", at most 3650d`;
+  it.each([
+    ['ca: { bundleRefreshMs: 3000000000 }', `ca.bundleRefreshMs: expected an integer >= 0 and <= ${MAX_MS}, got number 3000000000`],
+    ['ca: { bundlePropagationMs: 2147483648 }', `ca.bundlePropagationMs: expected an integer >= 0 and <= ${MAX_MS}, got number 2147483648`],
+    ['ca: { timeoutMs: 3000000000 }', `ca.timeoutMs: expected an integer >= 1 and <= ${MAX_MS}, got number 3000000000`],
+    ['ca: { backoff: { initialMs: 1e12, maxMs: 1e12 } }', `ca.backoff.initialMs: expected an integer >= 1 and <= ${MAX_MS}, got number 1000000000000`],
+    ['ca: { backoff: { maxMs: 1e12 } }', `ca.backoff.maxMs: expected an integer >= 1 and <= ${MAX_MS}, got number 1000000000000`],
+    ['watch: { pollIntervalMs: 3000000000 }', `watch.pollIntervalMs: expected an integer >= 0 and <= ${MAX_MS}, got number 3000000000`],
+    ['watch: { debounceMs: 2147483648 }', `watch.debounceMs: expected an integer >= 0 and <= ${MAX_MS}, got number 2147483648`],
+    ['socket: { limits: { pingIntervalMs: 1e10 } }', `socket.limits.pingIntervalMs: expected an integer >= 0 and <= ${MAX_MS}, got number 10000000000`],
+    ['socket: { limits: { prefaceTimeoutMs: 1e10 } }', `socket.limits.prefaceTimeoutMs: expected an integer >= 1 and <= ${MAX_MS}, got number 10000000000`],
+    ['onDemandIdleSeconds: 2147484', 'onDemandIdleSeconds: expected an integer >= 0 and <= 2147483, got number 2147484'],
+    [`identities:\n  - { spiffeId: "spiffe://example.org/a", lifetime: "${'9'.repeat(400)}" }`, `identities[0].lifetime: ${TOO_LONG}, got a string of 400 characters`],
+    [`identities:\n  - { spiffeId: "spiffe://example.org/a", lifetime: ${'9'.repeat(400)} }`, `identities[0].lifetime: ${TOO_LONG}, got number Infinity`],
+    ['identities:\n  - { spiffeId: "spiffe://example.org/a", lifetime: 3651d }', `identities[0].lifetime: ${TOO_LONG}, got a string of 5 characters`],
+    ['expiryWarning: 315360001', `expiryWarning: ${TOO_LONG}, got number 315360001`],
+  ])('%s', (yaml, expected) => {
+    expect(problems(yaml)).toContain(`/etc/sds/sds.yaml: ${expected}`);
+  });
+
+  it('the limits themselves are accepted (2147483647 ms, 3650d)', () => {
+    const config = parseConfigFile(
+      `ca: { trustDomain: example.org, bundleRefreshMs: 2147483647, timeoutMs: 2147483647 }\nwatch: { pollIntervalMs: 2147483647 }\nidentities:\n  - { spiffeId: "spiffe://example.org/a", lifetime: 3650d }\n`,
+      '/etc/sds/sds.yaml',
+    );
+    expect(config.ca).toMatchObject({ bundleRefreshMs: 2147483647, timeoutMs: 2147483647 });
+    expect(config.watch.pollIntervalMs).toBe(2147483647);
+    expect(config.identities[0]!.lifetimeSeconds).toBe(3650 * 86400);
+  });
+
+  it.each([
+    [['--poll-interval', '3000000000'], `--poll-interval: expected milliseconds >= 0 and <= ${MAX_MS}`],
+    [['--ping-interval', '3000000000'], `--ping-interval: expected an integer >= 0 and <= ${MAX_MS}`],
+    [['--cert-lifetime', '3651d'], '--cert-lifetime: expected a duration such as 90s, 15m or 1h, at most 3650d'],
+  ])('command line %j is refused', (argv, expected) => {
+    expect(() => parseCommandLine(argv, {})).toThrow(expected);
+  });
+});
+
 describe('config file: rules between fields name the field path', () => {
   it.each([
     ['ca:\n  backend: cfssl', 'ca.cfssl: is required when ca.backend is cfssl'],
@@ -39,7 +84,7 @@ describe('config file: rules between fields name the field path', () => {
     ['ca:\n  cfssl: { url: "https://ca", profiles: [{ name: short }] }', 'ca.cfssl.profiles[0].lifetime: is required'],
     ['ca:\n  cfssl: { url: "https://ca", maxResponseBytes: 10 }', 'ca.cfssl.maxResponseBytes: expected an integer >= 1024, got number 10'],
     ['ca:\n  embedded: { caCert: ca.pem }', 'ca.embedded: give both caCert and caKey, or neither'],
-    ['socket:\n  limits: { maxConnections: 0 }', 'socket.limits.maxConnections: expected an integer >= 1, got number 0'],
+    ['socket:\n  limits: { maxConnections: 0 }', 'socket.limits.maxConnections: expected an integer >= 1 and <= 2147483647, got number 0'],
     ['socket:\n  limits: { pingEvery: 5 }', 'socket.limits.pingEvery: unknown field'],
     [
       'certificates:\n  - { name: a, cert: a.crt, key: a.key }\n  - { name: b, cert: b.crt, key: b.key }\n  - { name: c, cert: c.crt }',
@@ -65,7 +110,7 @@ describe('config file: rules between fields name the field path', () => {
 
   it('one bad field does not hide a rule that involves other fields', () => {
     const message = problems('watch: { debounceMs: soon }\ncertificates:\n  - { name: a, cert: a.crt, key: a.key }\n  - { name: a, cert: b.crt, key: b.key }');
-    expect(message).toContain('watch.debounceMs: expected an integer >= 0, got a string of 4 characters');
+    expect(message).toContain('watch.debounceMs: expected an integer >= 0 and <= 2147483647, got a string of 4 characters');
     expect(message).toContain('certificates[1].name: the same name is already used by certificates[0].name');
   });
 

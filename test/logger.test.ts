@@ -88,4 +88,37 @@ describe('logger (pino)', () => {
       });
     }
   }
+
+  it('redacts a private key whatever the case of its PEM lines (`BEGIN private KEY`), in a field and in the message', () => {
+    const { lines, log } = capture();
+    const oddCase = KEY_PEM.replace('BEGIN PRIVATE KEY', 'BEGIN private KEY').replace('END PRIVATE KEY', 'end Private Key');
+    log.warn(`bad answer: ${oddCase}`, { body: oddCase, cutOff: oddCase.slice(0, 120) });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain(KEY_BODY);
+    expect(lines[0]!.toLowerCase()).not.toContain('private key-----');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ msg: 'bad answer: [REDACTED PRIVATE KEY]\n', body: '[REDACTED PRIVATE KEY]\n', cutOff: '[REDACTED PRIVATE KEY]' });
+  });
+
+  it('a field whose getter throws (or an Error whose message getter throws) does not make the log call throw; the other fields are logged', () => {
+    const { lines, log } = capture();
+    const error = new Error('hidden');
+    Object.defineProperty(error, 'message', { get: () => { throw new Error('no'); } });
+    const fields = {
+      ok: 1,
+      error,
+      get broken(): string {
+        throw new TypeError('no');
+      },
+      nested: {
+        get deeper(): string {
+          throw new Error('no');
+        },
+      },
+    };
+    expect(() => log.error('still logged', fields)).not.toThrow();
+    expect(() => log.child(fields).info('child too')).not.toThrow();
+    expect(lines).toHaveLength(2);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ msg: 'still logged', ok: 1, broken: '[unreadable: TypeError]', nested: { deeper: '[unreadable: Error]' }, error: { name: 'Error', message: '[unreadable: Error]' } });
+    expect(JSON.parse(lines[1]!)).toMatchObject({ msg: 'child too', ok: 1, broken: '[unreadable: TypeError]' });
+  });
 });

@@ -3,7 +3,7 @@
  * backend shares, and each registered backend's own settings under its key (src/ca/registry.ts).
  */
 import * as v from 'valibot';
-import { AS_WRITTEN, fraction, integer, mapping, maybe, unwrap, oneOf, section, stringList, text, textWith, withDefault, type ConfigContext } from '../core/config-schema.js';
+import { AS_WRITTEN, fraction, mapping, milliseconds, maybe, unwrap, oneOf, section, stringList, text, textWith, withDefault, type ConfigContext } from '../core/config-schema.js';
 import { isTrustDomainName } from '../x509/spiffe.js';
 import { CA_BACKEND_TYPES, type AnyCaBackendType } from './registry.js';
 
@@ -34,16 +34,16 @@ export function caConfigSchema(ctx: ConfigContext) {
       bundleNames: withDefault(stringList(text()), 'Extra names the CA\'s trust bundle is served under.', []),
       renewFraction: withDefault(fraction(1), 'Renew an identity when this fraction of its lifetime has passed.', 0.5),
       jitterFraction: withDefault(fraction(0.5), 'Renewal time varies by +- this fraction of the lifetime, so a fleet does not renew at once.', 0.05),
-      timeoutMs: withDefault(integer(1), 'Per CA call, milliseconds: a slower answer is a failed attempt, retried with backoff.', 10_000),
+      timeoutMs: withDefault(milliseconds(1), 'Per CA call, milliseconds: a slower answer is a failed attempt, retried with backoff.', 10_000),
       backoff: section(
         mapping({
-          initialMs: withDefault(integer(1), 'First retry delay after a failed issuance, milliseconds (doubles each time).', 1000),
-          maxMs: withDefault(integer(1), 'Longest retry delay, milliseconds.', 60_000),
+          initialMs: withDefault(milliseconds(1), 'First retry delay after a failed issuance, milliseconds (doubles each time).', 1000),
+          maxMs: withDefault(milliseconds(1), 'Longest retry delay, milliseconds.', 60_000),
         }),
         'Retry delays after a failed issuance.',
       ),
-      bundleRefreshMs: withDefault(integer(0), 'How often the CA\'s roots are re-read to notice a rollover, milliseconds (0 = never).', 60_000),
-      bundlePropagationMs: withDefault(integer(0), 'After a new root is published, wait this long (ms) before serving leaves that need it, so peers have it first.', 2000),
+      bundleRefreshMs: withDefault(milliseconds(0), 'How often the CA\'s roots are re-read to notice a rollover, milliseconds (0 = never).', 60_000),
+      bundlePropagationMs: withDefault(milliseconds(0), 'After a new root is published, wait this long (ms) before serving leaves that need it, so peers have it first.', 2000),
       ...backendEntries(ctx),
   });
 }

@@ -46,8 +46,8 @@ export interface RunningApp {
 }
 
 export interface StartOptions {
-  /** Reads the config again for `reloadConfig` (the config file and the command line); throws an SdsError when invalid. */
-  load?: () => ServerConfig;
+  /** Reads the config again for `reloadConfig` (the config file and the command line); throws (or rejects with) an SdsError when invalid. */
+  load?: () => ServerConfig | Promise<ServerConfig>;
   /** The config file (shown in `/status`; watched with `watchConfig`). */
   configFile?: string;
   /** `--watch-config`: reload when the config file changes. */
@@ -196,9 +196,9 @@ export async function startApp(config: ServerConfig, log: Logger = createLogger(
       await old.close();
       return old.declaredNames();
     },
-    setPolicy: (a) => {
+    setPolicy: (a, trustDomain) => {
       if (!authorization) return;
-      authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, config.ca.trustDomain));
+      authorization.setPolicy(authorizationPolicy({ ...config.authorization, ...a, identityTemplate: a.identityTemplate }, trustDomain));
     },
   };
   const reloader = new ConfigReloader({

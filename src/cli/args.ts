@@ -14,6 +14,7 @@ import {
   defaultConfig,
   defaultIdentity,
   loadConfig,
+  parseConfigFile,
   parseAdminAddress,
   parseDurationSeconds,
   parseFileMode,
@@ -23,6 +24,7 @@ import { X509Certificate } from 'node:crypto';
 import { isTrustDomainName, parseSpiffeId } from '../x509/spiffe.js';
 import { splitPem } from '../x509/pem.js';
 import { MAX_SECRET_FILE_BYTES } from '../core/read-secret-file.js';
+import { MAX_DURATION_SECONDS, MAX_TIMER_MS } from '../core/config-schema.js';
 import { describeCertificate } from '../x509/certificate-info.js';
 
 export const USAGE = `Usage: sds-server [options]
@@ -80,8 +82,11 @@ Operations:
 
 export type Command = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: ServerConfig; configFile?: string; watchConfig?: boolean };
 
-/** Parses the command line (and the --config file it names) into a validated configuration. */
-export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env): Command {
+/**
+ * Parses the command line (and the --config file it names) into a validated configuration.
+ * `read.configText`: the --config file's text, already read (a reload reads it without blocking).
+ */
+export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = process.env, read: { configText?: string } = {}): Command {
   let parsed;
   try {
     parsed = parseArgs({
@@ -134,7 +139,9 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       if (pasted) throw new SdsError(ErrorCode.ConfigInvalid, `invalid command line:\n  - command line: ${flag}: ${pasted} (got ${describe(value)})`);
     });
   }
-  config = v.config !== undefined ? loadConfig(v.config) : defaultConfig();
+  // A reload passes the text it read without blocking (readConfigFile); start-up reads it here.
+  if (v.config === undefined) config = defaultConfig();
+  else config = read.configText !== undefined ? parseConfigFile(read.configText, v.config) : loadConfig(v.config);
 
   if (v.cert !== undefined || v.key !== undefined || v.ca !== undefined) {
     if (v.config !== undefined) check.problem('--cert/--key/--ca', 'cannot be combined with --config (list the files in the config instead)');
@@ -163,7 +170,8 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   for (const [raw, flag, key, min] of limits) {
     if (raw === undefined) continue;
     const n = Number(raw);
-    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) check.problem(flag, `expected an integer >= ${min}, got ${JSON.stringify(raw)}`);
+    // At most Node's timer limit: the MS flags are timer delays (a longer one fires after 1 ms).
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > MAX_TIMER_MS) check.problem(flag, `expected an integer >= ${min} and <= ${MAX_TIMER_MS}, got ${JSON.stringify(raw)}`);
     else config.socket.limits = { ...config.socket.limits, [key]: n };
   }
   if (v['bundle-format'] !== undefined) config.bundleFormat = check.oneOf(v['bundle-format'], '--bundle-format', BUNDLE_FORMATS) ?? config.bundleFormat;
@@ -176,7 +184,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   }
   if (v['poll-interval'] !== undefined) {
     const ms = Number(v['poll-interval']);
-    if (!Number.isInteger(ms) || ms < 0) check.problem('--poll-interval', `expected milliseconds >= 0, got ${describe(v['poll-interval'])}`);
+    if (!Number.isInteger(ms) || ms < 0 || ms > MAX_TIMER_MS) check.problem('--poll-interval', `expected milliseconds >= 0 and <= ${MAX_TIMER_MS}, got ${describe(v['poll-interval'])}`);
     else config.watch.pollIntervalMs = ms;
   }
   if (v['watch-config'] && v.config === undefined) check.problem('--watch-config', 'needs --config (the file to watch)');
@@ -257,7 +265,7 @@ function embeddedDefaults(
   let lifetimeSeconds: number | undefined;
   if (f.lifetime !== undefined) {
     lifetimeSeconds = parseDurationSeconds(f.lifetime);
-    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, got ${describe(f.lifetime)}`);
+    if (lifetimeSeconds === undefined) check.problem('--cert-lifetime', `expected a duration such as 90s, 15m or 1h, at most ${MAX_DURATION_SECONDS / 86_400}d, got ${describe(f.lifetime)}`);
   }
   const trustDomain = id?.trustDomain ?? f.trustDomain;
   if (trustDomain) config.ca.trustDomain = trustDomain;

@@ -14,6 +14,8 @@ import {
   integer,
   list,
   mapping,
+  MAX_TIMER_MS,
+  milliseconds,
   oneOf,
   optional,
   optionalDefaultedElsewhere,
@@ -93,7 +95,8 @@ const adminAddress = () =>
 /** A selector as SPIRE writes it: `type:name:value` (`unix:uid:1001`, `k8s:ns:shop`, `k8s:pod-label:app:web`). */
 const SELECTOR = /^[a-z0-9_-]+:[A-Za-z0-9_.-]+:.+$/;
 
-const limit = (min: number, key: keyof TransportLimits, description: string) => optionalDefaultedElsewhere(integer(min), description, DEFAULT_TRANSPORT_LIMITS[key]);
+// Capped at Node's timer limit: the `Ms` ones are timer delays, and no count needs more.
+const limit = (min: number, key: keyof TransportLimits, description: string) => optionalDefaultedElsewhere(milliseconds(min), description, DEFAULT_TRANSPORT_LIMITS[key]);
 
 /** One `identities:` entry: an identity the CA issues (`lifetime` read as `lifetimeSeconds`). */
 export function identitySchema() {
@@ -148,8 +151,8 @@ export function configFileSchema(ctx: ConfigContext) {
     rootBundle: optional(text(), 'The bundle `aliases.rootBundle` serves. Default: the bundle of the default certificate\'s trust domain, else the first one.'),
     watch: section(
       mapping({
-        debounceMs: withDefault(integer(0), 'Wait this long (ms) after a file changes before reading it. 0 (the default): read on every event and publish as soon as the certificate, key and bundle agree; a half-rotated pair is never served either way.', 0),
-        pollIntervalMs: withDefault(integer(0), 'Re-read watched files this often (ms) as a safety net (0 = off).', 10_000),
+        debounceMs: withDefault(milliseconds(0), 'Wait this long (ms) after a file changes before reading it. 0 (the default): read on every event and publish as soon as the certificate, key and bundle agree; a half-rotated pair is never served either way.', 0),
+        pollIntervalMs: withDefault(milliseconds(0), 'Re-read watched files this often (ms) as a safety net (0 = off).', 10_000),
       }),
       'How certificate and key files are watched.',
     ),
@@ -205,7 +208,7 @@ export function configFileSchema(ctx: ConfigContext) {
       'Who may receive which identity. With neither `workloads` nor `identityTemplate`, authorization is off: every process that can open the socket gets every secret.',
     ),
     identityTemplate: optional(text(), 'Issue each caller an identity on demand, from its selectors, e.g. `spiffe://{trustDomain}/ns/{k8s:ns}/sa/{k8s:sa}` (needs the CA).'),
-    onDemandIdleSeconds: withDefault(integer(0), 'Drop an on-demand identity this many seconds after its last stream is gone.', 300),
+    onDemandIdleSeconds: withDefault(integer(0, Math.floor(MAX_TIMER_MS / 1000)), 'Drop an on-demand identity this many seconds after its last stream is gone.', 300),
     onDemandLifetime: withDefault(durationSeconds(), 'Lifetime of on-demand identities (`--cert-lifetime` too).', '1h'),
     attestation: section(
       mapping({

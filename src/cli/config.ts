@@ -10,6 +10,7 @@ import path from 'node:path';
 import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCode, SdsError } from '../core/errors.js';
+import { readSecretFile } from '../core/read-secret-file.js';
 import { AS_WRITTEN, describe, issueKeys, issuePath, parseDurationSeconds, pastedContentProblem, schemaAt, unknownFields } from '../core/config-schema.js';
 import type { BundleFormatSetting } from '../xds/bundle-format.js';
 import type { AliasNames } from '../secrets/store.js';
@@ -177,15 +178,62 @@ export function parseConfigFile(text: string, file: string): ServerConfig {
   return toServerConfig(result.output as ConfigFile);
 }
 
-/** Reads and parses the config file at `file` (see `parseConfigFile`). */
+/**
+ * Largest config file read, in bytes (1 MiB): a config with thousands of workload entries is a few
+ * hundred KiB. A bigger file is refused before it is read, so a runaway file cannot hold memory or
+ * (read synchronously at start) the event loop.
+ */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+/**
+ * Reads and parses the config file at `file` (see `parseConfigFile`); start-up only (synchronous).
+ * Only a regular file of at most MAX_CONFIG_FILE_BYTES is read: a FIFO (opened O_NONBLOCK, so the
+ * open does not wait for a writer), a device such as /dev/zero, or an oversize file is refused with
+ * SDS_ERR_CONFIG_INVALID naming the file. Reloads read with `readConfigFile` (non-blocking).
+ */
 export function loadConfig(file: string): ServerConfig {
-  let text: string;
+  return parseConfigFile(readConfigFileSync(file), file);
+}
+
+function readConfigFileSync(file: string): string {
+  let fd: number;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
     throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  return parseConfigFile(text, file);
+  try {
+    // fstat of the opened descriptor: the path may be swapped in between.
+    const stats = fs.fstatSync(fd);
+    if (!stats.isFile()) throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${file}: not a regular file`);
+    if (stats.size > MAX_CONFIG_FILE_BYTES) throw configTooLarge(file, `${stats.size} bytes`);
+    // One byte past the cap: the file may grow after fstat.
+    const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    let length = 0;
+    for (let n = 1; n > 0 && length < buffer.length; length += n) n = fs.readSync(fd, buffer, length, buffer.length - length, null);
+    if (length > MAX_CONFIG_FILE_BYTES) throw configTooLarge(file, `more than ${MAX_CONFIG_FILE_BYTES} bytes`);
+    return buffer.subarray(0, length).toString('utf8');
+  } catch (err) {
+    if (err instanceof SdsError) throw err;
+    throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function configTooLarge(file: string, size: string): SdsError {
+  return new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${file}: is ${size}, over the ${MAX_CONFIG_FILE_BYTES}-byte limit for a config file`);
+}
+
+/**
+ * Reads the config file's text for a reload without blocking the event loop (readSecretFile:
+ * O_NONBLOCK, regular file only, at most MAX_CONFIG_FILE_BYTES). Throws SdsError
+ * SDS_ERR_CONFIG_INVALID naming the file and why (a FIFO, a device, too large, missing, ...).
+ */
+export async function readConfigFile(file: string): Promise<string> {
+  const result = await readSecretFile(file, MAX_CONFIG_FILE_BYTES);
+  if (!result.ok) throw new SdsError(ErrorCode.ConfigInvalid, `cannot read --config ${result.problem.message.replace('limit for a secret file', 'limit for a config file')}`);
+  return result.value;
 }
 
 /**

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
+// First: SIGHUP must not terminate the process while the rest loads and starts (early-signals.ts).
+import { onSighup, restoreDefaultSighup, sighupPending } from './early-signals.js';
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../core/logger.js';
 import { ErrorCode, SdsError, describeError, errorCode, errorMessage } from '../core/errors.js';
 import { parseCommandLine, USAGE } from './args.js';
-import type { ServerConfig } from './config.js';
-import { startApp } from './app.js';
+import { readConfigFile, type ServerConfig } from './config.js';
+import type { RunningApp } from './app.js';
 import { disableDebuggerSignal } from './sigusr1.js';
 
 /**
  * Subcommands; `sds-server` without one (or with options only) runs the server. Each is imported
- * when used, so the server's start-up does not load them (start-up time, BENCHMARKS.md).
+ * when used: the server's start-up does not load them (start-up time, BENCHMARKS.md), and its
+ * window before the SIGHUP listener exists stays small.
  */
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   doctor: async (argv) => (await import('./doctor-command.js')).doctorMain(argv),
@@ -47,7 +50,10 @@ const EXIT_2_AT_START = new Set<string>([
 async function main(): Promise<number> {
   const first = process.argv[2];
   const sub = first !== undefined ? SUBCOMMANDS[first] : undefined;
-  if (sub) return subcommand(sub, process.argv.slice(3));
+  if (sub) {
+    restoreDefaultSighup();
+    return subcommand(sub, process.argv.slice(3));
+  }
   let command;
   try {
     command = parseCommandLine(process.argv.slice(2));
@@ -68,15 +74,23 @@ async function main(): Promise<number> {
   const log = createLogger(command.config.log);
   disableDebuggerSignal(log);
   const argv = process.argv.slice(2);
-  // A reload reads the config file and the command line again, exactly as at start.
-  const load = (): ServerConfig => {
-    const again = parseCommandLine(argv);
+  // A reload reads the config file and the command line again, as at start, but the file without
+  // blocking the event loop (a FIFO or a device put in its place is refused, not waited on).
+  const load = async (): Promise<ServerConfig> => {
+    const configText = command.configFile !== undefined ? await readConfigFile(command.configFile) : undefined;
+    const again = parseCommandLine(argv, process.env, configText !== undefined ? { configText } : {});
     if (again.kind !== 'run') throw new SdsError(ErrorCode.ConfigInvalid, 'config reload: the command line no longer runs the server');
     return again.config;
   };
   const configFile = command.configFile;
-  let app;
+  // Nothing a client or a file does may take the process down; log what escaped and keep serving.
+  // Installed before start-up so a stray error while the CA starts is logged the same way.
+  process.on('uncaughtException', (err) => log.error('unexpected error (still serving)', { error: err.message, stack: err.stack }));
+  process.on('unhandledRejection', (reason) => log.error('unexpected rejection (still serving)', { error: String(reason) }));
+  let app: RunningApp;
   try {
+    if (sighupPending()) log.info('SIGHUP during start-up: the reload runs once the server is running');
+    const { startApp } = await import('./app.js');
     app = await startApp(command.config, log, {
       ...(configFile !== undefined ? { load, configFile } : {}),
       ...(command.watchConfig ? { watchConfig: true } : {}),
@@ -88,13 +102,10 @@ async function main(): Promise<number> {
     return EXIT_2_AT_START.has(code) ? 2 : 1;
   }
 
-  // Nothing a client or a file does may take the process down; log what escaped and keep serving.
-  process.on('uncaughtException', (err) => log.error('unexpected error (still serving)', { error: err.message, stack: err.stack }));
-  process.on('unhandledRejection', (reason) => log.error('unexpected rejection (still serving)', { error: String(reason) }));
-
   // SIGHUP: with --config, the config is read again and applied live (src/cli/reload.ts); in every
   // case every secret file is then re-read at once (the behaviour documented before config reload).
-  process.on('SIGHUP', () => {
+  // One that arrived during start-up (held by early-signals.ts) runs now, once.
+  onSighup(() => {
     log.info(configFile !== undefined ? 'SIGHUP: reloading the config and re-reading secret files' : 'SIGHUP: re-reading secret files');
     const running = app;
     (configFile !== undefined ? running.reloadConfig('SIGHUP') : Promise.resolve())

@@ -47,8 +47,12 @@ export interface LiveParts {
   prepareCa(config: ServerConfig): Promise<() => Promise<void>>;
   /** Stops the CA source; returns every name it had in the store. */
   stopCa(): Promise<string[]>;
-  /** Replaces the workload entries and identity template (authorization on). */
-  setPolicy(authorization: NonNullable<ReloadPlan['authorization']>): void;
+  /**
+   * Replaces the workload entries and identity template (authorization on). `trustDomain`: the
+   * new config's CA trust domain (`{trustDomain}` in the template), which a reload that starts the
+   * CA may have changed since start-up.
+   */
+  setPolicy(authorization: NonNullable<ReloadPlan['authorization']>, trustDomain: string): void;
 }
 
 /**
@@ -78,7 +82,7 @@ export async function applyReloadPlan(plan: ReloadPlan, parts: LiveParts, now: D
   // After removals: a stream of a removed identity was told "gone" and is not told again. Renamed
   // aliases re-point the callers' views too (`default` is per caller).
   const { workloads, identityTemplate } = plan.config.authorization;
-  if (plan.authorization || plan.aliases) parts.setPolicy(plan.authorization ?? { workloads, ...(identityTemplate !== undefined ? { identityTemplate } : {}) });
+  if (plan.authorization || plan.aliases || plan.ca === 'start') parts.setPolicy(plan.authorization ?? { workloads, ...(identityTemplate !== undefined ? { identityTemplate } : {}) }, plan.config.ca.trustDomain);
   for (const spec of plan.identities.add) ca?.addConfiguredIdentity(spec);
   const started: Promise<void>[] = [];
   if (startFiles) started.push(startFiles());
@@ -119,7 +123,7 @@ export interface ConfigReloaderOptions {
   /** The config the server started with. */
   config: ServerConfig;
   /** Reads the config again (file and command line); throws an SdsError when it is invalid. */
-  load: () => ServerConfig;
+  load: () => ServerConfig | Promise<ServerConfig>;
   parts: LiveParts;
   log: Logger;
   /** The config file, for status and `--watch-config`. */
@@ -231,7 +235,7 @@ export class ConfigReloader {
     try {
       let next: ServerConfig;
       try {
-        next = this.opts.load();
+        next = await this.opts.load();
       } catch (err) {
         throw err instanceof SdsError ? err : new SdsError(ErrorCode.ConfigInvalid, `config reload: ${(err as Error).message}`);
       }

@@ -86,15 +86,29 @@ export function quoted(value: unknown): string {
   return typeof value === 'string' && pastedContentProblem(value) === undefined && value.length <= 256 ? JSON.stringify(value) : describe(value);
 }
 
-/** Parses `90`, `90s`, `15m`, `1h`, `2d` into seconds; undefined for anything else. */
+/**
+ * Largest millisecond delay a Node timer honours (2^31 - 1 ms, about 24.8 days): setTimeout and
+ * setInterval turn a longer delay into 1 ms, so a setting above it would re-run its timer
+ * continuously (Node's timers documentation).
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Longest duration accepted: 10 years, in seconds (longer than any certificate lifetime in use). */
+export const MAX_DURATION_SECONDS = 10 * 365 * 86_400;
+
+/**
+ * Parses `90`, `90s`, `15m`, `1h`, `2d` into seconds, at most MAX_DURATION_SECONDS (so never
+ * Infinity); undefined for anything else.
+ */
 export function parseDurationSeconds(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isInteger(value) && value > 0) return value;
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 && value <= MAX_DURATION_SECONDS ? value : undefined;
   if (typeof value !== 'string') return undefined;
   const match = /^(\d+)\s*(s|m|h|d)?$/.exec(value.trim());
   if (!match) return undefined;
   const n = Number(match[1]);
   const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(match[2] as 's' | 'm' | 'h' | 'd' | undefined) ?? 's'];
-  return n > 0 ? n * unit : undefined;
+  const seconds = n * unit;
+  return seconds > 0 && seconds <= MAX_DURATION_SECONDS ? seconds : undefined;
 }
 
 const got = (issue: v.BaseIssue<unknown>): string => `got ${describe(issue.input)}`;
@@ -139,10 +153,20 @@ export function matching(re: RegExp, what: string) {
   return textWith((s) => re.test(s), (issue) => `expected ${what}, ${got(issue)}`);
 }
 
-/** An integer >= `min`. */
-export function integer(min: number) {
-  const message = (issue: v.BaseIssue<unknown>): string => `expected an integer >= ${min}, ${got(issue)}`;
-  return v.pipe(v.number(message), v.check((n) => Number.isInteger(n) && n >= min, message), doc<number>({ type: `integer >= ${min}` }));
+/** An integer >= `min` and, when given, <= `max`. */
+export function integer(min: number, max?: number) {
+  const range = max === undefined ? `>= ${min}` : `>= ${min} and <= ${max}`;
+  const message = (issue: v.BaseIssue<unknown>): string => `expected an integer ${range}, ${got(issue)}`;
+  return v.pipe(
+    v.number(message),
+    v.check((n) => Number.isInteger(n) && n >= min && (max === undefined || n <= max), message),
+    doc<number>({ type: `integer ${range}` }),
+  );
+}
+
+/** Milliseconds for a timer: an integer from `min` to MAX_TIMER_MS (Node's timer limit). */
+export function milliseconds(min: number) {
+  return integer(min, MAX_TIMER_MS);
 }
 
 /** A number in the open interval (0, max). */
@@ -163,7 +187,7 @@ export function oneOf<const T extends readonly [string, ...string[]]>(options: T
 /** A duration (`90`, `"90s"`, `"15m"`, `"1h"`, `"2d"`), read as seconds. */
 export function durationSeconds() {
   return v.pipe(
-    v.custom<string | number>((x) => parseDurationSeconds(x) !== undefined, (issue) => `expected a duration such as 3600, "90s", "15m" or "1h", ${got(issue)}`),
+    v.custom<string | number>((x) => parseDurationSeconds(x) !== undefined, (issue) => `expected a duration such as 3600, "90s", "15m" or "1h", at most ${MAX_DURATION_SECONDS / 86_400}d, ${got(issue)}`),
     v.transform((x) => parseDurationSeconds(x) as number),
     doc<number>({ type: 'duration' }),
   );

@@ -23,9 +23,11 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
-const PRIVATE_KEY_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
+// Case-insensitive: OpenSSL and most parsers accept `BEGIN private KEY` too, so a hand-edited or
+// odd-cased key is still a key.
+const PRIVATE_KEY_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/gi;
 /** The same block as it appears inside a JSON string, where line breaks are the two characters `\n`. */
-const PRIVATE_KEY_HEADER = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
+const PRIVATE_KEY_HEADER = /-----BEGIN [A-Z ]*PRIVATE KEY-----/i;
 
 /** Replaces any PEM private key block in a string; keys must never reach a log line. */
 export function redact(text: string): string {
@@ -67,22 +69,35 @@ function boundDeep(value: unknown, depth: number): unknown {
   }
   if (depth >= MAX_LOG_DEPTH) return '[nested too deep]';
   if (value instanceof Error) {
-    const code = (value as { code?: unknown }).code;
-    return { name: value.name, message: boundLogValue(value.message), ...(typeof code === 'string' ? { code } : {}) };
+    const code = read(value, 'code');
+    return { name: boundLogValue(read(value, 'name')), message: boundLogValue(read(value, 'message')), ...(typeof code === 'string' ? { code } : {}) };
   }
   if (Buffer.isBuffer(value) || value instanceof Uint8Array) return `[${value.byteLength} bytes]`;
   if (value instanceof Date) return value.toISOString();
   const items = value instanceof Map ? [...value.entries()] : value instanceof Set ? [...value] : value;
   if (Array.isArray(items)) return (boundLogValue(items) as unknown[]).map((v) => boundDeep(v, depth + 1));
+  return boundFields(items as LogFields, depth + 1);
+}
+
+function boundFields(fields: LogFields, depth = 1): LogFields {
   const out: LogFields = {};
-  for (const [k, v] of Object.entries(items)) out[boundKey(k)] = boundDeep(v, depth + 1);
+  let keys: string[];
+  try {
+    keys = Object.keys(fields);
+  } catch {
+    return { '[unreadable]': true }; // a Proxy whose ownKeys trap throws
+  }
+  for (const key of keys) out[boundKey(key)] = boundDeep(read(fields, key), depth);
   return out;
 }
 
-function boundFields(fields: LogFields): LogFields {
-  const out: LogFields = {};
-  for (const key of Object.keys(fields)) out[boundKey(key)] = boundDeep(fields[key], 1);
-  return out;
+/** One property; a getter (or Proxy trap) that throws must not make the log call throw. */
+function read(holder: object, key: string): unknown {
+  try {
+    return (holder as Record<string, unknown>)[key];
+  } catch (err) {
+    return `[unreadable: ${err instanceof Error ? err.name : typeof err}]`;
+  }
 }
 
 /** A field name is bounded and redacted like a value (a key pasted as a name is still a key). */

@@ -2,7 +2,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SdsError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { redact, type Logger } from '../core/logger.js';
 import type { StatusReport, StreamsReport } from './status.js';
 import type { CertificatesView } from './certificates-view.js';
 import type { ClientsReport } from './clients.js';
@@ -107,7 +107,8 @@ export class AdminServer {
         metrics.scrape().then(
           (text) => {
             res.writeHead(200, { 'content-type': metrics.contentType });
-            res.end(text);
+            // Line by line: a label value cannot span lines, so a cut-off key ends at its line.
+            res.end(text.split('\n').map(redact).join('\n'));
           },
           (err: unknown) => send(res, 500, { error: `could not collect metrics: ${(err as Error).message}` }),
         );
@@ -118,7 +119,13 @@ export class AdminServer {
   }
 }
 
+/**
+ * Every JSON answer goes out through here, with the log's private-key redaction applied to each
+ * string: a status field may quote text from outside (a CA's error body, say), and admin output is
+ * kept and shared like logs. Per string, so a key cut off without its END line is redacted to the
+ * end of that string and the document stays valid JSON.
+ */
 function send(res: http.ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body, null, 2) + '\n');
+  res.end(JSON.stringify(body, (_key, value: unknown) => (typeof value === 'string' ? redact(value) : value), 2) + '\n');
 }

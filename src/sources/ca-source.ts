@@ -10,7 +10,7 @@ import { defaultCaConfig } from '../ca/ca-config.js';
 import { generateKeyObjects, type KeyType } from '../x509/keys.js';
 import { isSelfSigned } from '../x509/certificate-info.js';
 import { splitPem } from '../x509/pem.js';
-import { trustDomainId } from '../x509/spiffe.js';
+import { parseSpiffeId, trustDomainId } from '../x509/spiffe.js';
 import type { SecretPublisher } from './file-source.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 
@@ -290,6 +290,11 @@ export class CaSource implements SecretSource {
     const { spec } = id;
     const started = Date.now();
     try {
+      // Second safeguard after the config rules: whatever asks (a template expanded with the wrong
+      // trust domain, say), this CA never signs an identity outside its own trust domain.
+      if (parseSpiffeId(spec.spiffeId)?.trustDomain !== this.opts.trustDomain) {
+        throw new SdsError(ErrorCode.SpiffeIdMismatch, `${spec.spiffeId} is outside the CA's trust domain ${this.opts.trustDomain}; not issued`);
+      }
       // Key, signature and validation take a bounded number of slots (CPU for a CA in this process,
       // requests for one elsewhere); waiting for a new root to propagate does not hold one.
       const value = await this.slots.run(() => this.issueOnce(spec));

@@ -71,7 +71,7 @@ onDemandIdleSeconds: -1
     expect(message).toContain('sds.yaml: workloads[2].identities[0]: "spiffe://example.org" is not a workload SPIFFE ID (trust bundles go to every caller; list only identities)');
     expect(message).toContain('sds.yaml: workloads[3].extra: unknown field');
     expect(message).toContain('sds.yaml: identityTemplate: placeholder {pod} is neither {trustDomain} nor a selector type');
-    expect(message).toContain('sds.yaml: onDemandIdleSeconds: expected an integer >= 0, got number -1');
+    expect(message).toContain('sds.yaml: onDemandIdleSeconds: expected an integer >= 0 and <= 2147483, got number -1');
     expect(problems('workloads: {}')).toContain('sds.yaml: workloads: expected a list of { selectors, identities }, got a mapping');
     expect(problems('identityTemplate: "spiffe://other.org/{k8s:sa}"')).toContain("sds.yaml: identityTemplate: \"spiffe://other.org/{k8s:sa}\" is not in the CA's trust domain example.org");
     expect(problems('onDemandIdleSeconds: 5')).toContain('sds.yaml: onDemandIdleSeconds: applies only with identityTemplate');

@@ -74,6 +74,31 @@ describe('embedded CA', () => {
     expect(leaf.subjectAltName).toContain('DNS:front.apps.local');
     await source.close();
   });
+  it('refuses to issue a SPIFFE ID outside its trust domain (SDS_ERR_SPIFFE_ID_MISMATCH), without asking the backend to sign', async () => {
+    const embedded = await EmbeddedCa.open({ trustDomain: TD, dataDir: path.join(dir, 'data'), log: silentLogger });
+    const signed: string[] = [];
+    const backend: CaBackend = Object.assign(Object.create(embedded) as CaBackend, {
+      sign: (req: SignRequest, signal: AbortSignal) => {
+        signed.push(req.spiffeId);
+        return embedded.sign(req, signal);
+      },
+    });
+    const store = new SecretStore();
+    let refusal: (line: Record<string, unknown>) => void = () => undefined;
+    const refused = new Promise<Record<string, unknown>>((resolve) => (refusal = resolve));
+    const log = createLogger({ level: 'warn', write: (l) => {
+      const line = JSON.parse(l) as Record<string, unknown>;
+      if (line.msg === 'could not issue identity; keeping the current one and retrying') refusal(line);
+    } });
+    const source = new CaSource({ backend, trustDomain: TD, identities: [], publisher: store, log, bundleRefreshMs: 0 });
+    await source.start();
+    const OUTSIDE = 'spiffe://other.test/uid/0';
+    source.addIdentity(OUTSIDE);
+    expect(await refused).toMatchObject({ secret: OUTSIDE, code: 'SDS_ERR_SPIFFE_ID_MISMATCH', error: `${OUTSIDE} is outside the CA's trust domain ${TD}; not issued` });
+    expect(signed).toEqual([]);
+    expect(store.get(OUTSIDE)?.value).toBeUndefined();
+    await source.close();
+  });
 });
 
 describe('CA-issued identities (embedded CA)', () => {
