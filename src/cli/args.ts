@@ -30,7 +30,8 @@ import { describeCertificate } from '../x509/certificate-info.js';
 export const USAGE = `Usage: sds-server [options]
        sds-server doctor --admin ADDR [--client NAME --server NAME [--expect-san SAN]] [--envoy-admin URL]... [--json]
        sds-server check [--config FILE | --cert FILE --key FILE [--ca FILE]]
-       sds-server fetch NAME --socket PATH [--json]
+       sds-server fetch NAME [--socket PATH] [--json]
+       sds-server status --admin ADDR [--json]
 
 Envoy Secret Discovery Service (v3 and v2) on a Unix domain socket.
 
