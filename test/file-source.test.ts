@@ -2,6 +2,7 @@
  * FileSource against real files, real certificates and real chokidar: the first load, each
  * rotation style repeated, a cert/key pair rotated out of step, files that appear later, close().
  */
+import { renameSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -93,6 +94,26 @@ describe('FileSource', () => {
       spiffeId: SPIFFE_ID,
     });
     expect(typeof updated?.notAfter).toBe('string');
+  });
+
+  it('start() serves before the watchers are ready; a rotation between the read and the watch is still published', async () => {
+    const first = await newLeaf();
+    const next = await newLeaf();
+    const writer = new RenameWriter(dir);
+    await writer.init(filesOf(first));
+
+    const { store, source, pushes } = await startSource(writer.path('tls.crt'), writer.path('tls.key'));
+    expect(servedSerial(store, NAME)).toBe(first.serialNumber);
+    // Synchronously, before the watcher set up by start() can have been armed.
+    writeFileSync(path.join(dir, 'tls.key.tmp'), next.keyPem);
+    writeFileSync(path.join(dir, 'tls.crt.tmp'), next.chainPem);
+    renameSync(path.join(dir, 'tls.key.tmp'), writer.path('tls.key'));
+    renameSync(path.join(dir, 'tls.crt.tmp'), writer.path('tls.crt'));
+
+    // watching() includes the re-read that follows the watchers: no waiting for an event here.
+    await source.watching();
+    expect(servedSerial(store, NAME)).toBe(next.serialNumber);
+    expect(pushes.map((p) => p.serial)).toEqual([first.serialNumber, next.serialNumber]);
   });
 
   const styles: [string, (dir: string) => RotationStyle][] = [
@@ -190,6 +211,7 @@ describe('FileSource', () => {
     const [status] = source.status();
     expect(status).toMatchObject({ state: 'pending', lastError: { code: ErrorCode.FileMissing } });
     expect(status?.lastError?.message).toContain(certFile);
+    await source.watching();
     expect(source.watchedDirs()).toEqual([dir]); // the nearest existing ancestor
 
     const leaf = await newLeaf();

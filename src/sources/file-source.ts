@@ -132,6 +132,8 @@ export class FileSource implements SecretSource {
   private secretsByDir = new Map<string, Tracked[]>();
   private pollTimer: NodeJS.Timeout | undefined;
   private started = false;
+  /** The first watcher sync, started once the first read is done. */
+  private firstWatch: Promise<void> = Promise.resolve();
   /** Set once the first read of every secret is done. */
   private loaded = false;
   private closed = false;
@@ -153,18 +155,29 @@ export class FileSource implements SecretSource {
   }
 
   /**
-   * Declares every secret, starts the watchers, then makes the first read of every secret.
-   * Resolves after that read even when files are missing or bad (their status says why).
+   * Declares every secret and makes the first read of every secret, then starts the watchers in
+   * the background (see {@link watching}). Resolves after that read even when files are missing or
+   * bad (their status says why).
+   *
+   * Read first, watch second: the first response does not wait for the watchers. Once they are
+   * ready every secret is read again, so a change made between the read and the watch is not lost.
    */
   async start(): Promise<void> {
     if (this.started) throw new SdsError(ErrorCode.Internal, 'FileSource.start() called twice');
     this.started = true;
     for (const t of this.tracked) this.publisher.declare(t.name, t.source.kind, t.source.spec.names ?? []);
-    // Watch first, read second: a change made in between is then seen by the watcher.
-    await this.watchSync.run();
     await Promise.all(this.tracked.map((t) => t.task.run()));
     this.loaded = true;
+    this.firstWatch = this.watchSync.run();
     this.schedulePoll();
+  }
+
+  /**
+   * Resolves once the watchers started by {@link start} are in place and the re-read that follows
+   * them is done (tests, and callers that need "watched" rather than "served"). Never rejects.
+   */
+  async watching(): Promise<void> {
+    await this.firstWatch;
   }
 
   /** Stops watchers and timers; resolves once no read is in flight. Nothing is published afterwards. */
@@ -277,9 +290,10 @@ export class FileSource implements SecretSource {
       }
       this.secretsByDir = byDir;
       const added = await this.watches.sync(targets);
-      // The first sync comes before the first read, which needs no catch-up.
-      if (!this.loaded) return;
-      for (const dir of added) for (const t of byDir.get(dir) ?? []) this.scheduleReload(t);
+      // A file written before its watcher was ready gave no event: read now, not after a debounce.
+      const catchUp = new Set<Tracked>();
+      for (const dir of added) for (const t of byDir.get(dir) ?? []) catchUp.add(t);
+      await Promise.all([...catchUp].map((t) => t.task.run()));
     } catch (err) {
       this.log.error('updating file watchers failed; relying on the periodic re-read', { error: err });
     }
