@@ -19,7 +19,7 @@ import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.j
 import { validateTlsCertificate, type ParsedKeyCache } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
-import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
+import { DirWatchSet, watchPointsOf, type WatchTargets } from './dir-watch-set.js';
 import { readSecretFileSync } from '../core/read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 import { SerialTask } from './serial-task.js';
@@ -231,7 +231,7 @@ export class FileSource implements SecretSource {
     return tracked;
   }
 
-  // ---- events and timers: nothing below may throw into chokidar or a timer ----
+  // ---- events and timers: nothing below may throw into a watcher callback or a timer ----
 
   private onDirEvent(dir: string): void {
     if (this.closed) return;
@@ -270,9 +270,9 @@ export class FileSource implements SecretSource {
   }
 
   /**
-   * Points the watchers at the directory of every file, or at its nearest existing ancestor while
-   * the directory is missing, and re-reads the secrets under a newly watched directory: a file
-   * written there before that watcher was ready gave no event.
+   * Points the watchers at the directory of every file (or its nearest existing ancestor while the
+   * directory is missing) and of every symlink on the way to it, and re-reads the secrets under a
+   * newly watched directory: a file written there before that watch was armed gave no event.
    */
   private async syncWatches(): Promise<void> {
     if (this.closed) return;
@@ -281,11 +281,12 @@ export class FileSource implements SecretSource {
       const byDir = new Map<string, Tracked[]>();
       for (const t of this.tracked) {
         for (const file of t.files) {
-          const { dir, name } = await watchPointOf(file);
-          addTo(targets, dir, name);
-          const list = byDir.get(dir) ?? [];
-          if (!list.includes(t)) list.push(t);
-          byDir.set(dir, list);
+          for (const { dir, name } of await watchPointsOf(file)) {
+            addTo(targets, dir, name);
+            const list = byDir.get(dir) ?? [];
+            if (!list.includes(t)) list.push(t);
+            byDir.set(dir, list);
+          }
         }
       }
       this.secretsByDir = byDir;
