@@ -342,9 +342,8 @@ function encryptedKey(keyPem: string, type: 'sec1' | 'pkcs8'): string {
 }
 
 /**
- * Not running as root: chmod 000 is enough. chokidar reports a mode change inconsistently (a
- * chmod 000 shows up as `unlink`), so rather than depend on that the test asks for a re-read, as
- * SIGHUP would.
+ * Not running as root: chmod 000 is enough. Rather than depend on how the watcher reports a mode
+ * change, the test asks for a re-read, as SIGHUP would.
  */
 async function unreadableInProcess(): Promise<void> {
   const f = await startWithGoodTls();

@@ -1,8 +1,9 @@
 /**
- * FileSource against real files, real certificates and real chokidar: the first load, each
+ * FileSource against real files, real certificates and real fs.watch watchers: the first load, each
  * rotation style repeated, a cert/key pair rotated out of step, files that appear later, close().
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { renameSync, writeFileSync } from 'node:fs';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../src/core/errors.js';
@@ -95,6 +96,26 @@ describe('FileSource', () => {
     expect(typeof updated?.notAfter).toBe('string');
   });
 
+  it('start() serves before the watchers are ready; a rotation between the read and the watch is still published', async () => {
+    const first = await newLeaf();
+    const next = await newLeaf();
+    const writer = new RenameWriter(dir);
+    await writer.init(filesOf(first));
+
+    const { store, source, pushes } = await startSource(writer.path('tls.crt'), writer.path('tls.key'));
+    expect(servedSerial(store, NAME)).toBe(first.serialNumber);
+    // Synchronously, before the watcher set up by start() can have been armed.
+    writeFileSync(path.join(dir, 'tls.key.tmp'), next.keyPem);
+    writeFileSync(path.join(dir, 'tls.crt.tmp'), next.chainPem);
+    renameSync(path.join(dir, 'tls.key.tmp'), writer.path('tls.key'));
+    renameSync(path.join(dir, 'tls.crt.tmp'), writer.path('tls.crt'));
+
+    // watching() includes the re-read that follows the watchers: no waiting for an event here.
+    await source.watching();
+    expect(servedSerial(store, NAME)).toBe(next.serialNumber);
+    expect(pushes.map((p) => p.serial)).toEqual([first.serialNumber, next.serialNumber]);
+  });
+
   const styles: [string, (dir: string) => RotationStyle][] = [
     ['in-place write', (d) => new InPlaceWriter(d)],
     ['write temp + rename', (d) => new RenameWriter(d)],
@@ -127,6 +148,28 @@ describe('FileSource', () => {
     for (const push of pushes) expect(push.privateKeyPem).toBe(keyBySerial.get(push.serial ?? ''));
     const ms = latencies.map((l) => `${l.toFixed(1)} ms`).join(', ');
     console.log(`[${style}] rotation -> publish: ${ms}`);
+  });
+
+  it.each(styles)('%s in another directory, reached through symlinks: each rotation is published without the poll', async (_style, make) => {
+    // The configured paths are links into a directory of their own (a sidecar's volume, say):
+    // the rotation happens there, and only a watch on that directory (or its links) sees it.
+    const target = path.join(dir, 'volume');
+    const linked = path.join(dir, 'etc');
+    await mkdir(target);
+    await mkdir(linked);
+    const writer = make(target);
+    await writer.init(filesOf(await newLeaf()));
+    await symlink(writer.path('tls.crt'), path.join(linked, 'tls.crt'));
+    await symlink(writer.path('tls.key'), path.join(linked, 'tls.key'));
+    const { store, source } = await startSource(path.join(linked, 'tls.crt'), path.join(linked, 'tls.key'));
+    await source.watching();
+    expect(source.watchedDirs()).toContain(target);
+
+    for (let i = 1; i <= 2; i++) {
+      const leaf = await newLeaf();
+      await writer.rotate(filesOf(leaf));
+      await waitFor(`rotation ${i} to be served`, () => servedSerial(store, NAME) === leaf.serialNumber);
+    }
   });
 
   it('a cert rotated 100 ms before its key: serves only the consistent pair, once; the mismatch shows in status meanwhile and is no warning', async () => {
@@ -190,6 +233,7 @@ describe('FileSource', () => {
     const [status] = source.status();
     expect(status).toMatchObject({ state: 'pending', lastError: { code: ErrorCode.FileMissing } });
     expect(status?.lastError?.message).toContain(certFile);
+    await source.watching();
     expect(source.watchedDirs()).toEqual([dir]); // the nearest existing ancestor
 
     const leaf = await newLeaf();

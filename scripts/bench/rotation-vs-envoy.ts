@@ -321,10 +321,17 @@ async function runRound(bin: string, ca: CertificateAuthority, opts: RotationBen
       const stream = client.stream();
       stops.push(async () => stream.end());
       stream.send({ node: envoyNode(), resource_names: [name('sds-server', s)], type_url: client.typeUrl });
+      // Short waits, re-armed until the round stops: one long pending timer kept the process alive
+      // after the report was printed.
+      let stopped = false;
+      stops.push(async () => {
+        stopped = true;
+      });
       void (async () => {
         for (;;) {
-          const res = await stream.next(3_600_000).catch(() => undefined);
-          if (!res) return;
+          const res = await stream.next(1_000).catch(() => undefined);
+          if (stopped) return;
+          if (!res) continue;
           const at = performance.now();
           const chain = decodeSecret(res.resources[0]!).tls_certificate?.certificate_chain?.inline_bytes;
           if (chain) pushes.set(normalizeSerial(new X509Certificate(chain).serialNumber), at);

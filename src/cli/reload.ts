@@ -190,7 +190,7 @@ export class ConfigReloader {
   async watchFile(debounceMs: number): Promise<void> {
     const file = this.opts.file;
     if (!file || this.watch) return;
-    // Loaded only with --watch-config (start-up time: chokidar is not needed otherwise).
+    // Loaded only with --watch-config (start-up time: not needed otherwise).
     const { DirWatchSet } = await import('../sources/dir-watch-set.js');
     const watch: { set: DirWatchSet; timer?: NodeJS.Timeout } = {
       set: new DirWatchSet(() => {

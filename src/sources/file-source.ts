@@ -19,7 +19,7 @@ import { versionOf, type SecretEntry, type SecretKind } from '../secrets/store.j
 import { validateTlsCertificate, type ParsedKeyCache } from '../secrets/validate-tls-certificate.js';
 import { validateTrustBundle } from '../secrets/validate-trust-bundle.js';
 import { checkLeafInBundle, type NamedBundle } from '../secrets/validate-leaf-in-bundle.js';
-import { DirWatchSet, watchPointOf, type WatchTargets } from './dir-watch-set.js';
+import { DirWatchSet, watchPointsOf, type WatchTargets } from './dir-watch-set.js';
 import { readSecretFileSync } from '../core/read-secret-file.js';
 import type { SecretSource, SecretSourceStatus } from './source.js';
 import { SerialTask } from './serial-task.js';
@@ -132,6 +132,8 @@ export class FileSource implements SecretSource {
   private secretsByDir = new Map<string, Tracked[]>();
   private pollTimer: NodeJS.Timeout | undefined;
   private started = false;
+  /** The first watcher sync, started once the first read is done. */
+  private firstWatch: Promise<void> = Promise.resolve();
   /** Set once the first read of every secret is done. */
   private loaded = false;
   private closed = false;
@@ -153,18 +155,29 @@ export class FileSource implements SecretSource {
   }
 
   /**
-   * Declares every secret, starts the watchers, then makes the first read of every secret.
-   * Resolves after that read even when files are missing or bad (their status says why).
+   * Declares every secret and makes the first read of every secret, then starts the watchers in
+   * the background (see {@link watching}). Resolves after that read even when files are missing or
+   * bad (their status says why).
+   *
+   * Read first, watch second: the first response does not wait for the watchers. Once they are
+   * ready every secret is read again, so a change made between the read and the watch is not lost.
    */
   async start(): Promise<void> {
     if (this.started) throw new SdsError(ErrorCode.Internal, 'FileSource.start() called twice');
     this.started = true;
     for (const t of this.tracked) this.publisher.declare(t.name, t.source.kind, t.source.spec.names ?? []);
-    // Watch first, read second: a change made in between is then seen by the watcher.
-    await this.watchSync.run();
     await Promise.all(this.tracked.map((t) => t.task.run()));
     this.loaded = true;
+    this.firstWatch = this.watchSync.run();
     this.schedulePoll();
+  }
+
+  /**
+   * Resolves once the watchers started by {@link start} are in place and the re-read that follows
+   * them is done (tests, and callers that need "watched" rather than "served"). Never rejects.
+   */
+  async watching(): Promise<void> {
+    await this.firstWatch;
   }
 
   /** Stops watchers and timers; resolves once no read is in flight. Nothing is published afterwards. */
@@ -218,7 +231,7 @@ export class FileSource implements SecretSource {
     return tracked;
   }
 
-  // ---- events and timers: nothing below may throw into chokidar or a timer ----
+  // ---- events and timers: nothing below may throw into a watcher callback or a timer ----
 
   private onDirEvent(dir: string): void {
     if (this.closed) return;
@@ -257,9 +270,9 @@ export class FileSource implements SecretSource {
   }
 
   /**
-   * Points the watchers at the directory of every file, or at its nearest existing ancestor while
-   * the directory is missing, and re-reads the secrets under a newly watched directory: a file
-   * written there before that watcher was ready gave no event.
+   * Points the watchers at the directory of every file (or its nearest existing ancestor while the
+   * directory is missing) and of every symlink on the way to it, and re-reads the secrets under a
+   * newly watched directory: a file written there before that watch was armed gave no event.
    */
   private async syncWatches(): Promise<void> {
     if (this.closed) return;
@@ -268,18 +281,20 @@ export class FileSource implements SecretSource {
       const byDir = new Map<string, Tracked[]>();
       for (const t of this.tracked) {
         for (const file of t.files) {
-          const { dir, name } = await watchPointOf(file);
-          addTo(targets, dir, name);
-          const list = byDir.get(dir) ?? [];
-          if (!list.includes(t)) list.push(t);
-          byDir.set(dir, list);
+          for (const { dir, name } of await watchPointsOf(file)) {
+            addTo(targets, dir, name);
+            const list = byDir.get(dir) ?? [];
+            if (!list.includes(t)) list.push(t);
+            byDir.set(dir, list);
+          }
         }
       }
       this.secretsByDir = byDir;
       const added = await this.watches.sync(targets);
-      // The first sync comes before the first read, which needs no catch-up.
-      if (!this.loaded) return;
-      for (const dir of added) for (const t of byDir.get(dir) ?? []) this.scheduleReload(t);
+      // A file written before its watcher was ready gave no event: read now, not after a debounce.
+      const catchUp = new Set<Tracked>();
+      for (const dir of added) for (const t of byDir.get(dir) ?? []) catchUp.add(t);
+      await Promise.all([...catchUp].map((t) => t.task.run()));
     } catch (err) {
       this.log.error('updating file watchers failed; relying on the periodic re-read', { error: err });
     }
