@@ -32,7 +32,10 @@ export interface TransportLimits {
    * Milliseconds between HTTP/2 PINGs on each connection; 0 turns them off. A connection that does
    * not answer within `pingTimeoutMs` is closed: this is what frees a connection whose session failed
    * with a protocol error (HTTP/2 sends GOAWAY, then stops reading, and Node never closes the
-   * socket), and one whose peer is gone. Default 10000.
+   * socket), and one whose peer is stalled or gone. Default 60000: on a Unix socket the kernel
+   * closes a dead peer's end at once (no half-open connections as over TCP), so the PING only has
+   * the failed sessions and stalled peers to find, and every PING costs a wake-up per connection
+   * (issue 14: idle CPU at 1,000 and 10,000 streams).
    */
   pingIntervalMs: number;
   /** Milliseconds to wait for a PING acknowledgement. Default 5000. */
@@ -44,7 +47,7 @@ export const DEFAULT_TRANSPORT_LIMITS: Readonly<TransportLimits> = {
   maxConnections: 8192,
   maxConnectionsPerUid: 1024,
   maxStreamsPerConnection: 1024,
-  pingIntervalMs: 10_000,
+  pingIntervalMs: 60_000,
   pingTimeoutMs: 5000,
 };
 
