@@ -70,6 +70,22 @@ async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
   }
 }
 
+/** An HTTP/2 session test double: records PING callbacks, so a test answers them or not. */
+class FakeSession extends EventEmitter {
+  destroyed = false;
+  pings: Array<(err: Error | null) => void> = [];
+  /** performance.now() of each PING. */
+  pingedAt: number[] = [];
+  ping(cb: (err: Error | null) => void): boolean {
+    this.pings.push(cb);
+    this.pingedAt.push(performance.now());
+    return true;
+  }
+  destroy(): void {
+    this.destroyed = true;
+  }
+}
+
 describe('transport limits (real sockets)', () => {
   let running: RunningServer | undefined;
   const raws: net.Socket[] = [];
@@ -270,17 +286,6 @@ describe('transport limits (real sockets)', () => {
   });
 
   it('PING deadline after a stall of our own loop (session test double): the peer gets a fresh timeout, a silent one is still closed', async () => {
-    class FakeSession extends EventEmitter {
-      destroyed = false;
-      pings: Array<(err: Error | null) => void> = [];
-      ping(cb: (err: Error | null) => void): boolean {
-        this.pings.push(cb);
-        return true;
-      }
-      destroy(): void {
-        this.destroyed = true;
-      }
-    }
     const logs: string[] = [];
     const guard = new ConnectionGuard({ ...DEFAULT_TRANSPORT_LIMITS, pingIntervalMs: 30, pingTimeoutMs: 500 }, createLogger({ write: (l) => logs.push(l) }), () => {});
     const http2Server = new EventEmitter();
@@ -302,5 +307,28 @@ describe('transport limits (real sockets)', () => {
     expect(guard.stats().pingTimeouts).toBe(1);
     answering.emit('close');
     silent.emit('close');
+  });
+
+  it('PINGs every session in one sweep (session test doubles): one wake-up per interval, not one per connection', async () => {
+    const guard = new ConnectionGuard({ ...DEFAULT_TRANSPORT_LIMITS, pingIntervalMs: 200, pingTimeoutMs: 5000 }, createLogger({ write: () => {} }), () => {});
+    const http2Server = new EventEmitter();
+    guard.watch(http2Server);
+    const sessions: FakeSession[] = [];
+    for (let i = 0; i < 200; i++) {
+      sessions.push(new FakeSession());
+      http2Server.emit('session', sessions[i]);
+      // Sessions join over time (4 groups, 10 ms apart), as connections do.
+      if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await waitFor(() => sessions.every((s) => s.pings.length >= 1), 2000);
+    // Same sweep: the first PINGs of sessions that joined 30 ms apart went out together.
+    const first = sessions.map((s) => s.pingedAt[0]!);
+    expect(Math.max(...first) - Math.min(...first)).toBeLessThan(5);
+    // Answered ones are PINGed again on the next sweep; a PING in flight is not repeated.
+    for (const s of sessions.slice(1)) s.pings[0]!(null);
+    await waitFor(() => sessions[1]!.pings.length >= 2, 2000);
+    expect(sessions[0]!.pings).toHaveLength(1);
+    for (const s of sessions) s.emit('close');
+    expect(guard.stats().pingTimeouts).toBe(0);
   });
 });

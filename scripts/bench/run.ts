@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
+import type { KeyType } from '../../src/x509/keys.js';
 import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
 import { measureStartup, startupRows } from './startup.js';
 import { runSpireComparison, wantsSpirePeer } from './spire/compare.js';
@@ -65,14 +66,15 @@ interface Fixture {
   certDir: string;
 }
 
-async function makeFixture(): Promise<Fixture> {
+/** `keyType`: the leaves' key; RSA-2048 for the floor comparison, P-256 (SPIRE's) for `--peer spire`. */
+async function makeFixture(keyType: KeyType = 'rsa-2048'): Promise<Fixture> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sds-bench-'));
   const ca = await createRootCa({ trustDomain: 'example.org' });
-  // RSA-2048 leaves: one Secret is ~2.9 KB on the wire, close to the floor's 3 KB message.
+  // RSA-2048 leaves by default: one Secret is ~2.9 KB on the wire, close to the floor's 3 KB message.
   // One pair per rotation of a scenario (+ the initial one), so no version repeats within a scenario.
   const pairs = [];
   for (let i = 0; i < ROTATIONS + 2; i++) {
-    const leaf = await issueLeaf(ca, { spiffeId: NAME, keyType: 'rsa-2048' });
+    const leaf = await issueLeaf(ca, { spiffeId: NAME, keyType });
     pairs.push({ chainPem: leaf.chainPem, keyPem: leaf.keyPem });
   }
   const certDir = path.join(dir, 'certs');
@@ -328,11 +330,16 @@ async function main(): Promise<void> {
     // `--peer spire`: only the side-by-side comparison with SPIRE agent (scripts/bench/spire/compare.ts).
     await runSpireComparison({
       root: ROOT,
-      cliMain: path.join(OUT, 'src/cli/main.js'),
+      // The bundle operators run (`npm run build`), as scripts/bench/startup.ts measures it.
+      cliMain: path.join(ROOT, 'dist/cli/main.js'),
       argv,
       name: NAME,
-      build,
-      makeFixture,
+      build: async () => {
+        await build();
+        execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
+      },
+      // SPIRE's SVIDs are P-256: the same key type on both sides, so responses are alike in size.
+      makeFixture: () => makeFixture('ec-p256'),
       startLoadgen: () => BenchChild.start('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT }),
       machine,
     });

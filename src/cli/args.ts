@@ -58,7 +58,7 @@ Transport limits (each logs, rate-limited, when it acts; also socket.limits in t
   --max-streams-per-connection N
                          concurrent streams per connection; HTTP/2 refuses the excess (default 1024)
   --ping-interval MS     PING every connection every MS and close it when no answer comes within
-                         5000 ms (frees dead peers and failed sessions; default 10000, 0 = off)
+                         5000 ms (frees stalled peers and failed sessions; default 60000, 0 = off)
 
 Identity and names:
   --spiffe-id ID         name of the --cert identity, or the identity the embedded CA issues

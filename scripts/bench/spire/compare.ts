@@ -23,7 +23,9 @@
  * Names: the load generator asks both for the SVID by its SPIFFE ID, spiffe://example.org/bench
  * (SPIRE also answers `default`; bundles are `ROOTCA` or the trust-domain ID on both).
  *
- * Options (with --peer spire): --rounds=N (default 3), --levels=100,1000, --quick (1 round at 100,
+ * Options (with --peer spire): --rounds=N (default 3), --levels=100,1000, --settle=S (seconds between
+ * the last rotation and the idle window, default 10; V8's memory reducer shrinks the heap in GCs
+ * some seconds into a quiet spell, which can land inside the idle window), --quick (1 round at 100,
  * 3 rotations, 5 s idle: a smoke test, not figures to publish).
  */
 import fs from 'node:fs/promises';
@@ -39,11 +41,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** What run.ts hands over (its build, fixture and load generator), so run.ts stays the one entry point. */
 export interface SpireComparisonDeps {
   root: string;
-  /** Compiled src/cli/main.js (the real CLI, as `node dist/cli/main.js` runs it). */
+  /** The bundled CLI, dist/cli/main.js (what `bin` runs), built by `build`. */
   cliMain: string;
   argv: string[];
   /** The secret both servers serve; the SPIRE workload entry's SPIFFE ID. */
   name: string;
+  /** Compiles the bench processes and `npm run build`s dist/. */
   build(): Promise<void>;
   /** A config serving `name` from certDir/tls.crt + tls.key, and pairsFile: JSON [{chainPem, keyPem}] to rotate through. */
   makeFixture(): Promise<{ dir: string; config: string; certDir: string; pairs: string }>;
@@ -92,7 +95,7 @@ function options(argv: string[]): Options {
     rounds: Number(value('rounds') ?? (quick ? 1 : 3)),
     levels,
     rotations: quick ? 3 : 5,
-    settleSeconds: quick ? 3 : 10,
+    settleSeconds: Number(value('settle') ?? (quick ? 3 : 10)),
     idleSeconds: quick ? 5 : 30,
   };
 }
@@ -121,7 +124,7 @@ export async function runSpireComparison(deps: SpireComparisonDeps): Promise<voi
   if (process.platform !== 'linux') throw new Error('--peer spire reads /proc for memory and CPU: Linux only');
   log(`--peer spire: ${opt.rounds} round(s) at N = ${opt.levels.join(', ')}; ${opt.rotations} rotations, ${opt.idleSeconds} s idle window per run`);
   const bin = await installSpire(deps.root);
-  log('building (tsc -p scripts/bench/tsconfig.json)');
+  log('building (tsc -p scripts/bench/tsconfig.json, then npm run build for dist/cli/main.js)');
   await deps.build();
   const fx = await deps.makeFixture();
   const pairs = JSON.parse(await fs.readFile(fx.pairs, 'utf8')) as Array<{ chainPem: string; keyPem: string }>;
@@ -340,7 +343,7 @@ function report(results: RunResult[], opt: Options, loads: string[], wallS: numb
     'SPIRE rotation: `spire-server entry update` (new DNS name) -> the agent syncs (every 5 s) and pushes a new SVID; so its trigger -> last is mostly the sync interval. sds-server rotation: temp files renamed over the served pair.',
   ];
   const bytes = (p: Peer): number | undefined => results.find((r) => r.peer === p)?.responseBytes;
-  notes.push(`one DiscoveryResponse: sds-server ${bytes('sds') ?? 'n/a'} B (RSA-2048 leaf + chain + key), SPIRE ${bytes('spire') ?? 'n/a'} B (its P-256 SVID)`);
+  notes.push(`one DiscoveryResponse: sds-server ${bytes('sds') ?? 'n/a'} B (P-256 leaf + chain + key), SPIRE ${bytes('spire') ?? 'n/a'} B (its P-256 SVID)`);
   const ctl = results.filter((r) => r.controlPlaneIdleCpuPercent !== undefined).map((r) => r.controlPlaneIdleCpuPercent!);
   if (ctl.length) notes.push(`spire-server (not counted above; the sds-server has no separate control plane) idle CPU over the same windows: ${spreadText(ctl, 3)} % of one core`);
   const incomplete = results.filter((r) => r.incompleteRotations || r.stormErrors || r.stormMs === undefined);
