@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
-import { BenchChild, median, percentile } from './common.js';
+import { BenchChild, median, percentile, type StormReply } from './common.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.join(ROOT, '.tmp/bench/out');
@@ -34,17 +34,6 @@ const NAME = 'spiffe://example.org/bench';
 const log = (line: string): void => void process.stdout.write(`${line}\n`);
 
 
-interface StormResult {
-  allServedMs?: number;
-  served: number;
-  expected: number;
-  refused: number;
-  streamErrors: number;
-  errorSamples: string[];
-  firstResponseP50Ms: number;
-  firstResponseP99Ms: number;
-  timedOut: boolean;
-}
 interface Attestations {
   durations: number[];
   failures: number;
@@ -74,9 +63,9 @@ async function main(): Promise<void> {
   };
   const loadgen = await BenchChild.start('loadgen', path.join(HERE, 'loadgen.js'), [], { cwd: ROOT });
   let group = 0;
-  const open = async (socket: string, conns: number): Promise<StormResult> => {
+  const open = async (socket: string, conns: number): Promise<StormReply> => {
     const id = `g${++group}`;
-    const r = await loadgen.call<StormResult>('open', { group: id, socket, conns, perConn: 1, name: NAME, timeoutMs: 120_000 });
+    const r = await loadgen.call<StormReply>('open', { group: id, socket, conns, perConn: 1, name: NAME, timeoutMs: 120_000 });
     await loadgen.call('close', { group: id });
     return r;
   };
@@ -99,7 +88,7 @@ async function main(): Promise<void> {
     for (const s of Object.values(servers)) await s.child.stop();
 
     // ---- connect storm -----------------------------------------------------------------------
-    const storms: Record<Mode, { result: StormResult; attest: Attestations }[]> = { off: [], on: [] };
+    const storms: Record<Mode, { result: StormReply; attest: Attestations }[]> = { off: [], on: [] };
     for (let round = 0; round < ROUNDS; round++) {
       for (const mode of (round % 2 ? ['on', 'off'] : ['off', 'on']) as Mode[]) {
         const s = await startServer(mode);

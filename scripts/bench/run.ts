@@ -25,8 +25,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRootCa, issueLeaf } from '../../src/x509/issue.js';
 import type { KeyType } from '../../src/x509/keys.js';
-import { BenchChild, median, percentile, wallMs, type ProcessSample } from './common.js';
-import { measureStartup, startupRows } from './startup.js';
+import { BenchChild, median, percentile, wallMs, type ProcessSample, type StormReply } from './common.js';
+import { measureStartup, startupRows, type StartupRow } from './startup.js';
 import { runSpireComparison, wantsSpirePeer } from './spire/compare.js';
 import { runRotationVsEnvoy, type RotationBenchResult } from './rotation-vs-envoy.js';
 
@@ -119,25 +119,12 @@ async function build(): Promise<void> {
 
 // ---- scenarios ---------------------------------------------------------------------------------
 
-interface StormResult {
-  allServedMs?: number;
-  served: number;
-  expected: number;
-  refused: number;
-  refusedCodes: Record<string, number>;
-  streamErrors: number;
-  errorSamples: string[];
-  firstResponseP50Ms: number;
-  firstResponseP99Ms: number;
-  responseBytes: number;
-  timedOut: boolean;
-}
 
 interface LevelResult {
   n: number;
   conns: number;
   perConn: number;
-  storm: StormResult;
+  storm: StormReply;
   rssPerStream: number;
   heapPerStream: number;
   /** V8 heap committed (used + free) and off-heap (Buffers) per stream: where RSS goes. */
@@ -169,7 +156,7 @@ async function runLevel(target: Target, fx: Fixture, loadgen: BenchChild<Sample>
   await sleep(300);
   const before = await child.sample();
   const group = `${target}-${n}-${serial}`;
-  const storm = await loadgen.call<StormResult>('open', { group, socket, conns, perConn, name: NAME });
+  const storm = await loadgen.call<StormReply>('open', { group, socket, conns, perConn, name: NAME });
   await sleep(500);
   const after = await child.sample();
   if (HEAP_SNAPSHOT) process.stderr.write(`  heap snapshot: ${await child.call<string>('heapSnapshot', { file: path.join(fx.dir, `${target}-${n}.heapsnapshot`) })}\n`);
@@ -289,15 +276,8 @@ async function runChurn(target: Target, fx: Fixture, loadgen: BenchChild<Sample>
 
 // ---- report ------------------------------------------------------------------------------------
 
-interface Row {
-  metric: string;
-  n: string;
-  sds: string;
-  floor: string;
-  ratio: string;
-  target: string;
-  met: string;
-}
+/** A row of the report table (startup.ts defines the columns for both). */
+type Row = StartupRow;
 
 const fmt = (v: number | undefined, digits = 1): string => (v === undefined || Number.isNaN(v) ? 'n/a' : v.toFixed(digits));
 const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || !b || Number.isNaN(a) || Number.isNaN(b) ? '' : `${(a / b).toFixed(2)}x`);

@@ -25,19 +25,16 @@ export async function readSecretFile(file: string, maxBytes: number = MAX_SECRET
   try {
     // fstat of the opened descriptor, not stat of the path: the path may be swapped in between.
     const stats = await handle.stat();
-    if (!stats.isFile()) return fail(ErrorCode.NotAFile, `${file}: is ${describeType(stats)}, not a regular file`);
-    if (stats.size > maxBytes) return tooLarge(file, `${stats.size} bytes`, maxBytes);
-    // Read at most one byte past the cap: the file may grow after fstat.
-    const buffer = Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size, 0) + 64 * 1024));
+    const refused = refuseStats(file, stats, maxBytes);
+    if (refused) return refused;
+    const buffer = bufferFor(stats, maxBytes);
     let length = 0;
     while (length < buffer.length) {
       const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
       if (bytesRead === 0) break;
       length += bytesRead;
     }
-    if (length > maxBytes) return tooLarge(file, `more than ${maxBytes} bytes`, maxBytes);
-    if (length === buffer.length) return fail(ErrorCode.FileUnreadable, `${file}: grew while being read (rotation in progress?)`);
-    return ok(buffer.subarray(0, length).toString('utf8'));
+    return contentOf(file, buffer, length, maxBytes);
   } catch (err) {
     return fail(ErrorCode.FileUnreadable, `${file}: cannot be read (${errorCode(err)})`);
   } finally {
@@ -62,18 +59,16 @@ export function readSecretFileSync(file: string, maxBytes: number = MAX_SECRET_F
   }
   try {
     const stats = fstatSync(fd);
-    if (!stats.isFile()) return fail(ErrorCode.NotAFile, `${file}: is ${describeType(stats)}, not a regular file`);
-    if (stats.size > maxBytes) return tooLarge(file, `${stats.size} bytes`, maxBytes);
-    const buffer = Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size, 0) + 64 * 1024));
+    const refused = refuseStats(file, stats, maxBytes);
+    if (refused) return refused;
+    const buffer = bufferFor(stats, maxBytes);
     let length = 0;
     while (length < buffer.length) {
       const bytesRead = readSync(fd, buffer, length, buffer.length - length, null);
       if (bytesRead === 0) break;
       length += bytesRead;
     }
-    if (length > maxBytes) return tooLarge(file, `more than ${maxBytes} bytes`, maxBytes);
-    if (length === buffer.length) return fail(ErrorCode.FileUnreadable, `${file}: grew while being read (rotation in progress?)`);
-    return ok(buffer.subarray(0, length).toString('utf8'));
+    return contentOf(file, buffer, length, maxBytes);
   } catch (err) {
     return fail(ErrorCode.FileUnreadable, `${file}: cannot be read (${errorCode(err)})`);
   } finally {
@@ -83,6 +78,25 @@ export function readSecretFileSync(file: string, maxBytes: number = MAX_SECRET_F
       // nothing to do: the descriptor is gone either way
     }
   }
+}
+
+/** The fstat verdict both readers share: a regular file within the cap, else the problem. */
+function refuseStats(file: string, stats: Stats, maxBytes: number): Result<string> | undefined {
+  if (!stats.isFile()) return fail(ErrorCode.NotAFile, `${file}: is ${describeType(stats)}, not a regular file`);
+  if (stats.size > maxBytes) return tooLarge(file, `${stats.size} bytes`, maxBytes);
+  return undefined;
+}
+
+/** Room for the file as fstat saw it, and at most one byte past the cap: it may grow after fstat. */
+function bufferFor(stats: Stats, maxBytes: number): Buffer {
+  return Buffer.alloc(Math.min(maxBytes + 1, Math.max(stats.size, 0) + 64 * 1024));
+}
+
+/** The text read, unless the file outgrew the cap or the buffer while it was read. */
+function contentOf(file: string, buffer: Buffer, length: number, maxBytes: number): Result<string> {
+  if (length > maxBytes) return tooLarge(file, `more than ${maxBytes} bytes`, maxBytes);
+  if (length === buffer.length) return fail(ErrorCode.FileUnreadable, `${file}: grew while being read (rotation in progress?)`);
+  return ok(buffer.subarray(0, length).toString('utf8'));
 }
 
 /** {@link readSecretFile} for start-up reads: throws an SdsError naming the file instead. */
