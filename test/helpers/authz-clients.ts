@@ -77,7 +77,9 @@ export async function runClient(
       const line = out.split('\n')[0];
       if (out.includes('\n') && line) resolve(JSON.parse(line) as ClientRun);
     });
-    child.once('exit', (code) => reject(new Error(`client as uid ${user.uid} exited (${code}) without a result: ${err}`)));
+    // 'close', not 'exit': 'exit' can come before the last stdout chunk has been read, which
+    // failed a run whose client had printed its result (seen once in CI).
+    child.once('close', (code) => reject(new Error(`client as uid ${user.uid} exited (${code}) without a result: ${err}`)));
   });
   return {
     run,
