@@ -6,12 +6,12 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { startApp } from '../../src/cli/app.js';
 import { createLogger } from '../../src/core/logger.js';
 import { describeWithEnvoy } from './find-envoy.js';
 import { EnvoyProcess, freePorts, sameSerial, sdsListenersBootstrap, sdsTlsListener, waitUntil, writeBootstrap, writeLdsFile, type SdsApiType } from './harness.js';
-import { FileSecretsServer, failureReport, spiffeId } from './sds-fixture.js';
+import { FileSecretsServer, perTestSdsAndEnvoy, spiffeId } from './sds-fixture.js';
 
 const FRONT = spiffeId('front');
 const BACK = spiffeId('back');
@@ -19,23 +19,12 @@ const EXTRA = spiffeId('extra');
 const stat = (name: string, counter: string): string => `sds.${name.replace('://', '_')}.${counter}`;
 
 describeWithEnvoy('Envoy end to end: a config reload touches only the streams of what it changes', (envoyBin) => {
-  let sds: FileSecretsServer | undefined;
-  let envoy: EnvoyProcess | undefined;
-
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => console.error(failureReport(ctx.task.name, sds, envoy)));
-  });
-  afterEach(async () => {
-    await envoy?.stop();
-    await sds?.close();
-    envoy = undefined;
-    sds = undefined;
-  });
+  const held = perTestSdsAndEnvoy();
 
   for (const apiType of ['GRPC', 'DELTA_GRPC'] as const satisfies readonly SdsApiType[]) {
     it(`${apiType}: front's stream is untouched, back is reported gone, extra is served to the listener added after the reload`, async () => {
       const server = await FileSecretsServer.create([FRONT, BACK, EXTRA]);
-      sds = server;
+      held.sds = server;
       let served = [FRONT, BACK];
       const logger = createLogger({ level: 'info', write: (line) => server.log.push(line) });
       server.app = await startApp(server.config(served), logger, { load: () => server.config(served) });
@@ -46,8 +35,8 @@ describeWithEnvoy('Envoy end to end: a config reload touches only the streams of
       await mkdir(path.dirname(ldsFile));
       await writeLdsFile(ldsFile, [listener('front', frontPort, FRONT), listener('back', backPort, BACK)]);
       const bootstrap = await writeBootstrap(server.dir, 'envoy', sdsListenersBootstrap({ nodeId: `reload-${apiType}`, adminPort, socketPath: server.socketPath(), ldsFile }));
-      envoy = await EnvoyProcess.start({ bin: envoyBin, name: `reload envoy (${apiType})`, bootstrapFile: bootstrap, adminPort });
-      const e = envoy;
+      held.envoy = await EnvoyProcess.start({ bin: envoyBin, name: `reload envoy (${apiType})`, bootstrapFile: bootstrap, adminPort });
+      const e = held.envoy;
 
       const kind = apiType === 'GRPC' ? 'sotw' : 'delta';
       const streamFor = (name: string) => server.streams().find((s) => s.kind === kind && s.named.includes(name));

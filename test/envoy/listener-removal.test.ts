@@ -7,7 +7,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { describeWithEnvoy } from './find-envoy.js';
 import {
   EnvoyProcess,
@@ -20,40 +20,29 @@ import {
   writeLdsFile,
   type SdsApiType,
 } from './harness.js';
-import { BUNDLE, FileSecretsServer, failureReport, spiffeId, streamsSentUnnamed } from './sds-fixture.js';
+import { BUNDLE, FileSecretsServer, perTestSdsAndEnvoy, spiffeId, streamsSentUnnamed } from './sds-fixture.js';
 
 const FRONT = spiffeId('front');
 const BACK = spiffeId('back');
 
 describeWithEnvoy('Envoy end to end: removing a listener (file-based LDS) sends no stream a secret it did not name', (envoyBin) => {
-  let sds: FileSecretsServer | undefined;
-  let envoy: EnvoyProcess | undefined;
-
-  beforeEach((ctx) => {
-    ctx.onTestFailed(() => console.error(failureReport(ctx.task.name, sds, envoy)));
-  });
-  afterEach(async () => {
-    await envoy?.stop();
-    await sds?.close();
-    envoy = undefined;
-    sds = undefined;
-  });
+  const held = perTestSdsAndEnvoy();
 
   for (const apiType of ['GRPC', 'DELTA_GRPC'] as const satisfies readonly SdsApiType[]) {
     it(`${apiType}: after the front listener is removed, its stream gets nothing more, and no stream is ever sent another identity, also after the back secret rotates`, async () => {
-      sds = await FileSecretsServer.create([FRONT, BACK]);
-      await sds.start();
+      const server = await FileSecretsServer.create([FRONT, BACK]);
+      held.sds = server;
+      await server.start();
       const [adminPort, frontPort, backPort] = (await freePorts(3)) as [number, number, number];
       const sdsOpts = { apiType, backOff: { baseInterval: '0.1s', maxInterval: '1s' } };
       const front = sdsTlsListener({ name: 'front', port: frontPort, certificate: FRONT, sds: sdsOpts });
       const back = sdsTlsListener({ name: 'back', port: backPort, certificate: BACK, sds: sdsOpts });
-      const ldsFile = path.join(sds.dir, 'lds', 'lds.yaml');
+      const ldsFile = path.join(server.dir, 'lds', 'lds.yaml');
       await mkdir(path.dirname(ldsFile));
       await writeLdsFile(ldsFile, [front, back]);
-      const bootstrap = await writeBootstrap(sds.dir, 'envoy', sdsListenersBootstrap({ nodeId: `lds-${apiType}`, adminPort, socketPath: sds.socketPath(), ldsFile }));
-      envoy = await EnvoyProcess.start({ bin: envoyBin, name: `lds envoy (${apiType})`, bootstrapFile: bootstrap, adminPort, extraArgs: ['--drain-time-s', '1'] });
-      const e = envoy;
-      const server = sds;
+      const bootstrap = await writeBootstrap(server.dir, 'envoy', sdsListenersBootstrap({ nodeId: `lds-${apiType}`, adminPort, socketPath: server.socketPath(), ldsFile }));
+      held.envoy = await EnvoyProcess.start({ bin: envoyBin, name: `lds envoy (${apiType})`, bootstrapFile: bootstrap, adminPort, extraArgs: ['--drain-time-s', '1'] });
+      const e = held.envoy;
 
       // One stream per secret, each sent exactly the secret it named.
       const kind = apiType === 'GRPC' ? 'sotw' : 'delta';

@@ -14,6 +14,8 @@ import { createLogger } from '../../src/core/logger.js';
 import type { StreamReportEntry } from '../../src/ops/status.js';
 import { createRootCa, issueLeaf, type CertificateAuthority, type IssuedLeaf } from '../../src/x509/issue.js';
 import { RenameWriter } from '../helpers/files.js';
+import { afterEach, beforeEach } from 'vitest';
+import type { EnvoyProcess } from './harness.js';
 
 export const TRUST_DOMAIN = 'example.org';
 export const BUNDLE = `spiffe://${TRUST_DOMAIN}`;
@@ -118,6 +120,24 @@ export function streamsSentUnnamed(streams: StreamReportEntry[]): Array<{ id: nu
 }
 
 /** What a failed Envoy test prints: the server's /streams, Envoy's output and the server's log. */
+/**
+ * One FileSecretsServer and one Envoy per test, in `held`: both are stopped after each test, and a
+ * failing test prints the server's /streams, Envoy's output and the server's log (failureReport).
+ */
+export function perTestSdsAndEnvoy(): { sds?: FileSecretsServer; envoy?: EnvoyProcess } {
+  const held: { sds?: FileSecretsServer; envoy?: EnvoyProcess } = {};
+  beforeEach((ctx) => {
+    ctx.onTestFailed(() => console.error(failureReport(ctx.task.name, held.sds, held.envoy)));
+  });
+  afterEach(async () => {
+    await held.envoy?.stop();
+    await held.sds?.close();
+    delete held.envoy;
+    delete held.sds;
+  });
+  return held;
+}
+
 export function failureReport(test: string, sds: FileSecretsServer | undefined, envoy: { output(): string } | undefined): string {
   return `----- ${test} -----\n/streams: ${JSON.stringify(sds?.app?.streams() ?? {}, null, 1)}\n----- Envoy output -----\n${envoy?.output() ?? '(no Envoy)'}\n----- sds-server log -----\n${sds?.log.join('\n') ?? ''}`;
 }
